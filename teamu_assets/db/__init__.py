@@ -1,0 +1,1 @@
+"""Postgres without Dagster: the embedded server, connections by URL, DDL and SQL functions."""

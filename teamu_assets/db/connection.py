@@ -1,0 +1,85 @@
+"""Connections by URL: the embedded server's or TEAMU_DATABASE_URL's, with errors that say where and why."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+from teamu_assets.db import server
+
+MIN_PGVECTOR = (0, 8)
+
+
+class DatabaseError(RuntimeError):
+    """The database can't be used; the message names host and database, never a password."""
+
+
+def describe(url: str) -> str:
+    """'host H port P, database D' for messages: the parts of a URL that are safe to show."""
+    parts = conninfo_to_dict(url)
+    return f"host {parts.get('host', 'localhost')} port {parts.get('port', 5432)}, database {parts.get('dbname', '?')}"
+
+
+def resolve_url(database_url: str | None, pgdata: Path) -> str:
+    """TEAMU_DATABASE_URL when set, else the running embedded server's URL."""
+    if database_url:
+        return database_url
+    info = server.status(pgdata)
+    if info is None:
+        raise DatabaseError(
+            f"The embedded Postgres server under {pgdata} is not running: start it with `teamu db start`, "
+            "or point TEAMU_DATABASE_URL at a Postgres server with pgvector."
+        )
+    return info.url()
+
+
+def with_database(url: str, database: str) -> str:
+    """The same server, another database."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+def sqlalchemy_url(url: str, driver: str = "psycopg2") -> str:
+    """dagster-postgres goes through SQLAlchemy, whose 2.1 maps plain postgresql:// to psycopg 3, which fails."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(scheme=f"postgresql+{driver}"))
+
+
+def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
+    try:
+        return psycopg.connect(url, autocommit=autocommit, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise DatabaseError(f"Cannot connect to Postgres at {describe(url)}: {reason}") from None
+
+
+def ensure_database(url: str, database: str) -> None:
+    """Create `database` on the server of `url` when missing."""
+    with connect(url, autocommit=True) as conn:
+        exists = conn.execute("select 1 from pg_database where datname = %s", (database,)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("create database {}").format(sql.Identifier(database)))
+
+
+def ensure_pgvector(url: str) -> str:
+    """Create the vector extension when missing; return its version, refusing one older than 0.8."""
+    with connect(url, autocommit=True) as conn:
+        available = conn.execute(
+            "select default_version from pg_available_extensions where name = 'vector'"
+        ).fetchone()
+        if available is None:
+            raise DatabaseError(
+                f"Postgres at {describe(url)} lacks the pgvector extension (vector >= 0.8 is required)"
+            )
+        conn.execute("create extension if not exists vector")
+        (version,) = conn.execute("select extversion from pg_extension where extname = 'vector'").fetchone()
+    if tuple(int(p) for p in version.split(".")[:2]) < MIN_PGVECTOR:
+        raise DatabaseError(
+            f"Postgres at {describe(url)} has pgvector {version}; 0.8 or newer is required "
+            "(ALTER EXTENSION vector UPDATE)"
+        )
+    return version
