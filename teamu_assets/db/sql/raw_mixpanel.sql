@@ -1,0 +1,39 @@
+-- Mixpanel raw export events, as loaded by teamu_assets.ingest (one row per accepted event).
+create schema if not exists raw_mixpanel;
+
+create table if not exists raw_mixpanel.events (
+    insert_id    text not null,
+    event        text not null,
+    distinct_id  text not null,
+    event_time   timestamptz not null,
+    properties   jsonb not null,
+    source_file  text not null,
+    loaded_at    timestamptz not null default now(),
+    -- Mixpanel's own deduplication key: an event is the same when all four agree.
+    primary key (insert_id, event, distinct_id, event_time)
+);
+create index if not exists events_loaded_at_idx on raw_mixpanel.events (loaded_at);
+create index if not exists events_event_time_idx on raw_mixpanel.events (event_time);
+
+-- Lines that could not be accepted, kept verbatim with the reason.
+create table if not exists raw_mixpanel.events_quarantine (
+    source_file     text not null,
+    line_number     integer not null,
+    raw_line        text not null,
+    reason          text not null,
+    quarantined_at  timestamptz not null default now(),
+    primary key (source_file, line_number)
+);
+
+-- One row per export file loaded, so no file is loaded twice, with counts that reconcile:
+-- lines_read = loaded + duplicates + quarantined.
+create table if not exists raw_mixpanel.loaded_files (
+    source_file  text primary key,
+    sha256       text not null,
+    lines_read   integer not null,
+    loaded       integer not null,
+    duplicates   integer not null,
+    quarantined  integer not null,
+    loaded_at    timestamptz not null default now(),
+    check (lines_read = loaded + duplicates + quarantined)
+);
