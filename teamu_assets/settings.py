@@ -59,9 +59,7 @@ class Settings:
         username = env.get("MIXPANEL_SERVICE_ACCOUNT_USERNAME")
         secret = env.get("MIXPANEL_SERVICE_ACCOUNT_SECRET")
         project_id = env.get("MIXPANEL_PROJECT_ID")
-        mixpanel = (
-            MixpanelCredentials(username, secret, project_id) if username and secret and project_id else None
-        )
+        mixpanel = MixpanelCredentials(username, secret, project_id) if username and secret and project_id else None
         return cls(
             home=home,
             database_url=env.get("TEAMU_DATABASE_URL") or None,

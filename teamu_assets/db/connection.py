@@ -68,13 +68,9 @@ def ensure_database(url: str, database: str) -> None:
 def ensure_pgvector(url: str) -> str:
     """Create the vector extension when missing; return its version, refusing one older than 0.8."""
     with connect(url, autocommit=True) as conn:
-        available = conn.execute(
-            "select default_version from pg_available_extensions where name = 'vector'"
-        ).fetchone()
+        available = conn.execute("select default_version from pg_available_extensions where name = 'vector'").fetchone()
         if available is None:
-            raise DatabaseError(
-                f"Postgres at {describe(url)} lacks the pgvector extension (vector >= 0.8 is required)"
-            )
+            raise DatabaseError(f"Postgres at {describe(url)} lacks the pgvector extension (vector >= 0.8 is required)")
         conn.execute("create extension if not exists vector")
         (version,) = conn.execute("select extversion from pg_extension where extname = 'vector'").fetchone()
     if tuple(int(p) for p in version.split(".")[:2]) < MIN_PGVECTOR:

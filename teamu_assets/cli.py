@@ -1,0 +1,160 @@
+"""The `teamu` command: database lifecycle, demo data, the demo run, recommendations and reports."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from teamu_assets.settings import Settings
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def _app_url(settings: Settings) -> str:
+    from teamu_assets.db.connection import resolve_url
+
+    return resolve_url(settings.database_url, settings.pgdata)
+
+
+def db_start(settings: Settings) -> str:
+    """Start (or reuse) the embedded server, or check TEAMU_DATABASE_URL; prepare databases and dagster.yaml."""
+    from teamu_assets.db import bootstrap, server
+    from teamu_assets.db.connection import ensure_database, with_database
+    from teamu_assets.instance import write_dagster_yaml
+
+    if settings.uses_embedded_server:
+        info = server.start(settings.pgdata)
+        app_url = bootstrap.prepare_server(info.url())
+        print(f"PostgreSQL running (pid {info.pid}) on 127.0.0.1:{info.port}, data in {settings.pgdata}")
+    else:
+        app_url = settings.database_url
+    version = bootstrap.prepare_app_database(app_url)
+    if not settings.uses_embedded_server:
+        ensure_database(with_database(app_url, "postgres"), server.DAGSTER_DATABASE)
+    dagster_yaml = write_dagster_yaml(settings.dagster_home, app_url)
+    print(f"pgvector {version}; Dagster instance config: {dagster_yaml}")
+    return app_url
+
+
+def _db(args: argparse.Namespace) -> int:
+    from teamu_assets.db import server
+    from teamu_assets.db.connection import describe, with_database
+
+    settings = _settings()
+    if args.action == "start":
+        db_start(settings)
+    elif args.action == "stop":
+        if not settings.uses_embedded_server:
+            print("TEAMU_DATABASE_URL is set: that server is not ours to stop.", file=sys.stderr)
+            return 1
+        print("stopped" if server.stop(settings.pgdata) else "not running")
+    elif args.action == "status":
+        if settings.uses_embedded_server:
+            info = server.status(settings.pgdata)
+            if info is None:
+                print(f"not running (data dir {settings.pgdata})")
+                return 1
+            print(f"running: pid {info.pid}, 127.0.0.1:{info.port}, data dir {settings.pgdata}")
+        else:
+            print(f"external server: {describe(settings.database_url)}")
+    elif args.action == "url":
+        print(with_database(_app_url(settings), args.database) if args.database else _app_url(settings))
+    elif args.action == "psql":
+        psql = str(server.psql_path())
+        os.execv(psql, [psql, _app_url(settings), *args.psql_args])
+    return 0
+
+
+def _seed(args: argparse.Namespace) -> int:
+    from teamu_assets.synthetic import SyntheticConfig, generate, save_truth, write_mixpanel_files, write_supabase
+
+    settings = _settings()
+    url = _app_url(settings)
+    config = SyntheticConfig(users=args.users, posts=args.posts, days=args.days, seed=args.seed)
+    dataset = generate(config)
+    counts = write_supabase(url, dataset)
+    files = write_mixpanel_files(dataset, settings.mixpanel_landing_dir, bad_fraction=args.bad_fraction, seed=args.seed)
+    truth_path = save_truth(dataset.truth, settings.home / "synthetic" / "ground_truth.npz")
+    print("raw_supabase: " + ", ".join(f"{table} {rows}" for table, rows in counts.items()))
+    print(
+        f"mixpanel export: {files.total_lines} lines in {len(files.paths)} files under {settings.mixpanel_landing_dir}"
+    )
+    print(f"ground truth: {truth_path}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from teamu_assets.demo import run_demo
+
+    return run_demo(_settings(), users=args.users, posts=args.posts, days=args.days, seed=args.seed)
+
+
+def _recommend(args: argparse.Namespace) -> int:
+    from teamu_assets.db.recommend import recommend
+
+    rows = recommend(_app_url(_settings()), args.user, args.k)
+    if not rows:
+        print(f"no recommendations for user {args.user}")
+        return 1
+    for rank, row in enumerate(rows, start=1):
+        print(f"{rank:>3}. {row.score:7.3f}  post {row.post_id:>6}  {row.title}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from teamu_assets.evaluation.summary import latest_summary
+
+    print(latest_summary(_app_url(_settings())))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="teamu", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    db = commands.add_parser("db", help="the Postgres server: start|stop|status|url|psql")
+    db.add_argument("action", choices=["start", "stop", "status", "url", "psql"])
+    db.add_argument("--database", help="with `url`: the URL of another database on the same server")
+    db.add_argument("psql_args", nargs=argparse.REMAINDER, help="with `psql`: arguments passed to psql")
+    db.set_defaults(func=_db)
+
+    for name, func, help_text in (
+        ("seed", _seed, "generate synthetic Teamu data into raw_supabase and the Mixpanel landing folder"),
+        ("demo", _demo, "start the database, seed, materialize every asset, print the results"),
+    ):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--users", type=int, default=2000)
+        sub.add_argument("--posts", type=int, default=1500)
+        sub.add_argument("--days", type=int, default=60)
+        sub.add_argument("--seed", type=int, default=7)
+        if name == "seed":
+            sub.add_argument("--bad-fraction", type=float, default=0.0, help="share of bad Mixpanel lines")
+        sub.set_defaults(func=func)
+
+    rec = commands.add_parser("recommend", help="print a user's recommendations from ml.recommend_posts")
+    rec.add_argument("--user", type=int, required=True)
+    rec.add_argument("-k", type=int, default=20)
+    rec.set_defaults(func=_recommend)
+
+    report = commands.add_parser("report", help="print the latest evaluation summary")
+    report.set_defaults(func=_report)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from teamu_assets.db.connection import DatabaseError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except DatabaseError as exc:
+        print(f"teamu: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""The Dagster instance's configuration: runs, events, schedules and sensor cursors live in Postgres.
+
+Written as dagster.yaml under DAGSTER_HOME by `teamu db start`, so a bare `dagster dev` finds it. Plain file
+writing, no Dagster import: the CLI runs it before any Dagster process exists.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from psycopg.conninfo import conninfo_to_dict
+
+from teamu_assets.db.connection import with_database
+from teamu_assets.db.server import DAGSTER_DATABASE
+
+PASSWORD_ENV = "TEAMU_DATABASE_PASSWORD"
+
+
+def dagster_yaml(server_url: str) -> str:
+    """dagster.yaml pointing every storage at database `dagster` of the server behind `server_url`.
+
+    The password, if any, stays out of the file: dagster reads it from TEAMU_DATABASE_PASSWORD.
+    """
+    parts = conninfo_to_dict(with_database(server_url, DAGSTER_DATABASE))
+    password = f"\n      password:\n        env: {PASSWORD_ENV}" if parts.get("password") else ""
+    return f"""# Written by `teamu db start`; edits are overwritten.
+storage:
+  postgres:
+    postgres_db:
+      hostname: "{parts.get("host", "localhost")}"
+      port: {parts.get("port", 5432)}
+      db_name: "{parts["dbname"]}"
+      username: "{parts.get("user", "postgres")}"{password}
+      # SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3, with which dagster-postgres fails.
+      scheme: "postgresql+psycopg2"
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    max_concurrent_runs: 2
+    dequeue_interval_seconds: 1
+telemetry:
+  enabled: false
+"""
+
+
+def write_dagster_yaml(dagster_home: Path, server_url: str) -> Path:
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    path = dagster_home / "dagster.yaml"
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(dagster_yaml(server_url))
+    tmp.replace(path)
+    return path
