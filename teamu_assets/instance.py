@@ -16,12 +16,12 @@ from teamu_assets.db.server import DAGSTER_DATABASE
 PASSWORD_ENV = "TEAMU_DATABASE_PASSWORD"
 
 
-def dagster_yaml(server_url: str) -> str:
-    """dagster.yaml pointing every storage at database `dagster` of the server behind `server_url`.
+def dagster_yaml(server_url: str, database: str = DAGSTER_DATABASE) -> str:
+    """dagster.yaml pointing every storage at `database` (default `dagster`) of the server behind `server_url`.
 
     The password, if any, stays out of the file: dagster reads it from TEAMU_DATABASE_PASSWORD.
     """
-    parts = conninfo_to_dict(with_database(server_url, DAGSTER_DATABASE))
+    parts = conninfo_to_dict(with_database(server_url, database))
     password = f"\n      password:\n        env: {PASSWORD_ENV}" if parts.get("password") else ""
     return f"""# Written by `teamu db start`; edits are overwritten.
 storage:
@@ -44,10 +44,10 @@ telemetry:
 """
 
 
-def write_dagster_yaml(dagster_home: Path, server_url: str) -> Path:
+def write_dagster_yaml(dagster_home: Path, server_url: str, database: str = DAGSTER_DATABASE) -> Path:
     dagster_home.mkdir(parents=True, exist_ok=True)
     path = dagster_home / "dagster.yaml"
     tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(dagster_yaml(server_url))
+    tmp.write_text(dagster_yaml(server_url, database))
     tmp.replace(path)
     return path

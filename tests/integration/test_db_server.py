@@ -1,0 +1,70 @@
+"""The embedded server's lifecycle, pgvector, connection errors and the Dagster instance on Postgres."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from teamu_assets.db import server
+from teamu_assets.db.connection import DatabaseError, connect, ensure_pgvector, with_database
+from teamu_assets.instance import write_dagster_yaml
+
+pytestmark = pytest.mark.integration
+
+
+def test_start_reuses_a_running_server_and_stop_stops_it(tmp_path: Path) -> None:
+    pgdata = tmp_path / "pgdata"
+    first = server.start(pgdata)
+    try:
+        again = server.start(pgdata)
+        assert again == first, "a second start must reuse the running server"
+        with connect(first.url("postgres")) as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+    finally:
+        assert server.stop(pgdata) is True
+    assert server.status(pgdata) is None
+    assert server.stop(pgdata) is False
+    restarted = server.start(pgdata)
+    try:
+        assert restarted.pid != first.pid
+        assert restarted.port == first.port, "the port is stable across restarts of one data dir"
+    finally:
+        server.stop(pgdata)
+
+
+def test_pgvector_is_at_least_0_8(db_url: str) -> None:
+    version = ensure_pgvector(db_url)
+    assert tuple(int(part) for part in version.split(".")[:2]) >= (0, 8)
+    with connect(db_url) as conn:
+        distance = conn.execute("select '[1,0,0]'::vector <#> '[0.5,0,0]'::vector").fetchone()[0]
+    assert distance == pytest.approx(-0.5)
+
+
+def test_unreachable_url_names_host_and_database_but_not_the_password() -> None:
+    with pytest.raises(DatabaseError) as error:
+        connect("postgresql://analyst:s3cret-pw@127.0.0.1:1/teamu_prod")
+    message = str(error.value)
+    assert "127.0.0.1" in message and "teamu_prod" in message
+    assert "s3cret-pw" not in message
+
+
+def test_missing_database_is_a_clear_error(server_url: str) -> None:
+    with pytest.raises(DatabaseError, match="database no_such_db"):
+        ensure_pgvector(with_database(server_url, "no_such_db"))
+
+
+def test_dagster_instance_lives_in_postgres(db_url: str, tmp_path: Path) -> None:
+    from dagster import DagsterInstance
+
+    database = db_url.rsplit("/", 1)[1]
+    config_path = write_dagster_yaml(tmp_path, db_url, database=database)
+    config = yaml.safe_load(config_path.read_text())
+    assert config["storage"]["postgres"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
+
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert instance.get_runs() == []
+    with connect(db_url) as conn:
+        tables = {row[0] for row in conn.execute("select tablename from pg_tables where schemaname = 'public'")}
+    assert {"runs", "event_logs", "instigators"} <= tables
