@@ -21,23 +21,14 @@ def _app_url(settings: Settings) -> str:
 
 
 def db_start(settings: Settings) -> str:
-    """Start (or reuse) the embedded server, or check TEAMU_DATABASE_URL; prepare databases and dagster.yaml."""
-    from teamu_assets.db import bootstrap, server
-    from teamu_assets.db.connection import ensure_database, with_database
-    from teamu_assets.instance import write_dagster_yaml
+    from teamu_assets.db.bootstrap import bootstrap
 
-    if settings.uses_embedded_server:
-        info = server.start(settings.pgdata)
-        app_url = bootstrap.prepare_server(info.url())
-        print(f"PostgreSQL running (pid {info.pid}) on 127.0.0.1:{info.port}, data in {settings.pgdata}")
-    else:
-        app_url = settings.database_url
-    version = bootstrap.prepare_app_database(app_url)
-    if not settings.uses_embedded_server:
-        ensure_database(with_database(app_url, "postgres"), server.DAGSTER_DATABASE)
-    dagster_yaml = write_dagster_yaml(settings.dagster_home, app_url)
-    print(f"pgvector {version}; Dagster instance config: {dagster_yaml}")
-    return app_url
+    ready = bootstrap(settings)
+    if ready.server is not None:
+        where = f"127.0.0.1:{ready.server.port}, data in {settings.pgdata}"
+        print(f"PostgreSQL running (pid {ready.server.pid}) on {where}")
+    print(f"pgvector {ready.pgvector_version}; Dagster instance config: {ready.dagster_yaml}")
+    return ready.app_url
 
 
 def _db(args: argparse.Namespace) -> int:

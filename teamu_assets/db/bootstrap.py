@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 from teamu_assets.db import schema, server
 from teamu_assets.db.connection import ensure_database, ensure_pgvector, with_database
+from teamu_assets.instance import write_dagster_yaml
+from teamu_assets.settings import Settings
 
 # Applied in this order on every start; each file is idempotent.
 OWNED_SCHEMAS = ("raw_supabase", "raw_mixpanel", "ml")
@@ -22,3 +27,25 @@ def prepare_server(server_url: str, app_database: str = server.APP_DATABASE) -> 
     ensure_database(maintenance_url, app_database)
     ensure_database(maintenance_url, server.DAGSTER_DATABASE)
     return with_database(server_url, app_database)
+
+
+@dataclass(frozen=True)
+class Bootstrapped:
+    app_url: str
+    pgvector_version: str
+    dagster_yaml: Path
+    server: server.ServerInfo | None  # None when TEAMU_DATABASE_URL points elsewhere
+
+
+def bootstrap(settings: Settings) -> Bootstrapped:
+    """Start (or reuse) the embedded server, or check TEAMU_DATABASE_URL; prepare databases and dagster.yaml."""
+    info = None
+    if settings.uses_embedded_server:
+        info = server.start(settings.pgdata)
+        app_url = prepare_server(info.url())
+    else:
+        app_url = settings.database_url
+    version = prepare_app_database(app_url)
+    if info is None:
+        ensure_database(with_database(app_url, "postgres"), server.DAGSTER_DATABASE)
+    return Bootstrapped(app_url, version, write_dagster_yaml(settings.dagster_home, app_url), info)
