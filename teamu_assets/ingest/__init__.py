@@ -1,0 +1,31 @@
+"""Mixpanel export -> raw_mixpanel.events: validation, deduplication, quarantine and the loaded-files ledger.
+
+Pure Python (psycopg and mixpanel-utils); the Dagster assets in teamu_assets/assets call these functions.
+"""
+
+from teamu_assets.ingest.export import MixpanelExportError, export_live
+from teamu_assets.ingest.loader import (
+    EXPORT_FILE_PATTERN,
+    IngestError,
+    LoadResult,
+    file_sha256,
+    load_export_file,
+    load_landing_folder,
+)
+from teamu_assets.ingest.validation import TEAMU_EVENTS, InvalidLine, ValidEvent, decode_line, validate_line
+
+__all__ = [
+    "EXPORT_FILE_PATTERN",
+    "TEAMU_EVENTS",
+    "IngestError",
+    "InvalidLine",
+    "LoadResult",
+    "MixpanelExportError",
+    "ValidEvent",
+    "decode_line",
+    "export_live",
+    "file_sha256",
+    "load_export_file",
+    "load_landing_folder",
+    "validate_line",
+]

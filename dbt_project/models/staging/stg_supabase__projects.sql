@@ -1,0 +1,10 @@
+with source as (
+    select * from {{ source('supabase', 'projects') }}
+)
+
+select
+    project_id,
+    user_id,
+    {{ clean_text('title') }} as title,
+    created_at
+from source

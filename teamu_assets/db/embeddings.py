@@ -1,0 +1,350 @@
+"""User and post embeddings in pgvector tables: creation, full refresh with an atomic swap, upsert, checks.
+
+The tables' vector dimension is a setting (TEAMU_EMBEDDING_DIM), so their DDL lives here, not in ml.sql.
+Only ml.post_embeddings carries an HNSW index: the serving functions search posts by a user's or a post's
+vector; users are only looked up by id, and an unused HNSW index on users would add minutes to every refresh.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import psycopg
+from pgvector.psycopg import register_vector
+from psycopg import sql
+
+from teamu_assets.db.connection import connect
+
+EmbeddingKind = Literal["user", "post"]
+WriteMode = Literal["full", "upsert"]
+
+KINDS: tuple[EmbeddingKind, ...] = ("user", "post")
+ID_COLUMNS: dict[str, str] = {"user": "user_id", "post": "post_id"}
+INDEXED_KINDS = frozenset({"post"})
+# Chosen with bench/bench_serving.py (100k posts x 512 dims): with ef_search 200 (serving_functions.sql)
+# recall@10 ~0.95; ef_construction 128 adds ~0.02 recall for twice the build time.
+HNSW_M = 16
+HNSW_EF_CONSTRUCTION = 64
+# The full refresh waits at most this long for readers to let go of the live table at each swap attempt, so a
+# long analyst query can't make every new reader queue behind the refresh's ACCESS EXCLUSIVE lock.
+SWAP_LOCK_TIMEOUT = "2s"
+SWAP_ATTEMPTS = 5
+# Each kind's writers (full refreshes and upserts) take this advisory lock so they run one after another.
+_ADVISORY_LOCK_BASE = 7_326_400
+
+
+class EmbeddingWriteError(ValueError):
+    """The embeddings can't be written as given; nothing was written."""
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    kind: EmbeddingKind
+    mode: WriteMode
+    rows: int
+    model_version: str
+    copy_seconds: float  # the binary COPY alone
+    index_seconds: float  # primary key and HNSW index builds after the load (full mode only)
+    total_seconds: float  # everything, validation and the swap included
+
+
+def table_name(kind: EmbeddingKind) -> str:
+    return f"{kind}_embeddings"
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in ID_COLUMNS:
+        raise EmbeddingWriteError(f"kind must be 'user' or 'post', got {kind!r}")
+
+
+def _table_ddl(kind: EmbeddingKind, table: str, dim: int) -> sql.Composed:
+    return sql.SQL(
+        "create table if not exists ml.{table} ("
+        " {id} bigint not null,"
+        " embedding vector({dim}) not null,"
+        " model_version text not null,"
+        " updated_at timestamptz not null default now())"
+    ).format(table=sql.Identifier(table), id=sql.Identifier(ID_COLUMNS[kind]), dim=sql.Literal(dim))
+
+
+def _create_indexes(conn: psycopg.Connection, kind: EmbeddingKind, table: str) -> None:
+    conn.execute(
+        sql.SQL("alter table ml.{table} add constraint {pkey} primary key ({id})").format(
+            table=sql.Identifier(table),
+            pkey=sql.Identifier(f"{table}_pkey"),
+            id=sql.Identifier(ID_COLUMNS[kind]),
+        )
+    )
+    if kind in INDEXED_KINDS:
+        # Building the graph after the load is several times faster than inserting into an indexed table.
+        conn.execute("set local maintenance_work_mem = '1GB'")
+        conn.execute(
+            sql.SQL(
+                "create index {index} on ml.{table} using hnsw (embedding vector_ip_ops)"
+                " with (m = {m}, ef_construction = {ef})"
+            ).format(
+                index=sql.Identifier(f"{table}_embedding_hnsw"),
+                table=sql.Identifier(table),
+                m=sql.Literal(HNSW_M),
+                ef=sql.Literal(HNSW_EF_CONSTRUCTION),
+            )
+        )
+
+
+def _table_dimension(conn: psycopg.Connection, table: str) -> int | None:
+    """The vector(D) of ml.<table>.embedding, None when the table doesn't exist."""
+    row = conn.execute(
+        "select a.atttypmod from pg_attribute a"
+        " where a.attrelid = to_regclass(%s) and a.attname = 'embedding' and not a.attisdropped",
+        (f"ml.{table}",),
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def _ensure_table(conn: psycopg.Connection, kind: EmbeddingKind, dim: int) -> None:
+    table = table_name(kind)
+    existing = _table_dimension(conn, table)
+    if existing is None:
+        conn.execute(_table_ddl(kind, table, dim))
+        _create_indexes(conn, kind, table)
+    elif existing != dim:
+        raise EmbeddingWriteError(
+            f"ml.{table} holds vector({existing}) but {dim} dimensions were asked for: "
+            f"TEAMU_EMBEDDING_DIM and the table disagree (drop ml.{table} to change the dimension)"
+        )
+
+
+def ensure_embedding_tables(url: str, dim: int) -> None:
+    """Create ml.user_embeddings and ml.post_embeddings (vector(dim)) when missing; refuse another dim."""
+    if not 1 <= dim <= 2000:
+        raise EmbeddingWriteError(f"the dimension must be between 1 and 2000 (pgvector's limit), got {dim}")
+    with connect(url) as conn:
+        conn.execute("create schema if not exists ml")
+        for kind in KINDS:
+            _ensure_table(conn, kind, dim)
+
+
+def _validated(
+    kind: str, ids: np.ndarray, vectors: np.ndarray, model_version: str, mode: str
+) -> tuple[np.ndarray, np.ndarray]:
+    _check_kind(kind)
+    if mode not in ("full", "upsert"):
+        raise EmbeddingWriteError(f"mode must be 'full' or 'upsert', got {mode!r}")
+    if not isinstance(model_version, str) or not model_version.strip():
+        raise EmbeddingWriteError("model_version must be a non-empty string (one model version per call)")
+    ids = np.asarray(ids)
+    vectors = np.asarray(vectors)
+    if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+        raise EmbeddingWriteError(f"ids must be a 1-d integer array, got shape {ids.shape} of {ids.dtype}")
+    if vectors.ndim != 2 or not np.issubdtype(vectors.dtype, np.floating):
+        raise EmbeddingWriteError(f"vectors must be a 2-d float array [n, D], got shape {vectors.shape}")
+    if not 1 <= vectors.shape[1] <= 2000:
+        raise EmbeddingWriteError(f"vectors must have 1 to 2000 dimensions, got {vectors.shape[1]}")
+    if len(ids) != len(vectors):
+        raise EmbeddingWriteError(f"{len(ids)} ids but {len(vectors)} vectors")
+    if mode == "full" and len(ids) == 0:
+        raise EmbeddingWriteError(f"a full refresh with no rows would empty ml.{table_name(kind)}; refusing")
+    if len(np.unique(ids)) != len(ids):
+        raise EmbeddingWriteError(f"ids are not unique: {len(ids) - len(np.unique(ids))} duplicates")
+    # float64 values beyond float32's range become inf here and are caught below.
+    with np.errstate(over="ignore"):
+        vectors32 = np.ascontiguousarray(vectors, dtype=np.float32)
+    finite_rows = np.isfinite(vectors32).all(axis=1)
+    if not finite_rows.all():
+        bad = ids[~finite_rows]
+        raise EmbeddingWriteError(
+            f"{len(bad)} {kind} vectors hold NaN or inf (as float32), e.g. the one of {kind}_id {bad[0]}"
+        )
+    return ids.astype(np.int64), vectors32
+
+
+def _copy_rows(
+    conn: psycopg.Connection, target: sql.Composable, ids: np.ndarray, vectors: np.ndarray, model_version: str
+) -> None:
+    copy_statement = sql.SQL("copy {} from stdin (format binary)").format(target)
+    with conn.cursor().copy(copy_statement) as copy:
+        copy.set_types(["int8", "vector", "text"])
+        for row_id, vector in zip(ids.tolist(), vectors, strict=True):
+            copy.write_row((row_id, vector, model_version))
+
+
+def _live_model_versions(conn: psycopg.Connection, table: str) -> list[str]:
+    query = sql.SQL("select distinct model_version from ml.{} order by 1").format(sql.Identifier(table))
+    return [row[0] for row in conn.execute(query)]
+
+
+def _swap_in(conn: psycopg.Connection, kind: EmbeddingKind, table: str, new_table: str) -> None:
+    """Replace ml.<table> with ml.<new_table> atomically.
+
+    DROP TABLE takes ACCESS EXCLUSIVE on the live table until commit: readers that arrive meanwhile wait, then
+    (their plans being invalidated by the drop) look the name up again and read the new, complete table.
+    """
+    renames = [
+        sql.SQL("drop table ml.{}").format(sql.Identifier(table)),
+        sql.SQL("alter table ml.{} rename to {}").format(sql.Identifier(new_table), sql.Identifier(table)),
+        sql.SQL("alter index ml.{} rename to {}").format(
+            sql.Identifier(f"{new_table}_pkey"), sql.Identifier(f"{table}_pkey")
+        ),
+    ]
+    if kind in INDEXED_KINDS:
+        renames.append(
+            sql.SQL("alter index ml.{} rename to {}").format(
+                sql.Identifier(f"{new_table}_embedding_hnsw"), sql.Identifier(f"{table}_embedding_hnsw")
+            )
+        )
+    conn.execute(sql.SQL("set local lock_timeout = {}").format(sql.Literal(SWAP_LOCK_TIMEOUT)))
+    for attempt in range(1, SWAP_ATTEMPTS + 1):
+        try:
+            with conn.transaction():  # a savepoint: a lock timeout doesn't throw away the built index
+                for statement in renames:
+                    conn.execute(statement)
+            break
+        except psycopg.errors.LockNotAvailable:
+            if attempt == SWAP_ATTEMPTS:
+                raise
+
+
+def write_embeddings(
+    url: str,
+    kind: EmbeddingKind,
+    ids: np.ndarray,
+    vectors: np.ndarray,
+    model_version: str,
+    *,
+    mode: WriteMode,
+) -> WriteResult:
+    """Write one model version's embeddings to ml.<kind>_embeddings.
+
+    full: load a new table (binary COPY), build its primary key and HNSW index, swap it in within the same
+    transaction; readers see the old table or the new one, never a partial or empty one.
+    upsert: COPY into a temporary table, then INSERT ... ON CONFLICT DO UPDATE; the model version must be the
+    one the table already holds, since vectors of different models don't share a space.
+    Raises EmbeddingWriteError before writing anything on a bad kind/mode, NaN/inf, duplicate ids or a
+    dimension other than the table's.
+    """
+    started = time.perf_counter()
+    ids, vectors = _validated(kind, ids, vectors, model_version, mode)
+    table = table_name(kind)
+    id_column = ID_COLUMNS[kind]
+    dim = vectors.shape[1]
+    copy_seconds = index_seconds = 0.0
+    with connect(url) as conn:
+        register_vector(conn)
+        conn.execute("select pg_advisory_xact_lock(%s)", (_ADVISORY_LOCK_BASE + KINDS.index(kind),))
+        existing_dim = _table_dimension(conn, table)
+        if existing_dim is not None and dim != existing_dim:
+            raise EmbeddingWriteError(f"ml.{table} holds vector({existing_dim}) but the vectors have {dim} dimensions")
+        if existing_dim is None:
+            conn.execute("create schema if not exists ml")
+            _ensure_table(conn, kind, dim)
+        if mode == "full":
+            new_table = f"{table}_new"
+            conn.execute(sql.SQL("drop table if exists ml.{}").format(sql.Identifier(new_table)))
+            conn.execute(_table_ddl(kind, new_table, dim))
+            copy_started = time.perf_counter()
+            target = sql.SQL("ml.{} ({}, embedding, model_version)").format(
+                sql.Identifier(new_table), sql.Identifier(id_column)
+            )
+            _copy_rows(conn, target, ids, vectors, model_version)
+            copy_seconds = time.perf_counter() - copy_started
+            index_started = time.perf_counter()
+            _create_indexes(conn, kind, new_table)
+            index_seconds = time.perf_counter() - index_started
+            _swap_in(conn, kind, table, new_table)
+        elif len(ids):
+            other_version = conn.execute(
+                sql.SQL("select model_version from ml.{} where model_version <> %s limit 1").format(
+                    sql.Identifier(table)
+                ),
+                (model_version,),
+            ).fetchone()
+            if other_version is not None:
+                raise EmbeddingWriteError(
+                    f"ml.{table} holds model version {other_version[0]!r}; upserting {model_version!r} "
+                    "would mix vectors of different models (do a full refresh instead)"
+                )
+            conn.execute(
+                sql.SQL(
+                    "create temporary table embeddings_upsert"
+                    " ({id} bigint not null, embedding vector({dim}) not null, model_version text not null)"
+                    " on commit drop"
+                ).format(id=sql.Identifier(id_column), dim=sql.Literal(dim))
+            )
+            copy_started = time.perf_counter()
+            _copy_rows(conn, sql.Identifier("embeddings_upsert"), ids, vectors, model_version)
+            copy_seconds = time.perf_counter() - copy_started
+            conn.execute(
+                sql.SQL(
+                    "insert into ml.{table} ({id}, embedding, model_version, updated_at)"
+                    " select {id}, embedding, model_version, now() from embeddings_upsert"
+                    " on conflict ({id}) do update set embedding = excluded.embedding,"
+                    " model_version = excluded.model_version, updated_at = excluded.updated_at"
+                ).format(table=sql.Identifier(table), id=sql.Identifier(id_column))
+            )
+    return WriteResult(
+        kind=kind,
+        mode=mode,
+        rows=len(ids),
+        model_version=model_version,
+        copy_seconds=copy_seconds,
+        index_seconds=index_seconds,
+        total_seconds=time.perf_counter() - started,
+    )
+
+
+def embedding_checks(url: str, kind: EmbeddingKind) -> dict[str, Any]:
+    """What the Dagster asset checks assert about ml.<kind>_embeddings.
+
+    Keys: table, exists, dimension, row_count, null_embedding_count, non_finite_count, norm_min, norm_max,
+    norm_mean, model_versions (sorted), hnsw_index_expected, hnsw_index_present.
+    pgvector refuses NaN/inf on input, so non_finite_count (a NaN or infinite norm) guards against a future
+    storage change rather than against the writer.
+    """
+    _check_kind(kind)
+    table = table_name(kind)
+    result: dict[str, Any] = {"table": f"ml.{table}", "hnsw_index_expected": kind in INDEXED_KINDS}
+    with connect(url) as conn:
+        dimension = _table_dimension(conn, table)
+        result["exists"] = dimension is not None
+        result["dimension"] = dimension
+        if dimension is None:
+            return result | {
+                "row_count": 0,
+                "null_embedding_count": 0,
+                "non_finite_count": 0,
+                "norm_min": None,
+                "norm_max": None,
+                "norm_mean": None,
+                "model_versions": [],
+                "hnsw_index_present": False,
+            }
+        stats = conn.execute(
+            sql.SQL(
+                "with norms as"
+                " (select embedding is null as missing, vector_norm(embedding) as norm from ml.{})"
+                " select count(*), count(*) filter (where missing),"
+                " count(*) filter (where norm = 'NaN'::float8 or norm in ('Infinity', '-Infinity')),"
+                " min(norm) filter (where norm < 'Infinity'), max(norm) filter (where norm < 'Infinity'),"
+                " avg(norm) filter (where norm < 'Infinity') from norms"
+            ).format(sql.Identifier(table))
+        ).fetchone()
+        hnsw = conn.execute(
+            "select count(*) from pg_indexes where schemaname = 'ml' and tablename = %s"
+            " and indexdef ilike '%%using hnsw%%vector_ip_ops%%'",
+            (table,),
+        ).fetchone()[0]
+        versions = _live_model_versions(conn, table)
+    row_count, nulls, non_finite, norm_min, norm_max, norm_mean = stats
+    return result | {
+        "row_count": row_count,
+        "null_embedding_count": nulls,
+        "non_finite_count": non_finite,
+        "norm_min": norm_min,
+        "norm_max": norm_max,
+        "norm_mean": norm_mean,
+        "model_versions": versions,
+        "hnsw_index_present": hnsw > 0,
+    }

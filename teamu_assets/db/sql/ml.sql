@@ -1,0 +1,27 @@
+-- The ml schema: model registry, evaluations and (created from Python, because their vector dimension is a
+-- setting) the embedding tables ml.user_embeddings / ml.post_embeddings, see teamu_assets/db/embeddings.py.
+-- The serving functions live in serving_functions.sql: they read the dbt marts, so they are installed after dbt.
+create schema if not exists ml;
+
+create table if not exists ml.model_versions (
+    model_version   text primary key,
+    trained_at      timestamptz not null default now(),
+    params          jsonb not null default '{}'::jsonb,
+    artifact_path   text,
+    promoted        boolean not null default false
+);
+
+-- One row per evaluation run; a model may be evaluated again (new data, new baselines).
+create table if not exists ml.model_evaluations (
+    evaluation_id   bigint generated always as identity primary key,
+    model_version   text not null references ml.model_versions (model_version) on delete cascade,
+    evaluated_at    timestamptz not null default now(),
+    metrics         jsonb not null,
+    baselines       jsonb not null default '{}'::jsonb,
+    segments        jsonb not null default '{}'::jsonb,
+    promoted        boolean not null default false,
+    report_path     text
+);
+
+create index if not exists model_evaluations_model_version_idx
+    on ml.model_evaluations (model_version, evaluated_at desc);

@@ -1,0 +1,97 @@
+"""Live Mixpanel raw export through mixpanel-utils into the landing folder, where the loader picks it up.
+
+mixpanel-utils builds the export URL as `<client.raw_api>/2.0/export`; raw_api is a plain attribute set from
+`residency` in the constructor, so another server (an EU/IN residency host, a proxy, the test fake) is reached
+by setting that attribute, without touching the library's code paths.
+
+Secrets: the library logs request headers (the Basic credentials) at DEBUG, so its logger is held at WARNING
+for the duration of the call; errors raised here name the host, dates and HTTP status, never the secret.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+
+from mixpanel_utils import MixpanelUtils
+
+from teamu_assets.ingest.validation import TEAMU_EVENTS
+from teamu_assets.settings import MixpanelCredentials
+
+_COPY_BUFFER_BYTES = 1 << 20
+
+
+class MixpanelExportError(RuntimeError):
+    """The export API could not be read; the message never holds the service account secret."""
+
+
+class _ErrorCollector(logging.Handler):
+    """mixpanel-utils reports HTTP failures only through its logger (and then returns None): keep them."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def export_live(
+    credentials: MixpanelCredentials,
+    from_date: date,
+    to_date: date,
+    out_path: Path,
+    *,
+    api_base: str | None = None,
+    events: Sequence[str] | None = TEAMU_EVENTS,
+) -> Path:
+    """Write Mixpanel's raw export of [from_date, to_date] (inclusive, UTC) as JSON lines to out_path.
+
+    api_base is the export server, e.g. "https://data-eu.mixpanel.com" (default: Mixpanel's US server);
+    events limits the export to those event names (None: every event). The file appears under its final name
+    only when complete, so a landing-folder scan never loads half an export; an existing file is never
+    overwritten (a landed export is immutable).
+    """
+    if out_path.suffix != ".jsonl":
+        raise ValueError(f"export file {out_path} must end in .jsonl, the landing folder's pattern")
+    if to_date < from_date:
+        raise ValueError(f"to_date {to_date} is before from_date {from_date}")
+    if out_path.exists():
+        raise FileExistsError(f"export file {out_path} already exists; landed exports are never overwritten")
+    client = MixpanelUtils(
+        credentials.service_account_secret,
+        service_account_username=credentials.service_account_username,
+        project_id=credentials.project_id,
+        max_retries=3,
+    )
+    if api_base is not None:
+        client.raw_api = api_base.rstrip("/") + "/api"
+    params = {"from_date": from_date.isoformat(), "to_date": to_date.isoformat()}
+    if events is not None:
+        params["event"] = json.dumps(list(events))
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    partial_path = out_path.with_name(out_path.name + ".partial")
+    library_logger = MixpanelUtils.LOGGER
+    previous_level = library_logger.level
+    collector = _ErrorCollector()
+    library_logger.setLevel(logging.WARNING)
+    library_logger.addHandler(collector)
+    try:
+        client.export_events(str(partial_path), params, raw_stream=True, buffer_size=_COPY_BUFFER_BYTES)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # the library raises a bare BaseException once its retries run out
+        partial_path.unlink(missing_ok=True)
+        detail = "; ".join(collector.messages) or f"{type(exc).__name__}: {exc}"
+        raise MixpanelExportError(
+            f"Mixpanel export {from_date}..{to_date} of project {credentials.project_id} from "
+            f"{client.raw_api} failed: {detail}"
+        ) from None
+    finally:
+        library_logger.removeHandler(collector)
+        library_logger.setLevel(previous_level)
+    partial_path.replace(out_path)
+    return out_path

@@ -1,0 +1,92 @@
+"""The serving export: the query tower plus a factorized top-k index over all posts, as one SavedModel.
+
+Semantics are the TFRS tutorial's: `scores, post_ids = index(user_inputs)`, with user_inputs the query tower's
+feature dict (see towers.user_input_signature; features.UserFeatureTable.serving_inputs builds it).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from teamu_assets.model.towers import user_input_signature
+from teamu_assets.model.train import QUERY_TOWER_DIR, embed_posts, load_tower
+
+IndexKind = Literal["brute_force", "scann"]
+
+
+class RetrievalIndex(tf.Module):
+    """Query tower + top-k layer behind one signature, so the export reloads without Python classes."""
+
+    def __init__(self, query_tower: tf.Module, top_k: tfrs.layers.factorized_top_k.TopK) -> None:
+        super().__init__()
+        self.query_tower = query_tower
+        self.top_k = top_k
+
+    @tf.function(input_signature=[user_input_signature()])
+    def __call__(self, user_inputs: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+        return self.top_k(self.query_tower.serve(user_inputs))
+
+
+def scann_available() -> bool:
+    try:
+        import scann  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _top_k_layer(kind: IndexKind, k: int, posts: int) -> tfrs.layers.factorized_top_k.TopK:
+    if kind == "brute_force":
+        return tfrs.layers.factorized_top_k.BruteForce(k=k)
+    # About sqrt(n) leaves is ScaNN's rule of thumb; searching a quarter of them keeps recall near exact.
+    leaves = max(1, min(2000, round(math.sqrt(posts))))
+    return tfrs.layers.factorized_top_k.ScaNN(
+        k=k,
+        num_leaves=leaves,
+        num_leaves_to_search=max(1, leaves // 4),
+        num_reordering_candidates=max(100, 4 * k),
+    )
+
+
+def export_retrieval_index(
+    model_dir: Path,
+    post_features: pd.DataFrame,
+    out_dir: Path,
+    *,
+    k: int = 20,
+    kind: IndexKind = "brute_force",
+) -> Path:
+    """Indexes every post of post_features with the saved candidate tower and saves query tower + index to
+    out_dir. k is capped at the number of posts. Returns out_dir."""
+    post_ids, post_vectors = embed_posts(model_dir, post_features)
+    if len(post_ids) == 0:
+        raise ValueError("cannot build a retrieval index over no posts")
+    top_k = _top_k_layer(kind, min(k, len(post_ids)), len(post_ids))
+    top_k.index(tf.constant(post_vectors), tf.constant(post_ids))
+    index = RetrievalIndex(load_tower(model_dir, QUERY_TOWER_DIR), top_k)
+    # ScaNN's searcher is a resource of custom ops in the "Scann" namespace, which SavedModel must be told of.
+    options = tf.saved_model.SaveOptions(namespace_whitelist=["Scann"]) if kind == "scann" else None
+    out_dir = Path(out_dir)
+    tf.saved_model.save(index, str(out_dir), options=options)
+    return out_dir
+
+
+def export_serving_indexes(
+    model_dir: Path, post_features: pd.DataFrame, out_dir: Path, *, k: int = 20
+) -> dict[str, Path]:
+    """BruteForce always (out_dir/brute_force), ScaNN where the scann package imports (out_dir/scann)."""
+    kinds: list[IndexKind] = ["brute_force", "scann"] if scann_available() else ["brute_force"]
+    return {
+        kind: export_retrieval_index(model_dir, post_features, Path(out_dir) / kind, k=k, kind=kind) for kind in kinds
+    }
+
+
+def load_retrieval_index(index_dir: Path) -> tf.Module:
+    """A saved index; `scores, post_ids = index(user_inputs)`. Importing TFRS first registers ScaNN's ops."""
+    return tf.saved_model.load(str(index_dir))

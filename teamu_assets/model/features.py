@@ -1,0 +1,239 @@
+"""Feature encoding shared by training and inference: mart rows -> fixed-shape numpy arrays for the towers.
+
+No TensorFlow here: the same encoding feeds the tf.data training pipeline and batch inference, so a feature is
+computed the same way in both places (no training/serving skew). Memory grows with the number of users and
+posts, never with the number of interactions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import h3
+import numpy as np
+import pandas as pd
+
+# Coarse (~1,800 km^2) and city-scale (~36 km^2) cells: the coarse one generalizes across a region, the finer
+# one separates neighbourhoods once enough users live there.
+H3_RESOLUTIONS: tuple[int, ...] = (4, 6)
+UNKNOWN_H3_CELL = "unknown"
+HISTORY_PADDING_ID = -1
+ACTIVITY_COUNT_COLUMNS: tuple[str, ...] = ("viewed_count", "upvoted_count", "commented_count")
+POST_NUMERIC_FEATURES: tuple[str, ...] = (
+    "log_post_length",
+    "is_local",
+    "log_vote_count",
+    "log_view_count",
+    "log_avg_time_viewed_seconds",
+)
+
+
+def user_h3_feature(resolution: int) -> str:
+    return f"user_h3_res{resolution}"
+
+
+def post_h3_feature(resolution: int) -> str:
+    return f"post_h3_res{resolution}"
+
+
+def h3_cell(latitude: Any, longitude: Any, resolution: int) -> str:
+    """The H3 cell of a point, or the reserved unknown cell for missing or out-of-range coordinates."""
+    try:
+        lat, lng = float(latitude), float(longitude)
+    except (TypeError, ValueError):
+        return UNKNOWN_H3_CELL
+    if not (math.isfinite(lat) and math.isfinite(lng)) or abs(lat) > 90 or abs(lng) > 180:
+        return UNKNOWN_H3_CELL
+    return h3.latlng_to_cell(lat, lng, resolution)
+
+
+def h3_cells(latitudes: Iterable[Any], longitudes: Iterable[Any], resolution: int) -> np.ndarray:
+    return np.array([h3_cell(lat, lng, resolution) for lat, lng in zip(latitudes, longitudes, strict=True)], object)
+
+
+def as_list(value: Any) -> list[Any]:
+    """A mart list cell as a Python list: None/NaN (missing) becomes empty; arrays and tuples become lists."""
+    if value is None:
+        return []
+    if isinstance(value, list | tuple | np.ndarray):
+        return list(value)
+    if isinstance(value, float) and math.isnan(value):
+        return []
+    return [value]
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _join_texts(values: Iterable[Any]) -> str:
+    return " ".join(text for text in (_text(v) for v in values) if text)
+
+
+def _log_counts(values: pd.Series) -> np.ndarray:
+    numbers = pd.to_numeric(values, errors="coerce").fillna(0.0).to_numpy(np.float64)
+    return np.log1p(np.clip(numbers, 0.0, None)).astype(np.float32)
+
+
+def pad_id_lists(id_lists: Sequence[Sequence[int]], width: int) -> np.ndarray:
+    """[n, width] int64, each row the first `width` ids of its list, padded with HISTORY_PADDING_ID."""
+    padded = np.full((len(id_lists), width), HISTORY_PADDING_ID, dtype=np.int64)
+    for row, ids in enumerate(id_lists):
+        kept = list(ids)[:width]
+        padded[row, : len(kept)] = kept
+    return padded
+
+
+def _pad_strings(lists: Sequence[Sequence[str]], width: int) -> np.ndarray:
+    padded = np.full((len(lists), width), "", dtype=object)
+    for row, values in enumerate(lists):
+        kept = values[:width]
+        padded[row, : len(kept)] = kept
+    return padded
+
+
+def normalized_passions(value: Any) -> list[str]:
+    """Passions lower-cased and stripped, duplicates dropped, order kept."""
+    seen: dict[str, None] = {}
+    for passion in as_list(value):
+        if isinstance(passion, str) and passion.strip():
+            seen.setdefault(passion.strip().lower(), None)
+    return list(seen)
+
+
+@dataclass(frozen=True)
+class FeatureLayout:
+    """Shapes the towers are fed with; saved with the model so inference pads exactly like training."""
+
+    history_length: int = 50
+    max_passions: int = 8
+
+
+class _IdIndex:
+    """Row positions of ids in a feature table."""
+
+    def __init__(self, ids: np.ndarray) -> None:
+        self._order = np.argsort(ids, kind="stable")
+        self._sorted = ids[self._order]
+
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64)
+        positions = np.searchsorted(self._sorted, ids)
+        positions = np.clip(positions, 0, max(len(self._sorted) - 1, 0))
+        if len(self._sorted) == 0 or not np.array_equal(self._sorted[positions], ids):
+            missing = ids[(len(self._sorted) == 0) | (self._sorted[positions] != ids)]
+            raise KeyError(f"ids missing from the feature table: {missing[:10].tolist()}")
+        return self._order[positions]
+
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(self._sorted) == 0:
+            return np.zeros(len(ids), dtype=bool)
+        positions = np.clip(np.searchsorted(self._sorted, ids), 0, len(self._sorted) - 1)
+        return self._sorted[positions] == ids
+
+
+class UserFeatureTable:
+    """The static part of the query tower's inputs (profile, location), one row per user."""
+
+    def __init__(self, user_features: pd.DataFrame, layout: FeatureLayout) -> None:
+        self.layout = layout
+        self.user_ids = user_features["user_id"].to_numpy(np.int64)
+        self._index = _IdIndex(self.user_ids)
+        self.passions = _pad_strings([normalized_passions(v) for v in user_features["passions"]], layout.max_passions)
+        self.h3 = {res: h3_cells(user_features["latitude"], user_features["longitude"], res) for res in H3_RESOLUTIONS}
+        self.profile_text = np.array(
+            [
+                _join_texts([bio, *as_list(projects), *as_list(created)])
+                for bio, projects, created in zip(
+                    user_features["bio"],
+                    user_features["project_titles"],
+                    user_features["created_post_titles"],
+                    strict=True,
+                )
+            ],
+            dtype=object,
+        )
+        self.recent_post_ids = [as_list(v) for v in user_features["recent_post_ids"]]
+        self.activity_counts = np.stack(
+            [
+                pd.to_numeric(user_features[c], errors="coerce").fillna(0).to_numpy(np.float32)
+                for c in ACTIVITY_COUNT_COLUMNS
+            ],
+            axis=1,
+        ).reshape(len(user_features), len(ACTIVITY_COUNT_COLUMNS))
+
+    def contains(self, user_ids: np.ndarray) -> np.ndarray:
+        return self._index.contains(user_ids)
+
+    def inputs(self, user_ids: np.ndarray, histories: np.ndarray, activity_counts: np.ndarray) -> dict[str, np.ndarray]:
+        """Query-tower inputs for users at a moment: history ([n, H] padded ids) and activity counts then."""
+        rows = self._index.rows(user_ids)
+        features: dict[str, np.ndarray] = {
+            "user_id": np.asarray(user_ids, dtype=np.int64),
+            "history": np.asarray(histories, dtype=np.int64),
+            "passions": self.passions[rows],
+            "profile_text": self.profile_text[rows],
+            "activity_counts": np.log1p(np.clip(np.asarray(activity_counts, np.float32), 0, None)),
+        }
+        for res in H3_RESOLUTIONS:
+            features[user_h3_feature(res)] = self.h3[res][rows]
+        return features
+
+    def serving_inputs(self) -> dict[str, np.ndarray]:
+        """Every user as of now: history from recent_post_ids (newest first), counts from the mart."""
+        histories = pad_id_lists(self.recent_post_ids, self.layout.history_length)
+        return self.inputs(self.user_ids, histories, self.activity_counts)
+
+
+class PostFeatureTable:
+    """The candidate tower's inputs, one row per post."""
+
+    def __init__(self, post_features: pd.DataFrame) -> None:
+        self.post_ids = post_features["post_id"].to_numpy(np.int64)
+        self._index = _IdIndex(self.post_ids)
+        self.title = np.array([_text(v) for v in post_features["title"]], dtype=object)
+        self.description = np.array([_text(v) for v in post_features["description"]], dtype=object)
+        self.comments = np.array([_join_texts(as_list(v)) for v in post_features["comments"]], dtype=object)
+        self.h3 = {res: h3_cells(post_features["latitude"], post_features["longitude"], res) for res in H3_RESOLUTIONS}
+        avg_time = (
+            post_features["avg_time_viewed_seconds"]
+            if "avg_time_viewed_seconds" in post_features
+            else pd.Series(0.0, index=post_features.index)
+        )
+        self.numeric = np.stack(
+            [
+                _log_counts(post_features["post_length"]),
+                post_features["is_local"].fillna(False).astype(bool).to_numpy(np.float32),
+                _log_counts(post_features["vote_count"]),
+                _log_counts(post_features["view_count"]),
+                _log_counts(avg_time),
+            ],
+            axis=1,
+        ).reshape(len(post_features), len(POST_NUMERIC_FEATURES))
+
+    def contains(self, post_ids: np.ndarray) -> np.ndarray:
+        return self._index.contains(post_ids)
+
+    def inputs(self, post_ids: np.ndarray) -> dict[str, np.ndarray]:
+        rows = self._index.rows(post_ids)
+        features: dict[str, np.ndarray] = {
+            "post_id": np.asarray(post_ids, dtype=np.int64),
+            "title": self.title[rows],
+            "description": self.description[rows],
+            "comments": self.comments[rows],
+            "post_numeric": self.numeric[rows],
+        }
+        for res in H3_RESOLUTIONS:
+            features[post_h3_feature(res)] = self.h3[res][rows]
+        return features
+
+    def serving_inputs(self) -> dict[str, np.ndarray]:
+        return self.inputs(self.post_ids)
+
+
+def slice_inputs(inputs: dict[str, np.ndarray], start: int, stop: int) -> dict[str, np.ndarray]:
+    return {name: values[start:stop] for name, values in inputs.items()}

@@ -1,0 +1,259 @@
+"""The two towers and the TFRS retrieval model (tf.keras on legacy Keras, as TFRS requires).
+
+Both towers end in a dense projection to D dimensions and L2 normalization, so the dot product is a cosine
+similarity; the retrieval task divides it by a temperature. Cold start works by construction: every id
+feature sits next to content features (text, passions, location, counts), and id embeddings are switched off
+where they carry nothing (a user without history; a post outside the training vocabulary).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from teamu_assets.model.features import (
+    ACTIVITY_COUNT_COLUMNS,
+    H3_RESOLUTIONS,
+    POST_NUMERIC_FEATURES,
+    post_h3_feature,
+    user_h3_feature,
+)
+
+TITLE_TOKENS = 16
+TEXT_TOKENS = 64
+
+
+def user_input_signature() -> dict[str, tf.TensorSpec]:
+    """The query tower's inputs. History and passions have a free width: the tower pools whatever it gets."""
+    signature = {
+        "user_id": tf.TensorSpec([None], tf.int64),
+        "history": tf.TensorSpec([None, None], tf.int64),
+        "passions": tf.TensorSpec([None, None], tf.string),
+        "profile_text": tf.TensorSpec([None], tf.string),
+        "activity_counts": tf.TensorSpec([None, len(ACTIVITY_COUNT_COLUMNS)], tf.float32),
+    }
+    signature.update({user_h3_feature(res): tf.TensorSpec([None], tf.string) for res in H3_RESOLUTIONS})
+    return signature
+
+
+def post_input_signature() -> dict[str, tf.TensorSpec]:
+    signature = {
+        "post_id": tf.TensorSpec([None], tf.int64),
+        "title": tf.TensorSpec([None], tf.string),
+        "description": tf.TensorSpec([None], tf.string),
+        "comments": tf.TensorSpec([None], tf.string),
+        "post_numeric": tf.TensorSpec([None, len(POST_NUMERIC_FEATURES)], tf.float32),
+    }
+    signature.update({post_h3_feature(res): tf.TensorSpec([None], tf.string) for res in H3_RESOLUTIONS})
+    return signature
+
+
+@dataclass(frozen=True)
+class Vocabularies:
+    """Everything the lookup layers are built from; saved as text files next to the model."""
+
+    text: list[str]
+    passions: list[str]
+    h3_cells: dict[int, list[str]]
+    post_ids: list[int]
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "text.txt").write_text("\n".join(self.text))
+        (directory / "passions.txt").write_text("\n".join(self.passions))
+        for res, cells in self.h3_cells.items():
+            (directory / f"h3_res{res}.txt").write_text("\n".join(cells))
+        (directory / "post_ids.txt").write_text("\n".join(str(i) for i in self.post_ids))
+
+
+@dataclass(frozen=True)
+class TowerConfig:
+    embedding_dim: int
+    feature_dim: int
+    hidden_units: int
+    history_decay: float
+    user_id_hash_bins: int
+    use_id_features: bool
+    user_count_mean: list[float]
+    user_count_variance: list[float]
+    post_numeric_mean: list[float]
+    post_numeric_variance: list[float]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+def _masked_mean(embeddings: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    weights = tf.cast(mask, embeddings.dtype)[..., tf.newaxis]
+    return tf.reduce_sum(embeddings * weights, axis=1) / tf.maximum(tf.reduce_sum(weights, axis=1), 1.0)
+
+
+class _TextEncoder(tf.keras.layers.Layer):
+    """TextVectorization + embedding + mean over the real tokens (padding masked out)."""
+
+    def __init__(self, vocabulary: list[str], tokens: int, embedding: tf.keras.layers.Embedding, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.vectorize = tf.keras.layers.TextVectorization(
+            vocabulary=vocabulary or ["[none]"], output_sequence_length=tokens
+        )
+        self.embedding = embedding
+
+    def call(self, texts: tf.Tensor) -> tf.Tensor:
+        token_ids = self.vectorize(texts)
+        return _masked_mean(self.embedding(token_ids), token_ids > 0)
+
+
+def _text_embedding(vocabulary: list[str], dim: int) -> tf.keras.layers.Embedding:
+    # +2: the padding and out-of-vocabulary tokens TextVectorization puts in front.
+    return tf.keras.layers.Embedding(len(vocabulary or ["[none]"]) + 2, dim)
+
+
+class _H3Encoder(tf.keras.layers.Layer):
+    """One embedding per resolution, concatenated: coarse cells generalize, fine cells separate."""
+
+    def __init__(self, cells: dict[int, list[str]], dim: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.lookups = [tf.keras.layers.StringLookup(vocabulary=cells[res] or ["unknown"]) for res in H3_RESOLUTIONS]
+        self.embeddings = [tf.keras.layers.Embedding(len(cells[res] or ["unknown"]) + 1, dim) for res in H3_RESOLUTIONS]
+
+    def call(self, cells_by_resolution: list[tf.Tensor]) -> tf.Tensor:
+        return tf.concat(
+            [
+                embedding(lookup(cells))
+                for lookup, embedding, cells in zip(self.lookups, self.embeddings, cells_by_resolution, strict=True)
+            ],
+            axis=1,
+        )
+
+
+def _projection_head(config: TowerConfig) -> tf.keras.Sequential:
+    return tf.keras.Sequential(
+        [
+            tf.keras.layers.Dense(config.hidden_units, activation="relu"),
+            tf.keras.layers.Dense(config.embedding_dim),
+        ]
+    )
+
+
+class QueryTower(tf.keras.Model):
+    """User tower: decayed history pool, passions, H3 cells, profile text, activity counts, user id."""
+
+    def __init__(self, config: TowerConfig, vocabularies: Vocabularies, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.config = config
+        dim = config.feature_dim
+        self.history_lookup = tf.keras.layers.IntegerLookup(vocabulary=vocabularies.post_ids or [0])
+        self.history_embedding = tf.keras.layers.Embedding(len(vocabularies.post_ids or [0]) + 1, dim)
+        self.passion_lookup = tf.keras.layers.StringLookup(
+            vocabulary=vocabularies.passions or ["[none]"], mask_token=""
+        )
+        self.passion_embedding = tf.keras.layers.Embedding(len(vocabularies.passions or ["[none]"]) + 2, dim)
+        self.location = _H3Encoder(vocabularies.h3_cells, dim)
+        self.profile = _TextEncoder(vocabularies.text, TEXT_TOKENS, _text_embedding(vocabularies.text, dim))
+        self.count_normalization = tf.keras.layers.Normalization(
+            mean=config.user_count_mean, variance=config.user_count_variance
+        )
+        self.user_id_hashing = tf.keras.layers.Hashing(num_bins=config.user_id_hash_bins)
+        self.user_id_embedding = tf.keras.layers.Embedding(config.user_id_hash_bins, dim)
+        self.head = _projection_head(config)
+
+    def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        history = inputs["history"]
+        engaged = history >= 0
+        steps = tf.cast(tf.range(tf.shape(history)[1]), tf.float32)
+        # Position 0 is the newest engagement; every step back weighs history_decay times less.
+        recency = tf.pow(self.config.history_decay, steps)[tf.newaxis, :] * tf.cast(engaged, tf.float32)
+        history_embeddings = self.history_embedding(self.history_lookup(history))
+        pooled_history = tf.reduce_sum(history_embeddings * recency[..., tf.newaxis], axis=1) / tf.maximum(
+            tf.reduce_sum(recency, axis=1, keepdims=True), 1e-6
+        )
+        has_history = tf.cast(tf.reduce_any(engaged, axis=1, keepdims=True), tf.float32)
+
+        passions = inputs["passions"]
+        passion_bag = _masked_mean(self.passion_embedding(self.passion_lookup(passions)), passions != "")
+
+        parts = [
+            pooled_history,
+            has_history,
+            passion_bag,
+            self.location([inputs[user_h3_feature(res)] for res in H3_RESOLUTIONS]),
+            self.profile(inputs["profile_text"]),
+            self.count_normalization(inputs["activity_counts"]),
+        ]
+        if self.config.use_id_features:
+            # A user id embedding is learned from interactions only: for a user without any it is noise.
+            user_id_embedding = self.user_id_embedding(self.user_id_hashing(inputs["user_id"]))
+            parts.append(user_id_embedding * has_history)
+        return tf.math.l2_normalize(self.head(tf.concat(parts, axis=1)), axis=1)
+
+
+class CandidateTower(tf.keras.Model):
+    """Post tower: title, description and comments text, length, local flag, H3 cells, popularity, post id."""
+
+    def __init__(self, config: TowerConfig, vocabularies: Vocabularies, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.config = config
+        dim = config.feature_dim
+        shared_text_embedding = _text_embedding(vocabularies.text, dim)
+        self.title = _TextEncoder(vocabularies.text, TITLE_TOKENS, shared_text_embedding)
+        self.description = _TextEncoder(vocabularies.text, TEXT_TOKENS, shared_text_embedding)
+        self.comments = _TextEncoder(vocabularies.text, TEXT_TOKENS, shared_text_embedding)
+        self.location = _H3Encoder(vocabularies.h3_cells, dim)
+        self.numeric_normalization = tf.keras.layers.Normalization(
+            mean=config.post_numeric_mean, variance=config.post_numeric_variance
+        )
+        # Index 0 is the out-of-vocabulary id: posts without training interactions share it.
+        self.post_id_lookup = tf.keras.layers.IntegerLookup(vocabulary=vocabularies.post_ids or [0])
+        self.post_id_embedding = tf.keras.layers.Embedding(len(vocabularies.post_ids or [0]) + 1, dim)
+        self.head = _projection_head(config)
+
+    def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        parts = [
+            self.title(inputs["title"]),
+            self.description(inputs["description"]),
+            self.comments(inputs["comments"]),
+            self.location([inputs[post_h3_feature(res)] for res in H3_RESOLUTIONS]),
+            self.numeric_normalization(inputs["post_numeric"]),
+        ]
+        if self.config.use_id_features:
+            parts.append(self.post_id_embedding(self.post_id_lookup(inputs["post_id"])))
+        return tf.math.l2_normalize(self.head(tf.concat(parts, axis=1)), axis=1)
+
+
+class TwoTowerModel(tfrs.Model):
+    """In-batch softmax retrieval with logQ correction and accidental-hit removal."""
+
+    def __init__(self, query_tower: QueryTower, candidate_tower: CandidateTower, temperature: float) -> None:
+        super().__init__()
+        self.query_tower = query_tower
+        self.candidate_tower = candidate_tower
+        self.task = tfrs.tasks.Retrieval(
+            temperature=temperature,
+            remove_accidental_hits=True,
+            loss_metrics=[tf.keras.metrics.Mean(name="batch_loss")],
+        )
+
+    def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        query_embeddings = self.query_tower(features, training=training)
+        candidate_embeddings = self.candidate_tower(features, training=training)
+        return self.task(
+            query_embeddings,
+            candidate_embeddings,
+            candidate_sampling_probability=features["sampling_probability"],
+            candidate_ids=features["candidate_id"],
+            compute_metrics=False,
+            compute_batch_metrics=False,
+        )
+
+
+class ServingTower(tf.Module):
+    """A tower behind a fixed input signature, for tf.saved_model.save: reloads without any Python class."""
+
+    def __init__(self, tower: tf.keras.Model, signature: dict[str, tf.TensorSpec]) -> None:
+        super().__init__()
+        self.tower = tower
+        self.serve = tf.function(lambda features: self.tower(features, training=False), input_signature=[signature])

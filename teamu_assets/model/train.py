@@ -1,0 +1,349 @@
+"""Training loop, saved artifacts and batch inference for the two-tower model.
+
+Artifacts under a model directory:
+    query_tower/, candidate_tower/   SavedModels with a `serve(features)` function (dict in, [n, D] out)
+    vocabularies/*.txt               text tokens, passions, H3 cells per resolution, post ids
+    model_config.json                tower config, feature layout, params, dataset manifest, per-epoch history
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from teamu_assets.model.dataset import (
+    DatasetManifest,
+    count_posts_by_kind,
+    iter_example_batches,
+    post_features_as_of,
+    read_manifest,
+    tf_example_dataset,
+)
+from teamu_assets.model.features import (
+    H3_RESOLUTIONS,
+    UNKNOWN_H3_CELL,
+    FeatureLayout,
+    PostFeatureTable,
+    UserFeatureTable,
+    slice_inputs,
+)
+from teamu_assets.model.towers import (
+    CandidateTower,
+    QueryTower,
+    ServingTower,
+    TowerConfig,
+    TwoTowerModel,
+    Vocabularies,
+    post_input_signature,
+    user_input_signature,
+)
+
+QUERY_TOWER_DIR = "query_tower"
+CANDIDATE_TOWER_DIR = "candidate_tower"
+VOCABULARIES_DIR = "vocabularies"
+MODEL_CONFIG_FILE = "model_config.json"
+# Keras' "loss" from a TFRS model is the last batch's; this metric is the mean over the epoch's batches.
+BATCH_LOSS_METRIC = "batch_loss"
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    epochs: int = 30
+    batch_size: int = 1024
+    embedding_dim: int = 512
+    temperature: float = 0.2
+    learning_rate: float = 0.005
+    seed: int = 42
+    history_length: int = 50
+    patience: int = 3
+    feature_dim: int = 64
+    hidden_units: int = 256
+    history_decay: float = 0.95
+    id_dropout: float = 0.1
+    history_dropout: float = 0.25
+    use_id_features: bool = True
+    user_id_hash_bins: int = 100_000
+    max_text_tokens: int = 20_000
+    max_passions: int = 8
+    shuffle_buffer: int = 10_000
+    validation_k: int = 20
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    history: list[dict[str, float | int | None]]
+    best_epoch: int
+    best_validation_recall: float | None
+    stopped_early: bool
+    train_examples: int
+    # The trained model in memory (best weights restored), for exporting or comparing without a reload.
+    model: TwoTowerModel = field(repr=False)
+
+
+def _to_tensors(inputs: dict[str, np.ndarray]) -> dict[str, tf.Tensor]:
+    return {name: tf.constant(values) for name, values in inputs.items()}
+
+
+def _text_vocabulary(users: UserFeatureTable, posts: PostFeatureTable, max_tokens: int) -> list[str]:
+    texts = np.concatenate([users.profile_text, posts.title, posts.description, posts.comments]).astype(str)
+    vectorizer = tf.keras.layers.TextVectorization(max_tokens=max_tokens)
+    vectorizer.adapt(tf.data.Dataset.from_tensor_slices(texts).batch(4096))
+    # The first two entries are the padding and out-of-vocabulary tokens, which the layers add themselves.
+    return [str(token) for token in vectorizer.get_vocabulary()[2:]]
+
+
+def _passion_vocabulary(users: UserFeatureTable) -> list[str]:
+    values, counts = np.unique(users.passions[users.passions != ""].astype(str), return_counts=True)
+    order = sorted(range(len(values)), key=lambda i: (-counts[i], values[i]))
+    return [str(values[i]) for i in order]
+
+
+def _h3_vocabulary(users: UserFeatureTable, posts: PostFeatureTable) -> dict[int, list[str]]:
+    return {
+        res: sorted({UNKNOWN_H3_CELL, *users.h3[res].astype(str), *posts.h3[res].astype(str)}) for res in H3_RESOLUTIONS
+    }
+
+
+def _mean_and_variance(values: np.ndarray) -> tuple[list[float], list[float]]:
+    return values.mean(axis=0).tolist(), np.maximum(values.var(axis=0), 1e-6).tolist()
+
+
+def _embed(
+    serve: Callable[[dict[str, tf.Tensor]], tf.Tensor],
+    inputs: dict[str, np.ndarray],
+    n: int,
+    dim: int,
+    batch_size: int = 4096,
+) -> np.ndarray:
+    parts = [np.zeros((0, dim), np.float32)]
+    parts += [
+        serve(_to_tensors(slice_inputs(inputs, start, start + batch_size))).numpy() for start in range(0, n, batch_size)
+    ]
+    return np.concatenate(parts).astype(np.float32)
+
+
+def _validation_recall(
+    model: TwoTowerModel,
+    manifest: DatasetManifest,
+    users: UserFeatureTable,
+    posts: PostFeatureTable,
+    k: int,
+) -> float | None:
+    """Share of validation examples whose post is in the top k of all posts for that user at that moment."""
+    if manifest.rows["validation"] == 0:
+        return None
+    candidates = _embed(
+        lambda x: model.candidate_tower(x, training=False),
+        posts.serving_inputs(),
+        len(posts.post_ids),
+        model.candidate_tower.config.embedding_dim,
+    )
+    candidate_ids = tf.constant(posts.post_ids)
+    k = min(k, len(posts.post_ids))
+    hits = 0
+    total = 0
+    for batch in iter_example_batches(
+        [manifest.path("validation")], batch_rows=1024, history_length=users.layout.history_length
+    ):
+        queries = model.query_tower(
+            _to_tensors(users.inputs(batch.user_ids, batch.histories, batch.activity_counts)), training=False
+        )
+        top = tf.math.top_k(tf.linalg.matmul(queries, candidates, transpose_b=True), k=k).indices
+        top_ids = tf.gather(candidate_ids, top).numpy()
+        hits += int((top_ids == batch.post_ids[:, None]).any(axis=1).sum())
+        total += len(batch)
+    return hits / total
+
+
+def _fix_seeds(seed: int) -> None:
+    tf.keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def train(
+    dataset_dir: Path,
+    user_features: pd.DataFrame,
+    post_features: pd.DataFrame,
+    params: TrainParams,
+    out_dir: Path,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
+    """Trains on the dataset written by write_dataset, early-stops on validation recall@k and saves the towers
+    and vocabularies under out_dir. Post popularity features are taken as of the dataset's cutoff (counted
+    from the training period's examples), so neither training nor evaluation sees later popularity."""
+    _fix_seeds(params.seed)
+    manifest = read_manifest(dataset_dir)
+    out_dir = Path(out_dir)
+    train_files = [manifest.path("train")]
+    train_counts = count_posts_by_kind(train_files)
+    before_cutoff_counts = count_posts_by_kind(train_files + [manifest.path("validation")])
+    posts = PostFeatureTable(post_features_as_of(before_cutoff_counts, post_features))
+    layout = FeatureLayout(
+        history_length=min(params.history_length, manifest.history_length), max_passions=params.max_passions
+    )
+    users = UserFeatureTable(user_features, layout)
+
+    vocabularies = Vocabularies(
+        text=_text_vocabulary(users, posts, params.max_text_tokens),
+        passions=_passion_vocabulary(users),
+        h3_cells=_h3_vocabulary(users, posts),
+        post_ids=sorted(int(i) for i in train_counts["post_id"]),
+    )
+    user_count_mean, user_count_variance = _mean_and_variance(np.log1p(users.activity_counts))
+    post_numeric_mean, post_numeric_variance = _mean_and_variance(posts.numeric)
+    config = TowerConfig(
+        embedding_dim=params.embedding_dim,
+        feature_dim=params.feature_dim,
+        hidden_units=params.hidden_units,
+        history_decay=params.history_decay,
+        user_id_hash_bins=params.user_id_hash_bins,
+        use_id_features=params.use_id_features,
+        user_count_mean=user_count_mean,
+        user_count_variance=user_count_variance,
+        post_numeric_mean=post_numeric_mean,
+        post_numeric_variance=post_numeric_variance,
+    )
+    model = TwoTowerModel(
+        QueryTower(config, vocabularies), CandidateTower(config, vocabularies), temperature=params.temperature
+    )
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=params.learning_rate))
+
+    total_train = int(train_counts["total"].sum())
+    sampling_probability = {
+        int(post): count / total_train
+        for post, count in zip(train_counts["post_id"], train_counts["total"], strict=True)
+    }
+    train_dataset = tf_example_dataset(
+        train_files,
+        users,
+        posts,
+        sampling_probability,
+        batch_size=params.batch_size,
+        shuffle_buffer=params.shuffle_buffer,
+        seed=params.seed,
+        id_dropout=params.id_dropout if params.use_id_features else 0.0,
+        history_dropout=params.history_dropout,
+    )
+    log(
+        f"training on {total_train} examples ({manifest.rows['validation']} validation), "
+        f"{len(users.user_ids)} users, {len(posts.post_ids)} posts, dim {params.embedding_dim}"
+    )
+
+    history: list[dict[str, float | int | None]] = []
+    best_recall: float | None = None
+    best_epoch = 0
+    best_weights: list[np.ndarray] = []  # filled after the first epoch, when the weights exist
+    stopped_early = False
+    for epoch in range(1, params.epochs + 1):
+        started = time.perf_counter()
+        loss = float(model.fit(train_dataset, epochs=1, verbose=0).history[BATCH_LOSS_METRIC][-1])
+        seconds = time.perf_counter() - started
+        recall = _validation_recall(model, manifest, users, posts, params.validation_k)
+        history.append(
+            {
+                "epoch": epoch,
+                "loss": loss,
+                f"validation_recall@{params.validation_k}": recall,
+                "train_seconds": seconds,
+                "examples_per_second": total_train / seconds if seconds > 0 else None,
+            }
+        )
+        recall_text = "n/a" if recall is None else f"{recall:.4f}"
+        log(f"epoch {epoch}/{params.epochs}: loss {loss:.4f}, validation recall@{params.validation_k} {recall_text}")
+        if recall is None:
+            best_epoch, best_weights = epoch, model.get_weights()
+            continue
+        if best_recall is None or recall > best_recall:
+            best_recall, best_epoch, best_weights = recall, epoch, model.get_weights()
+        elif epoch - best_epoch >= params.patience:
+            stopped_early = True
+            log(f"early stop: no validation gain for {params.patience} epochs; keeping epoch {best_epoch}")
+            break
+    model.set_weights(best_weights)
+
+    _save(model, vocabularies, config, layout, params, manifest, history, best_epoch, out_dir)
+    return TrainResult(
+        model_dir=out_dir,
+        history=history,
+        best_epoch=best_epoch,
+        best_validation_recall=best_recall,
+        stopped_early=stopped_early,
+        train_examples=total_train,
+        model=model,
+    )
+
+
+def _save(
+    model: TwoTowerModel,
+    vocabularies: Vocabularies,
+    config: TowerConfig,
+    layout: FeatureLayout,
+    params: TrainParams,
+    manifest: DatasetManifest,
+    history: list[dict[str, float | int | None]],
+    best_epoch: int,
+    out_dir: Path,
+) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tf.saved_model.save(ServingTower(model.query_tower, user_input_signature()), str(out_dir / QUERY_TOWER_DIR))
+    tf.saved_model.save(ServingTower(model.candidate_tower, post_input_signature()), str(out_dir / CANDIDATE_TOWER_DIR))
+    vocabularies.save(out_dir / VOCABULARIES_DIR)
+    (out_dir / MODEL_CONFIG_FILE).write_text(
+        json.dumps(
+            {
+                "tower": asdict(config),
+                "layout": asdict(layout),
+                "params": asdict(params),
+                "dataset": manifest.to_dict(),
+                "history": history,
+                "best_epoch": best_epoch,
+            },
+            indent=2,
+        )
+    )
+
+
+def read_model_config(model_dir: Path) -> dict[str, object]:
+    return json.loads((Path(model_dir) / MODEL_CONFIG_FILE).read_text())
+
+
+def _layout(model_dir: Path) -> FeatureLayout:
+    return FeatureLayout(**read_model_config(model_dir)["layout"])
+
+
+def _embedding_dim(model_dir: Path) -> int:
+    return int(read_model_config(model_dir)["tower"]["embedding_dim"])
+
+
+def load_tower(model_dir: Path, tower_dir: str) -> tf.Module:
+    """A saved tower; call `.serve(features)` with the dict its signature names."""
+    return tf.saved_model.load(str(Path(model_dir) / tower_dir))
+
+
+def embed_users(
+    model_dir: Path, user_features: pd.DataFrame, *, batch_size: int = 4096
+) -> tuple[np.ndarray, np.ndarray]:
+    """(user ids int64 [n], float32 [n, D] embeddings) from the saved query tower; history is each user's
+    recent_post_ids and counts are the mart's, i.e. the users as they are now."""
+    users = UserFeatureTable(user_features, _layout(model_dir))
+    tower = load_tower(model_dir, QUERY_TOWER_DIR)
+    vectors = _embed(tower.serve, users.serving_inputs(), len(users.user_ids), _embedding_dim(model_dir), batch_size)
+    return users.user_ids.copy(), vectors
+
+
+def embed_posts(
+    model_dir: Path, post_features: pd.DataFrame, *, batch_size: int = 4096
+) -> tuple[np.ndarray, np.ndarray]:
+    """(post ids int64 [n], float32 [n, D] embeddings) from the saved candidate tower."""
+    posts = PostFeatureTable(post_features)
+    tower = load_tower(model_dir, CANDIDATE_TOWER_DIR)
+    vectors = _embed(tower.serve, posts.serving_inputs(), len(posts.post_ids), _embedding_dim(model_dir), batch_size)
+    return posts.post_ids.copy(), vectors

@@ -1,0 +1,458 @@
+"""The dbt project on a real Postgres: a tiny hand-made fixture through `dbt build`, marts checked against
+hand-computed values, an incremental refresh that must touch only the affected rows, the analyst role, docs.
+
+Three dbt invocations in all (build, incremental build, docs generate): dbt starts slowly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from teamu_assets.db import schema
+from teamu_assets.db.connection import connect
+
+pytestmark = pytest.mark.integration
+
+DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
+DBT_EXECUTABLE = str(Path(sys.executable).parent / "dbt")
+
+
+def at(day: str, hour: int = 12) -> datetime:
+    return datetime.fromisoformat(day).replace(hour=hour, tzinfo=UTC)
+
+
+# users: (user_id, username, bio, passions, latitude, longitude, created_at, updated_at)
+USERS = [
+    (1, " alice ", "  Hi  ", ["music", " art ", ""], 52.5, 13.4, at("2024-01-01"), at("2024-01-02")),
+    # NULL passions, latitude off the globe
+    (2, "bob", "", None, 123.4, 13.0, at("2024-01-01"), at("2024-01-03")),
+    (3, "carol", "Builder", ["code"], None, None, at("2024-01-02"), at("2024-01-02")),
+    (4, "dave", None, [], 48.1, 11.6, at("2024-01-05"), at("2024-01-05")),
+]
+PROJECTS = [
+    (1, 1, "Band site", at("2024-01-03")),
+    (2, 1, "   ", at("2024-01-04")),
+    (3, 3, "Compiler", at("2024-01-04")),
+]
+# posts: (post_id, user_id, title, description, is_local, latitude, longitude, created_at, updated_at)
+POSTS = [
+    (101, 1, "Concert", "Live tonight", True, 52.5, 13.4, at("2024-02-01"), at("2024-02-01")),
+    (102, 2, "Paint", None, False, None, None, at("2024-02-02"), at("2024-02-03")),
+    (103, 3, "Rust tips", "Use cargo", False, None, None, at("2024-02-03"), at("2024-02-03")),
+    (104, 3, " ", "Untitled notes", True, 10.0, 500.0, at("2024-02-04"), at("2024-02-04")),
+    (105, 4, "Hiking", "Alps", False, None, None, at("2024-02-05"), at("2024-02-05")),
+]
+# votes: (vote_id, post_id, user_id, value, created_at)
+VOTES = [
+    (1, 101, 2, 1, at("2024-03-01", 10)),
+    (2, 101, 3, 1, at("2024-03-01", 11)),
+    (3, 102, 1, -1, at("2024-03-02")),  # a downvote: counts in vote_count, is no interaction
+    (4, 103, 1, 1, at("2024-03-03")),
+    (5, 103, 3, 1, at("2024-03-03")),  # the author's own upvote: rejected as an interaction
+]
+# comments: (comment_id, post_id, user_id, body, created_at)
+COMMENTS = [
+    (1, 101, 2, "Great!", at("2024-03-04")),
+    (2, 101, 1, "Thanks", at("2024-03-05")),  # the author's reply: in the post's comments, not an interaction
+    (3, 101, 3, "   ", at("2024-03-06")),  # blank: an interaction, but no comment text
+    (4, 103, 1, "Nice tips", at("2024-03-07")),
+]
+# Mixpanel: (insert_id, event, distinct_id, event_time, properties)
+EVENTS = [
+    ("e1", "Post Viewed", "2", at("2024-03-10", 10), {"post_id": 101, "duration_ms": 3000}),
+    ("e2", "Post Viewed", "2", at("2024-03-10", 10), {"post_id": 101, "duration_ms": 5000}),  # duplicate view
+    ("e3", "Post Viewed", "1", at("2024-03-11"), {"post_id": 103, "duration_ms": 10000}),
+    ("e4", "Post Viewed", "1", at("2024-03-11", 13), {"post_id": 999, "duration_ms": 1000}),  # unknown post
+    ("e5", "Post Viewed", "42", at("2024-03-11", 14), {"post_id": 101, "duration_ms": 1000}),  # unknown user
+    ("e6", "Post Viewed", "3", at("2024-03-12"), {"post_id": 102, "duration_ms": 7000}),
+    ("e7", "Post Viewed", "3", at("2024-03-13"), {"post_id": 102}),  # no view time tracked
+    ("e8", "Recommendation Shown", "1", at("2024-03-13"), {"post_ids": [101, 102], "request_id": "r1"}),
+    ("e9", "Post Viewed", "3", at("2024-03-13", 15), {"post_id": 103, "duration_ms": 2000}),  # own post
+]
+# The incremental step: user 4 views post 102, a late copy of e1 arrives, user 1 edits their bio.
+NEW_EVENTS = [
+    ("e10", "Post Viewed", "4", at("2024-04-01"), {"post_id": 102, "duration_ms": 2000}),
+    ("e11", "Post Viewed", "2", at("2024-03-10", 10), {"post_id": 101, "duration_ms": 9000}),
+]
+PROFILE_UPDATE = ("Hello", at("2024-04-02"), 1)  # (bio, updated_at, user_id)
+
+EXPECTED_USERS = {
+    1: {
+        "username": "alice",
+        "passions": ["music", "art"],
+        "latitude": 52.5,
+        "longitude": 13.4,
+        "bio": "Hi",
+        "project_titles": ["Band site"],
+        "created_post_titles": ["Concert"],
+        "viewed_count": 1,
+        "upvoted_count": 1,
+        "commented_count": 1,
+        "recent_post_ids": [103],
+        "created_at": at("2024-01-01"),
+        "updated_at": at("2024-03-11"),
+    },
+    2: {
+        "username": "bob",
+        "passions": [],
+        "latitude": None,
+        "longitude": None,
+        "bio": None,
+        "project_titles": [],
+        "created_post_titles": ["Paint"],
+        "viewed_count": 1,
+        "upvoted_count": 1,
+        "commented_count": 1,
+        "recent_post_ids": [101],
+        "created_at": at("2024-01-01"),
+        "updated_at": at("2024-03-10", 10),
+    },
+    3: {
+        "username": "carol",
+        "passions": ["code"],
+        "latitude": None,
+        "longitude": None,
+        "bio": "Builder",
+        "project_titles": ["Compiler"],
+        "created_post_titles": ["Rust tips"],
+        "viewed_count": 2,
+        "upvoted_count": 1,
+        "commented_count": 1,
+        "recent_post_ids": [102, 101],
+        "created_at": at("2024-01-02"),
+        "updated_at": at("2024-03-13"),
+    },
+    4: {
+        "username": "dave",
+        "passions": [],
+        "latitude": 48.1,
+        "longitude": 11.6,
+        "bio": None,
+        "project_titles": [],
+        "created_post_titles": ["Hiking"],
+        "viewed_count": 0,
+        "upvoted_count": 0,
+        "commented_count": 0,
+        "recent_post_ids": [],
+        "created_at": at("2024-01-05"),
+        "updated_at": at("2024-02-05"),
+    },
+}
+EXPECTED_POSTS = {
+    101: {
+        "user_id": 1,
+        "title": "Concert",
+        "description": "Live tonight",
+        "post_length": 19,
+        "comments": ["Thanks", "Great!"],
+        "vote_count": 2,
+        "view_count": 1,
+        "avg_time_viewed": timedelta(seconds=3),
+        "is_local": True,
+        "latitude": 52.5,
+        "longitude": 13.4,
+        "updated_at": at("2024-03-10", 10),
+    },
+    102: {
+        "user_id": 2,
+        "title": "Paint",
+        "description": None,
+        "post_length": 5,
+        "comments": [],
+        "vote_count": -1,
+        "view_count": 2,
+        "avg_time_viewed": timedelta(seconds=7),
+        "is_local": False,
+        "latitude": None,
+        "longitude": None,
+        "updated_at": at("2024-03-13"),
+    },
+    103: {
+        "user_id": 3,
+        "title": "Rust tips",
+        "description": "Use cargo",
+        "post_length": 18,
+        "comments": ["Nice tips"],
+        "vote_count": 2,
+        "view_count": 1,
+        "avg_time_viewed": timedelta(seconds=10),
+        "is_local": False,
+        "latitude": None,
+        "longitude": None,
+        "updated_at": at("2024-03-11"),
+    },
+    104: {
+        "user_id": 3,
+        "title": None,
+        "description": "Untitled notes",
+        "post_length": 14,
+        "comments": [],
+        "vote_count": 0,
+        "view_count": 0,
+        "avg_time_viewed": None,
+        "is_local": True,
+        "latitude": None,
+        "longitude": None,
+        "updated_at": at("2024-02-04"),
+    },
+    105: {
+        "user_id": 4,
+        "title": "Hiking",
+        "description": "Alps",
+        "post_length": 10,
+        "comments": [],
+        "vote_count": 0,
+        "view_count": 0,
+        "avg_time_viewed": None,
+        "is_local": False,
+        "latitude": None,
+        "longitude": None,
+        "updated_at": at("2024-02-05"),
+    },
+}
+# (user_id, post_id, kind, occurred_at, duration_ms)
+EXPECTED_INTERACTIONS = {
+    (2, 101, "view", at("2024-03-10", 10), 3000),
+    (1, 103, "view", at("2024-03-11"), 10000),
+    (3, 102, "view", at("2024-03-12"), 7000),
+    (3, 102, "view", at("2024-03-13"), None),
+    (2, 101, "upvote", at("2024-03-01", 10), None),
+    (3, 101, "upvote", at("2024-03-01", 11), None),
+    (1, 103, "upvote", at("2024-03-03"), None),
+    (2, 101, "comment", at("2024-03-04"), None),
+    (3, 101, "comment", at("2024-03-06"), None),
+    (1, 103, "comment", at("2024-03-07"), None),
+}
+# The marts with the column their rows are ordered by.
+MART_KEYS = (("user_features", "user_id"), ("post_features", "post_id"), ("interactions", "interaction_id"))
+# (source, kind, rejection_reason) -> count
+EXPECTED_REJECTED = {
+    ("mixpanel", "view", "unknown_post"): 1,
+    ("mixpanel", "view", "unknown_user"): 1,
+    ("mixpanel", "view", "self_interaction"): 1,
+    ("supabase_votes", "upvote", "self_interaction"): 1,
+    ("supabase_comments", "comment", "self_interaction"): 1,
+}
+
+
+@dataclass(frozen=True)
+class Dbt:
+    """dbt runs against the test database, with target and logs in a folder of their own."""
+
+    env: dict[str, str]
+    work_dir: Path
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        command = [
+            DBT_EXECUTABLE,
+            *args,
+            "--project-dir",
+            str(DBT_PROJECT_DIR),
+            "--profiles-dir",
+            str(DBT_PROJECT_DIR),
+            "--target-path",
+            str(self.work_dir / "target"),
+            "--log-path",
+            str(self.work_dir / "logs"),
+        ]
+        result = subprocess.run(command, cwd=DBT_PROJECT_DIR, env=self.env, capture_output=True, text=True)
+        output = f"{result.stdout[-6000:]}\n{result.stderr[-2000:]}"
+        assert result.returncode == 0, f"dbt {' '.join(args)} failed:\n{output}"
+        return result
+
+    def run_results(self) -> dict[str, str]:
+        """The last invocation's status of every node, by unique_id."""
+        results = json.loads((self.work_dir / "target" / "run_results.json").read_text())
+        return {result["unique_id"]: result["status"] for result in results["results"]}
+
+
+@dataclass(frozen=True)
+class Builds:
+    """The marts and run statuses after the first build and after the incremental one."""
+
+    first: dict[str, list[dict[str, Any]]]
+    first_statuses: dict[str, str]
+    second: dict[str, list[dict[str, Any]]]
+    second_statuses: dict[str, str]
+    rejected: dict[tuple[str, str, str], int]
+
+
+def dbt_env(db_url: str) -> dict[str, str]:
+    parts = conninfo_to_dict(db_url)
+    return {
+        **os.environ,
+        "TEAMU_DBT_HOST": str(parts.get("host", "127.0.0.1")),
+        "TEAMU_DBT_PORT": str(parts.get("port", 5432)),
+        "TEAMU_DBT_USER": str(parts.get("user", "postgres")),
+        "TEAMU_DBT_PASSWORD": str(parts.get("password", "")),
+        "TEAMU_DBT_DBNAME": str(parts["dbname"]),
+    }
+
+
+def insert_events(conn: psycopg.Connection, events: list[tuple[str, str, str, datetime, dict]]) -> None:
+    conn.cursor().executemany(
+        "insert into raw_mixpanel.events (insert_id, event, distinct_id, event_time, properties, source_file)"
+        " values (%s, %s, %s, %s, %s, 'fixture.jsonl')",
+        [(*event[:4], Jsonb(event[4])) for event in events],
+    )
+
+
+def load_fixture(db_url: str) -> None:
+    with connect(db_url) as conn:
+        cursor = conn.cursor()
+        cursor.executemany("insert into raw_supabase.users values (%s, %s, %s, %s, %s, %s, %s, %s)", USERS)
+        cursor.executemany("insert into raw_supabase.projects values (%s, %s, %s, %s)", PROJECTS)
+        cursor.executemany(f"insert into raw_supabase.posts values ({', '.join(['%s'] * 9)})", POSTS)
+        cursor.executemany("insert into raw_supabase.votes values (%s, %s, %s, %s, %s)", VOTES)
+        cursor.executemany("insert into raw_supabase.comments values (%s, %s, %s, %s, %s)", COMMENTS)
+        insert_events(conn, EVENTS)
+
+
+def snapshot(db_url: str) -> dict[str, list[dict[str, Any]]]:
+    with connect(db_url) as conn, conn.cursor(row_factory=dict_row) as cursor:
+        return {
+            table: cursor.execute(f"select * from marts.{table} order by {key}").fetchall() for table, key in MART_KEYS
+        }
+
+
+@pytest.fixture(scope="module")
+def dbt(db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Dbt:
+    return Dbt(dbt_env(db_url), tmp_path_factory.mktemp("dbt"))
+
+
+@pytest.fixture(scope="module")
+def builds(db_url: str, dbt: Dbt) -> Iterator[Builds]:
+    # The analyst role goes in before dbt creates the marts: its default privileges must cover them.
+    schema.apply(db_url, "raw_supabase", "raw_mixpanel", "analyst_role")
+    load_fixture(db_url)
+    dbt.run("build")
+    first, first_statuses = snapshot(db_url), dbt.run_results()
+    with connect(db_url) as conn:
+        rejected = {
+            (source, kind, reason): count
+            for source, kind, reason, count in conn.execute(
+                "select source, kind, rejection_reason, rejected_count from intermediate.int_interactions_rejected"
+            )
+        }
+        insert_events(conn, NEW_EVENTS)
+        conn.execute("update raw_supabase.users set bio = %s, updated_at = %s where user_id = %s", PROFILE_UPDATE)
+    dbt.run("build")
+    yield Builds(first, first_statuses, snapshot(db_url), dbt.run_results(), rejected)
+
+
+def features(rows: list[dict[str, Any]], key: str, columns: set[str]) -> dict[int, dict[str, Any]]:
+    return {row[key]: {column: row[column] for column in columns} for row in rows}
+
+
+def failures(statuses: dict[str, str]) -> dict[str, str]:
+    return {node: status for node, status in statuses.items() if status not in {"pass", "success", "warn"}}
+
+
+def by_key(rows: list[dict[str, Any]], key: str) -> dict[int, dict[str, Any]]:
+    return {row[key]: row for row in rows}
+
+
+def test_first_build_passes_every_test_and_reports_rejects_as_a_warning(builds: Builds) -> None:
+    warned = {node for node, status in builds.first_statuses.items() if status == "warn"}
+    assert warned == {"test.teamu.interactions_rejected_are_reported"}
+    assert failures(builds.first_statuses) == {}
+    assert "model.teamu.user_features" in builds.first_statuses
+
+
+def test_user_features_equal_hand_computed_values(builds: Builds) -> None:
+    columns = set(EXPECTED_USERS[1])
+    assert features(builds.first["user_features"], "user_id", columns) == EXPECTED_USERS
+
+
+def test_post_features_equal_hand_computed_values(builds: Builds) -> None:
+    columns = set(EXPECTED_POSTS[101])
+    assert features(builds.first["post_features"], "post_id", columns) == EXPECTED_POSTS
+
+
+def test_interactions_are_deduplicated_known_and_not_on_own_posts(builds: Builds) -> None:
+    rows = builds.first["interactions"]
+    got = {(r["user_id"], r["post_id"], r["kind"], r["occurred_at"], r["duration_ms"]) for r in rows}
+    assert got == EXPECTED_INTERACTIONS
+    assert len(rows) == len(EXPECTED_INTERACTIONS)
+    assert len({row["interaction_id"] for row in rows}) == len(rows)
+
+
+def test_left_out_interactions_are_counted_by_reason(builds: Builds) -> None:
+    assert builds.rejected == EXPECTED_REJECTED
+
+
+def test_incremental_refresh_changes_only_the_touched_rows(builds: Builds) -> None:
+    users_before = by_key(builds.first["user_features"], "user_id")
+    users_after = by_key(builds.second["user_features"], "user_id")
+    posts_before = by_key(builds.first["post_features"], "post_id")
+    posts_after = by_key(builds.second["post_features"], "post_id")
+
+    def changed(before: dict[int, dict], after: dict[int, dict], column: str) -> set[int]:
+        return {key for key in after if before[key][column] != after[key][column]}
+
+    # User 4 viewed post 102, user 1 edited their bio; the late copy of e1 changes nothing.
+    for column in ("updated_at", "feature_hash", "refreshed_at"):
+        assert changed(users_before, users_after, column) == {1, 4}, column
+        assert changed(posts_before, posts_after, column) == {102}, column
+    assert users_after[4]["viewed_count"] == 1
+    assert users_after[4]["recent_post_ids"] == [102]
+    assert users_after[4]["updated_at"] == at("2024-04-01")
+    assert users_after[1]["bio"] == "Hello"
+    assert users_after[1]["updated_at"] == at("2024-04-02")
+    assert posts_after[102]["view_count"] == 3
+    assert posts_after[102]["avg_time_viewed"] == timedelta(seconds=4.5)
+    assert posts_after[102]["updated_at"] == at("2024-04-01")
+
+
+def test_incremental_refresh_appends_only_new_interactions(builds: Builds) -> None:
+    before = by_key(builds.first["interactions"], "interaction_id")
+    after = by_key(builds.second["interactions"], "interaction_id")
+    new = [after[key] for key in after.keys() - before.keys()]
+    assert [(row["user_id"], row["post_id"], row["kind"], row["duration_ms"]) for row in new] == [
+        (4, 102, "view", 2000)
+    ]
+    assert all(after[key] == row for key, row in before.items())
+    assert builds.second_statuses["model.teamu.interactions"] == "success"
+    assert failures(builds.second_statuses) == {}
+
+
+def test_analyst_reads_marts_only(db_url: str, builds: Builds) -> None:
+    with connect(db_url) as conn:
+        conn.execute("set role teamu_analyst")
+        (count,) = conn.execute("select count(*) from marts.user_features").fetchone()
+        assert count == len(USERS)
+        conn.execute("savepoint probe")
+        for statement in (
+            "select * from raw_supabase.users",
+            "select * from raw_mixpanel.events",
+            "select * from staging.stg_supabase__users",
+            "select * from intermediate.int_interactions",
+            "insert into marts.user_features (user_id) values (99)",
+            "delete from marts.interactions",
+            "create table marts.scratch (x int)",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+            conn.execute("rollback to savepoint probe")
+        conn.rollback()
+
+
+def test_docs_generate(dbt: Dbt, builds: Builds) -> None:
+    dbt.run("docs", "generate")
+    catalog = json.loads((dbt.work_dir / "target" / "catalog.json").read_text())
+    columns = catalog["nodes"]["model.teamu.user_features"]["columns"]
+    assert {"user_id", "recent_post_ids", "feature_hash"} <= {name.lower() for name in columns}

@@ -1,0 +1,100 @@
+"""Live export through mixpanel-utils against a fake Mixpanel export API on loopback, then the loader."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import uuid
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from teamu_assets.db import schema
+from teamu_assets.db.connection import connect
+from teamu_assets.ingest import TEAMU_EVENTS, MixpanelExportError, export_live, load_landing_folder
+from teamu_assets.settings import MixpanelCredentials
+from tests.fakes.mixpanel_server import fake_mixpanel
+
+pytestmark = pytest.mark.integration
+
+JUNE_1 = 1_717_200_000  # 2024-06-01T00:00:00Z
+DAY = 86_400
+CREDENTIALS = MixpanelCredentials("teamu-export.sa", "s3cr3t-do-not-log", "3141592")
+
+
+def event(name: str, insert_id: str, time: int, **properties: Any) -> dict[str, Any]:
+    common = {"time": time, "distinct_id": "42", "$insert_id": insert_id}
+    return {"event": name, "properties": common | properties}
+
+
+def served_events(tag: str) -> list[dict[str, Any] | str]:
+    return [
+        event("Post Viewed", f"{tag}-1", JUNE_1 + 10, post_id=7, duration_ms=900),
+        event("Recommendation Shown", f"{tag}-2", JUNE_1 + 20, post_ids=[7, 8], request_id="r1"),
+        event("Recommendation Clicked", f"{tag}-3", JUNE_1 + DAY + 5, post_id=8, request_id="r1"),
+        event("Post Viewed", f"{tag}-late", JUNE_1 + 3 * DAY, post_id=9, duration_ms=10),  # after to_date
+        event("$identify", f"{tag}-identify", JUNE_1 + 30),  # not one of the Teamu events asked for
+    ]
+
+
+def test_live_export_lands_a_file_the_loader_loads(db_url: str, tmp_path: Path) -> None:
+    tag = uuid.uuid4().hex[:8]
+    schema.apply(db_url, "raw_mixpanel")
+    landing = tmp_path / "landing"
+    events = served_events(tag) + ['{"event": "Post Viewed", "properties": {"time": 1717200000']
+    with fake_mixpanel("teamu-export.sa", "s3cr3t-do-not-log", "3141592", events) as fake:
+        out_path = landing / f"mixpanel_{tag}.jsonl"
+        june_1, june_2 = date(2024, 6, 1), date(2024, 6, 2)
+        written = export_live(CREDENTIALS, june_1, june_2, out_path, api_base=fake.base_url)
+    assert written == out_path
+    assert out_path.exists() and not list(landing.glob("*.partial"))
+    [query] = fake.requests
+    assert query["from_date"] == ["2024-06-01"] and query["to_date"] == ["2024-06-02"]
+    assert query["project_id"] == ["3141592"]
+    assert sorted(json.loads(query["event"][0])) == sorted(TEAMU_EVENTS)
+
+    [result] = load_landing_folder(db_url, landing)
+
+    assert (result.lines_read, result.loaded, result.duplicates, result.quarantined) == (4, 3, 0, 1)
+    with connect(db_url) as conn:
+        loaded = conn.execute(
+            "select insert_id, event from raw_mixpanel.events where source_file = %s order by insert_id",
+            (out_path.name,),
+        ).fetchall()
+    assert loaded == [
+        (f"{tag}-1", "Post Viewed"),
+        (f"{tag}-2", "Recommendation Shown"),
+        (f"{tag}-3", "Recommendation Clicked"),
+    ]
+
+
+def test_bad_credentials_fail_clearly_without_the_secret(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # DEBUG on the library's logger is where mixpanel-utils would print the Authorization header.
+    caplog.set_level(logging.DEBUG, logger="mixpanel_utils")
+    out_path = tmp_path / "export.jsonl"
+    with (
+        fake_mixpanel("teamu-export.sa", "the-real-secret", "3141592", served_events("x")) as fake,
+        pytest.raises(MixpanelExportError, match="401") as failure,
+    ):
+        export_live(CREDENTIALS, date(2024, 6, 1), date(2024, 6, 1), out_path, api_base=fake.base_url)
+    basic = f"{CREDENTIALS.service_account_username}:{CREDENTIALS.service_account_secret}"
+    encoded = base64.b64encode(basic.encode())
+    captured = capfd.readouterr()
+    for shown in (str(failure.value), caplog.text, captured.out, captured.err, repr(CREDENTIALS)):
+        assert "401" in str(failure.value)
+        assert CREDENTIALS.service_account_secret not in shown
+        assert encoded.decode() not in shown
+    assert not out_path.exists() and not list(tmp_path.iterdir()), "a failed export leaves no file behind"
+
+
+def test_an_existing_export_file_is_never_overwritten(tmp_path: Path) -> None:
+    out_path = tmp_path / "export.jsonl"
+    out_path.write_text("kept\n")
+    with pytest.raises(FileExistsError):
+        export_live(CREDENTIALS, date(2024, 6, 1), date(2024, 6, 1), out_path, api_base="http://127.0.0.1:9")
+    assert out_path.read_text() == "kept\n"

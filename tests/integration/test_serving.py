@@ -1,0 +1,409 @@
+"""The pgvector serving path: embedding writes (full swap, upsert, checks), ml.recommend_posts, similar_posts.
+
+The module uses a database of its own, not the session's db_url: it creates minimal marts tables (only the
+columns the serving functions read), which would clash with the real ones dbt builds in db_url.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import psycopg
+import pytest
+from pgvector.psycopg import register_vector
+from psycopg import sql
+
+from teamu_assets.db import schema
+from teamu_assets.db.connection import connect, ensure_pgvector, with_database
+from teamu_assets.db.embeddings import (
+    EmbeddingWriteError,
+    embedding_checks,
+    ensure_embedding_tables,
+    write_embeddings,
+)
+from teamu_assets.db.recommend import install_serving_functions, recommend
+
+pytestmark = pytest.mark.integration
+
+DIM = 16
+N_POSTS = 400
+N_USERS = 30
+BERLIN = (52.52, 13.405)
+POTSDAM = (52.39, 13.065)  # ~27 km from Berlin: inside the default 50 km radius
+SYDNEY = (-33.87, 151.21)
+USER_NEAR_EVERYTHING = 1  # the one whose nearest posts are made own, seen, near-local and far-local below
+USER_WITHOUT_LOCATION = 2
+USER_WHO_SAW_ALMOST_ALL = 3
+USER_WITHOUT_EMBEDDING = N_USERS
+
+
+def unit_vectors(rng: np.random.Generator, n: int, dim: int = DIM) -> np.ndarray:
+    vectors = rng.standard_normal((n, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+@dataclass
+class World:
+    url: str
+    post_ids: np.ndarray
+    post_vectors: np.ndarray
+    user_ids: np.ndarray
+    user_vectors: np.ndarray
+    author: dict[int, int]
+    far_local: set[int]
+    near_local: set[int]
+    seen: dict[int, set[int]]
+    top_post_for_fallback: int
+
+
+@pytest.fixture(scope="module")
+def serving_url(server_url: str) -> Iterator[str]:
+    name = f"teamu_serving_{uuid.uuid4().hex[:10]}"
+    with connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    url = with_database(server_url, name)
+    ensure_pgvector(url)
+    schema.apply(url, "ml")
+    install_serving_functions(url)
+    yield url
+    with connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def world(serving_url: str) -> World:
+    """Fresh embeddings and marts rows, rebuilt for every test (tiny, so this takes milliseconds)."""
+    rng = np.random.default_rng(7)
+    post_ids = np.arange(1, N_POSTS + 1, dtype=np.int64)
+    user_ids = np.arange(1, N_USERS + 1, dtype=np.int64)
+    post_vectors = unit_vectors(rng, N_POSTS)
+    user_vectors = unit_vectors(rng, N_USERS)
+
+    # User 1's 40 nearest posts by inner product: the first ten become own, the next ten seen, then ten local
+    # posts in Sydney and ten local posts in Potsdam. Unfiltered, they'd fill the top of user 1's list.
+    nearest = [int(post_ids[i]) for i in np.argsort(-(post_vectors @ user_vectors[0]))[:40]]
+    own, seen_by_1, far_local, near_local = (set(nearest[i : i + 10]) for i in range(0, 40, 10))
+    author = {int(p): int(rng.integers(4, N_USERS)) for p in post_ids}
+    author.update(dict.fromkeys(own, USER_NEAR_EVERYTHING))
+    rest = [int(p) for p in post_ids if int(p) not in set(nearest)]
+    far_local |= set(rest[:30])
+    near_local |= set(rest[30:60])
+    seen = {int(u): {int(p) for p in rng.choice(post_ids, 15, replace=False)} for u in user_ids}
+    seen[USER_NEAR_EVERYTHING] = seen_by_1
+    seen[USER_WHO_SAW_ALMOST_ALL] = {int(p) for p in post_ids[:-25]}
+    fallback_top = next(p for p in rest[60:] if p not in seen[USER_WITHOUT_EMBEDDING] and author[p] != N_USERS)
+    decoy = next(iter(seen[USER_WITHOUT_EMBEDDING]))  # the most viewed post of all, but user 30 has seen it
+
+    with connect(serving_url) as conn:
+        conn.execute("drop schema if exists marts cascade")
+        conn.execute(
+            "create schema marts;"
+            "create table marts.interactions"
+            " (user_id bigint, post_id bigint, kind text, occurred_at timestamptz);"
+            "create table marts.post_features (post_id bigint primary key, user_id bigint, title text,"
+            " is_local boolean, latitude float8, longitude float8, view_count bigint, vote_count bigint,"
+            " created_at timestamptz);"
+            "create table marts.user_features"
+            " (user_id bigint primary key, latitude float8, longitude float8);"
+        )
+        with conn.cursor() as cur:
+            cur.executemany(
+                "insert into marts.post_features values (%s, %s, %s, %s, %s, %s, %s, %s,"
+                " now() - make_interval(days => %s))",
+                [
+                    (
+                        p,
+                        author[p],
+                        f"Post {p}",
+                        p in far_local or p in near_local,
+                        *(SYDNEY if p in far_local else POTSDAM),
+                        {fallback_top: 5000, decoy: 90000}.get(p, int(rng.integers(0, 200))),
+                        int(rng.integers(-3, 20)),
+                        1 if p in (fallback_top, decoy) else int(rng.integers(1, 60)),
+                    )
+                    for p in map(int, post_ids)
+                ],
+            )
+            cur.executemany(
+                "insert into marts.user_features values (%s, %s, %s)",
+                [(int(u), *((None, None) if u == USER_WITHOUT_LOCATION else BERLIN)) for u in user_ids],
+            )
+            cur.executemany(
+                "insert into marts.interactions values (%s, %s, 'view', now())",
+                [(u, p) for u, posts in seen.items() for p in posts],
+            )
+    write_embeddings(serving_url, "post", post_ids, post_vectors, "m1", mode="full")
+    embedded_users = user_ids != USER_WITHOUT_EMBEDDING
+    write_embeddings(serving_url, "user", user_ids[embedded_users], user_vectors[embedded_users], "m1", mode="full")
+    return World(
+        serving_url,
+        post_ids,
+        post_vectors,
+        user_ids,
+        user_vectors,
+        author,
+        far_local,
+        near_local,
+        seen,
+        fallback_top,
+    )
+
+
+def recommend_rows(url: str, user_id: int | None, count: int | None = 20, **extra: float) -> list[tuple[int, float]]:
+    args = ", ".join(["p_user_id => %s, p_count => %s", *[f"{name} => %s" for name in extra]])
+    with connect(url) as conn:
+        return conn.execute(f"select * from ml.recommend_posts({args})", (user_id, count, *extra.values())).fetchall()
+
+
+def eligible(world: World, user_id: int, *, has_location: bool = True) -> set[int]:
+    return {
+        int(p)
+        for p in world.post_ids
+        if int(p) not in world.seen[user_id]
+        and world.author[int(p)] != user_id
+        and int(p) not in world.far_local
+        and (has_location or int(p) not in world.near_local)
+    }
+
+
+def test_full_write_round_trips_ids_vectors_and_model_version(world: World) -> None:
+    with connect(world.url) as conn:
+        register_vector(conn)
+        rows = conn.execute("select post_id, embedding, model_version from ml.post_embeddings order by 1").fetchall()
+    assert [r[0] for r in rows] == world.post_ids.tolist()
+    assert {r[2] for r in rows} == {"m1"}
+    np.testing.assert_array_equal(np.stack([r[1].to_numpy() for r in rows]), world.post_vectors)
+
+    checks = embedding_checks(world.url, "post")
+    assert checks["row_count"] == N_POSTS and checks["dimension"] == DIM
+    assert checks["null_embedding_count"] == 0 and checks["non_finite_count"] == 0
+    assert checks["norm_min"] == pytest.approx(1, abs=1e-5) and checks["norm_max"] == pytest.approx(1, abs=1e-5)
+    assert checks["model_versions"] == ["m1"]
+    assert checks["hnsw_index_expected"] and checks["hnsw_index_present"]
+    user_checks = embedding_checks(world.url, "user")
+    assert user_checks["row_count"] == N_USERS - 1 and not user_checks["hnsw_index_expected"]
+
+
+def test_full_refresh_replaces_every_row_and_keeps_the_indexes(world: World) -> None:
+    kept = world.post_ids[:100]
+    vectors = unit_vectors(np.random.default_rng(1), len(kept))
+    result = write_embeddings(world.url, "post", kept, vectors, "m2", mode="full")
+    assert result.rows == 100 and result.copy_seconds > 0 and result.index_seconds > 0
+    with connect(world.url) as conn:
+        assert conn.execute(
+            "select count(*), min(model_version), max(model_version) from ml.post_embeddings"
+        ).fetchone() == (
+            100,
+            "m2",
+            "m2",
+        )
+        indexes = {
+            row[0] for row in conn.execute("select indexname from pg_indexes where tablename = 'post_embeddings'")
+        }
+        leftovers = conn.execute("select count(*) from pg_class where relname like 'post_embeddings_new%'").fetchone()
+    assert indexes == {"post_embeddings_pkey", "post_embeddings_embedding_hnsw"}
+    assert leftovers == (0,)
+
+
+def test_upsert_updates_existing_rows_and_adds_new_ones(world: World) -> None:
+    rng = np.random.default_rng(2)
+    ids = np.array([5, 6, N_POSTS + 1], dtype=np.int64)
+    vectors = unit_vectors(rng, 3)
+    result = write_embeddings(world.url, "post", ids, vectors, "m1", mode="upsert")
+    assert result.rows == 3
+    with connect(world.url) as conn:
+        register_vector(conn)
+        rows = dict(
+            conn.execute("select post_id, embedding from ml.post_embeddings where post_id = any(%s)", (ids.tolist(),))
+        )
+        count = conn.execute("select count(*) from ml.post_embeddings").fetchone()[0]
+    assert count == N_POSTS + 1
+    for post_id, vector in zip(ids.tolist(), vectors, strict=True):
+        np.testing.assert_array_equal(rows[post_id].to_numpy(), vector)
+
+
+def test_upsert_of_another_model_version_is_refused(world: World) -> None:
+    with pytest.raises(EmbeddingWriteError, match="mix vectors of different models"):
+        write_embeddings(
+            world.url, "post", np.array([1]), unit_vectors(np.random.default_rng(3), 1), "m2", mode="upsert"
+        )
+
+
+@pytest.mark.parametrize(
+    ("ids", "vectors", "message"),
+    [
+        (np.array([1, 2]), np.array([[np.nan] + [0.0] * (DIM - 1), [1.0] + [0.0] * (DIM - 1)]), "NaN or inf"),
+        (np.array([1]), np.array([[np.inf] + [0.0] * (DIM - 1)]), "NaN or inf"),
+        (np.array([1]), np.array([[1e39] + [0.0] * (DIM - 1)]), "NaN or inf"),  # overflows float32
+        (np.array([1]), np.ones((1, DIM + 1)) / np.sqrt(DIM + 1), "vector\\(16\\) but the vectors have 17"),
+        (np.array([1, 1]), np.ones((2, DIM)) / 4, "not unique"),
+        (np.array([1, 2]), np.ones((1, DIM)) / 4, "2 ids but 1 vectors"),
+    ],
+)
+@pytest.mark.parametrize("mode", ["full", "upsert"])
+def test_bad_embeddings_are_refused_before_anything_is_written(
+    world: World, ids: np.ndarray, vectors: np.ndarray, message: str, mode: str
+) -> None:
+    with pytest.raises(EmbeddingWriteError, match=message):
+        write_embeddings(world.url, "post", ids, vectors, "m1", mode=mode)
+    assert embedding_checks(world.url, "post")["row_count"] == N_POSTS
+
+
+def test_an_empty_full_refresh_and_another_dimension_are_refused(world: World) -> None:
+    with pytest.raises(EmbeddingWriteError, match="empty"):
+        write_embeddings(world.url, "post", np.array([], dtype=np.int64), np.zeros((0, DIM)), "m1", mode="full")
+    with pytest.raises(EmbeddingWriteError, match="vector\\(16\\) but 8"):
+        ensure_embedding_tables(world.url, 8)
+
+
+def test_recommendations_skip_own_seen_and_far_local_posts(world: World) -> None:
+    rows = recommend_rows(world.url, USER_NEAR_EVERYTHING, 20)
+    post_ids = [post_id for post_id, _ in rows]
+    assert len(post_ids) == 20 and len(set(post_ids)) == 20
+    assert set(post_ids) <= eligible(world, USER_NEAR_EVERYTHING)
+    assert set(post_ids) & world.near_local, "nearby local posts are eligible and among user 1's nearest"
+    # Scores are the true inner products, best first, and close to the exact top 20.
+    user_vector = world.user_vectors[USER_NEAR_EVERYTHING - 1]
+    exact = {int(p): float(world.post_vectors[int(p) - 1] @ user_vector) for p in eligible(world, USER_NEAR_EVERYTHING)}
+    for post_id, score in rows:
+        assert score == pytest.approx(exact[post_id], abs=1e-5)
+    assert [s for _, s in rows] == sorted((s for _, s in rows), reverse=True)
+    exact_top = set(sorted(exact, key=exact.get, reverse=True)[:20])
+    assert len(exact_top & set(post_ids)) >= 18
+
+
+def test_local_posts_follow_the_radius_and_need_a_location(world: World) -> None:
+    for user_id in world.user_ids.tolist():
+        if user_id == USER_WITHOUT_LOCATION:
+            continue
+        returned = {post_id for post_id, _ in recommend_rows(world.url, user_id, 50)}
+        assert not returned & world.far_local, f"user {user_id} got a local post from Sydney"
+    without_location = {post_id for post_id, _ in recommend_rows(world.url, USER_WITHOUT_LOCATION, 100)}
+    assert len(without_location) == 100
+    assert not without_location & (world.far_local | world.near_local)
+    # Potsdam is ~27 km from Berlin: out of a 10 km radius; the whole planet's radius lets Sydney in.
+    small = {post_id for post_id, _ in recommend_rows(world.url, USER_NEAR_EVERYTHING, 30, p_local_radius_km=10)}
+    assert not small & world.near_local
+    everywhere = {p for p, _ in recommend_rows(world.url, USER_NEAR_EVERYTHING, 30, p_local_radius_km=20100)}
+    assert everywhere & world.far_local
+
+
+def test_heavy_filtering_still_returns_the_count_asked_for(world: World) -> None:
+    with connect(world.url) as conn:
+        conn.execute("set enable_seqscan = off")  # take the HNSW path even on this small table
+        rows = conn.execute("select * from ml.recommend_posts(%s, 10)", (USER_WHO_SAW_ALMOST_ALL,)).fetchall()
+        everything = conn.execute("select * from ml.recommend_posts(%s, 1000)", (USER_WHO_SAW_ALMOST_ALL,)).fetchall()
+    candidates = eligible(world, USER_WHO_SAW_ALMOST_ALL)
+    assert 10 < len(candidates) <= 25
+    assert len(rows) == 10 and {p for p, _ in rows} <= candidates
+    assert {p for p, _ in everything} == candidates
+
+
+@pytest.mark.parametrize(
+    ("user_id", "count", "extra", "message"),
+    [
+        (None, 20, {}, "p_user_id must not be null"),
+        (1, 0, {}, "p_count must be between 1 and 1000, got 0"),
+        (1, 1001, {}, "p_count must be between 1 and 1000, got 1001"),
+        (1, None, {}, "got null"),
+        (1, 20, {"p_local_radius_km": -1.0}, "p_local_radius_km must be a number >= 0"),
+    ],
+)
+def test_out_of_range_arguments_are_clear_errors(
+    world: World, user_id: int | None, count: int | None, extra: dict[str, float], message: str
+) -> None:
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match=message):
+        recommend_rows(world.url, user_id, count, **extra)
+
+
+def test_a_user_without_embedding_gets_popular_recent_posts(world: World) -> None:
+    rows = recommend_rows(world.url, USER_WITHOUT_EMBEDDING, 20)
+    post_ids = [post_id for post_id, _ in rows]
+    assert len(post_ids) == 20
+    assert post_ids[0] == world.top_post_for_fallback, "5000 views yesterday beats everything not yet seen"
+    assert set(post_ids) <= eligible(world, USER_WITHOUT_EMBEDDING)
+    assert [s for _, s in rows] == sorted((s for _, s in rows), reverse=True)
+
+
+def test_recommend_returns_titles_in_rank_order(world: World) -> None:
+    recommendations = recommend(world.url, USER_NEAR_EVERYTHING, count=5)
+    assert [(r.post_id, pytest.approx(r.score)) for r in recommendations] == recommend_rows(
+        world.url, USER_NEAR_EVERYTHING, 5
+    )
+    assert [r.title for r in recommendations] == [f"Post {r.post_id}" for r in recommendations]
+
+
+def test_similar_posts_exclude_the_post_and_local_ones_far_from_it(world: World) -> None:
+    in_potsdam = next(p for p in world.post_ids.tolist() if p not in world.far_local)
+    in_sydney = min(world.far_local)
+    with connect(world.url) as conn:
+        near_potsdam = conn.execute("select * from ml.similar_posts(%s, 50)", (in_potsdam,)).fetchall()
+        near_sydney = conn.execute("select * from ml.similar_posts(%s, 50)", (in_sydney,)).fetchall()
+        missing = conn.execute("select * from ml.similar_posts(%s)", (N_POSTS + 99,)).fetchall()
+    assert len(near_potsdam) == 50 and in_potsdam not in {p for p, _ in near_potsdam}
+    assert not {p for p, _ in near_potsdam} & world.far_local
+    assert len(near_sydney) == 50 and in_sydney not in {p for p, _ in near_sydney}
+    assert not {p for p, _ in near_sydney} & world.near_local
+    expected = world.post_vectors @ world.post_vectors[in_potsdam - 1]
+    for post_id, score in near_potsdam:
+        assert score == pytest.approx(float(expected[post_id - 1]), abs=1e-5)
+    assert missing == [], "a post without an embedding has no similar posts yet"
+
+
+def test_readers_never_fail_nor_see_an_empty_table_during_full_refreshes(world: World) -> None:
+    stop = threading.Event()
+    failures: list[str] = []
+    calls = {"recommend": 0, "prepared_scan": 0}
+    query_vector = world.user_vectors[0]
+
+    def read_in_a_loop() -> None:
+        with connect(world.url, autocommit=True) as conn:
+            register_vector(conn)
+            while not stop.is_set():
+                try:
+                    rows = conn.execute("select * from ml.recommend_posts(%s, 10)", (USER_NEAR_EVERYTHING,)).fetchall()
+                    calls["recommend"] += 1
+                    # A prepared statement whose plan names the swapped table by OID.
+                    scanned = conn.execute(
+                        "select post_id from ml.post_embeddings order by embedding <#> %s limit 5",
+                        (query_vector,),
+                        prepare=True,
+                    ).fetchall()
+                    calls["prepared_scan"] += 1
+                except psycopg.Error as error:
+                    failures.append(f"{type(error).__name__}: {error}")
+                    continue
+                if len(rows) != 10 or len(scanned) != 5:
+                    failures.append(f"got {len(rows)} recommendations and {len(scanned)} scanned rows")
+
+    reader = threading.Thread(target=read_in_a_loop)
+    reader.start()
+    try:
+        rng = np.random.default_rng(4)
+        for version in range(2, 8):
+            write_embeddings(world.url, "post", world.post_ids, unit_vectors(rng, N_POSTS), f"m{version}", mode="full")
+    finally:
+        stop.set()
+        reader.join(timeout=30)
+    assert failures == []
+    assert calls["recommend"] > 6 and calls["prepared_scan"] > 6
+    assert embedding_checks(world.url, "post")["model_versions"] == ["m7"]
+
+
+def test_a_full_refresh_outwaits_a_long_reader_instead_of_failing(world: World) -> None:
+    """A reader holding the live table past the swap's lock timeout makes the swap retry, not roll back."""
+    holder = connect(world.url)
+    holder.execute("select count(*) from ml.post_embeddings").fetchone()  # ACCESS SHARE until commit
+    release = threading.Timer(3.0, holder.commit)  # longer than one SWAP_LOCK_TIMEOUT (2 s)
+    release.start()
+    try:
+        result = write_embeddings(world.url, "post", world.post_ids, world.post_vectors, "m9", mode="full")
+    finally:
+        release.join()
+        holder.close()
+    assert result.rows == N_POSTS
+    assert embedding_checks(world.url, "post")["model_versions"] == ["m9"]

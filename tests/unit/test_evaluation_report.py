@@ -1,0 +1,128 @@
+"""The promotion gate both ways, and the rendered report: Markdown content and valid, non-trivial PNGs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.image import imread
+
+from teamu_assets.evaluation.ctr import CtrSummary, ReplayEstimate
+from teamu_assets.evaluation.gate import GateDecision, promotion_decision
+from teamu_assets.evaluation.report import ScoreSamples, render_report, sample_scores
+
+
+def test_gate_promotes_when_nothing_is_promoted() -> None:
+    decision = promotion_decision({"recall@20": 0.12}, None)
+    assert decision.promote
+    assert "0.1200" in decision.reason
+
+
+def test_gate_promotes_within_tolerance_including_the_bound() -> None:
+    # 0.32 - 0.02 = 0.30: a candidate exactly at the bound passes despite binary floating point.
+    decision = promotion_decision({"recall@20": 0.30}, {"recall@20": 0.32}, tolerance=0.02)
+    assert decision.promote
+    assert "0.3000" in decision.reason and "0.3200" in decision.reason
+
+
+def test_gate_rejects_a_clearly_worse_candidate() -> None:
+    decision = promotion_decision({"recall@20": 0.29}, {"recall@20": 0.32}, tolerance=0.02)
+    assert not decision.promote
+    assert "0.2900" in decision.reason and "0.3200" in decision.reason and "0.3000" in decision.reason
+
+
+def test_gate_uses_the_chosen_metric_and_handles_missing_values() -> None:
+    candidate, promoted = {"recall@20": 0.5, "ndcg@10": 0.1}, {"recall@20": 0.4, "ndcg@10": 0.3}
+    assert promotion_decision(candidate, promoted).promote
+    assert not promotion_decision(candidate, promoted, metric="ndcg@10").promote
+    assert not promotion_decision({"ndcg@10": 0.4}, promoted).promote
+    assert not promotion_decision({"recall@20": float("nan")}, promoted).promote
+    assert promotion_decision({"recall@20": 0.1}, {"ndcg@10": 0.3}).promote
+    with pytest.raises(ValueError, match="tolerance"):
+        promotion_decision(candidate, promoted, tolerance=-0.1)
+
+
+def test_sample_scores_takes_relevant_pairs_and_as_many_random_ones() -> None:
+    scores = np.arange(12, dtype=np.float64).reshape(3, 4)
+    samples = sample_scores([1, 2, 3], [10, 20, 30, 40], scores, {1: {20}, 3: {40, 99}}, seed=0)
+    assert sorted(samples.relevant.tolist()) == [1.0, 11.0]
+    assert len(samples.random) == 2
+    assert set(samples.random.tolist()) <= set(scores.ravel().tolist())
+
+
+def _metrics(recall: tuple[float, ...], coverage: float) -> dict[str, float | int]:
+    values: dict[str, float | int] = {f"recall@{k}": r for k, r in zip((5, 10, 20, 50), recall, strict=True)}
+    values.update({"ndcg@10": recall[1] / 2, "ndcg@20": recall[2] / 2, "mrr": 0.2, "users_evaluated": 40})
+    values["coverage@20"] = coverage
+    return values
+
+
+def _assert_valid_png(path: Path) -> None:
+    assert path.is_file() and path.stat().st_size > 5_000
+    image = imread(path)
+    height, width, channels = image.shape
+    assert height >= 200 and width >= 300 and channels in (3, 4)
+    # Not a blank canvas: a plot has more than one colour.
+    assert image[..., :3].std() > 0.01
+
+
+def test_render_report_writes_plots_and_markdown(tmp_path: Path) -> None:
+    model = _metrics((0.1, 0.18, 0.3125, 0.45), 0.42)
+    baselines = {
+        "popularity": _metrics((0.05, 0.08, 0.12, 0.2), 0.02),
+        "random": _metrics((0, 0, 0.01, 0.03), 1),
+    }
+    segments = {
+        "warm": {"recall@20": 0.35, "ndcg@20": 0.2, "users_evaluated": 30},
+        "cold_start": {"recall@20": 0.11, "ndcg@20": 0.05, "users_evaluated": 10},
+        "new_posts": {"recall@20": 0.2, "ndcg@20": 0.1, "users_evaluated": 25, "coverage@20": 0.5},
+    }
+    observed = pd.DataFrame(
+        {"model_version": ["v1"], "requests": [4], "impressions": [40], "clicks": [3], "ctr": [0.075]}
+    )
+    ctr = CtrSummary(observed, ReplayEstimate(k=20, logged_clicks=8, recovered_clicks=2, clicks_without_list=1))
+    rng = np.random.default_rng(0)
+    samples = ScoreSamples(relevant=rng.normal(2, 1, 500), random=rng.normal(0, 1, 500))
+    decision = GateDecision(True, "no model is promoted yet; candidate recall@20 = 0.3125")
+
+    report = render_report(
+        "2026-03-01T00-00-00",
+        model,
+        baselines,
+        segments,
+        ctr,
+        decision,
+        tmp_path / "out",
+        score_samples=samples,
+    )
+
+    assert set(report.images) == {"recall_at_k", "coverage", "segments", "score_distribution"}
+    for path in report.images.values():
+        assert path.parent == tmp_path / "out"
+        _assert_valid_png(path)
+    assert report.markdown_path.read_text(encoding="utf-8") == report.markdown
+    markdown = report.markdown
+    assert "**Promoted**" in markdown and "candidate recall@20 = 0.3125" in markdown
+    assert "| recall@20 | 0.3125 | 0.1200 | 0.0100 |" in markdown
+    assert "| cold_start | 10 | 0.1100 |" in markdown
+    # Observed and estimated click numbers are labelled as such.
+    assert "### Observed" in markdown and "| v1 | 4 | 40 | 3 | 0.0750 |" in markdown
+    assert "### Estimated" in markdown and "| 20 | 8 | 2 | 1 | 0.2500 |" in markdown
+    # Image links are relative to the report's folder.
+    for name in ("recall_at_k.png", "coverage.png", "segments.png", "score_distribution.png"):
+        assert f"]({name})" in markdown
+    assert str(tmp_path) not in markdown
+
+
+def test_render_report_without_optional_parts(tmp_path: Path) -> None:
+    decision = GateDecision(False, "candidate recall@20 = 0.1000 < bound 0.2000")
+    report = render_report("v2", _metrics((0.01, 0.05, 0.1, 0.2), 0.3), {}, {}, None, decision, tmp_path)
+    assert set(report.images) == {"recall_at_k", "coverage"}
+    for path in report.images.values():
+        _assert_valid_png(path)
+    assert "**Not promoted**" in report.markdown
+    assert "No segments were evaluated." in report.markdown
+    assert "No Mixpanel recommendation events were available." in report.markdown
+    assert "No score samples were given." in report.markdown

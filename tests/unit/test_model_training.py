@@ -1,0 +1,205 @@
+"""The trained two-tower model on a small topic-structured world: quality against popularity on the temporal
+evaluation split (warm and cold-start users), saved towers, the exported retrieval indexes, and seeding."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from teamu_assets.model.dataset import (
+    build_training_examples,
+    post_features_as_of,
+    user_features_as_of,
+    write_dataset,
+)
+from teamu_assets.model.features import FeatureLayout, PostFeatureTable, UserFeatureTable
+from tests.unit.model_fixtures import SyntheticWorld, make_world, rank_excluding, recall_at_k
+
+if TYPE_CHECKING:
+    from teamu_assets.model.train import TrainResult
+
+pytestmark = pytest.mark.slow
+
+PARAMS = {
+    "epochs": 10,
+    "batch_size": 128,
+    "embedding_dim": 32,
+    "feature_dim": 32,
+    "hidden_units": 64,
+    "learning_rate": 0.005,
+    "patience": 3,
+    "shuffle_buffer": 2000,
+}
+
+
+@dataclass(frozen=True)
+class Trained:
+    world: SyntheticWorld
+    result: TrainResult
+    model_dir: Path
+    users_at_cutoff: pd.DataFrame
+    posts_at_cutoff: pd.DataFrame
+    logged: list[str]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    from teamu_assets.model.train import TrainParams, train
+
+    world = make_world()
+    root = tmp_path_factory.mktemp("two_tower")
+    data = build_training_examples(world.interactions, world.user_features, world.post_features, world.cutoff)
+    write_dataset(data, root / "dataset")
+    logged: list[str] = []
+    result = train(
+        root / "dataset",
+        world.user_features,
+        world.post_features,
+        TrainParams(**PARAMS),
+        root / "model",
+        log=logged.append,
+    )
+    before = world.interactions.loc[world.interactions["occurred_at"] < world.cutoff]
+    post_counts = before.groupby(["post_id", "kind"]).size().unstack(fill_value=0).reset_index()
+    return Trained(
+        world=world,
+        result=result,
+        model_dir=root / "model",
+        users_at_cutoff=user_features_as_of(world.interactions, world.user_features, world.cutoff),
+        posts_at_cutoff=post_features_as_of(post_counts, world.post_features),
+        logged=logged,
+    )
+
+
+def test_model_beats_popularity_for_warm_and_cold_start_users(trained: Trained) -> None:
+    from teamu_assets.model.train import embed_posts, embed_users
+
+    world = trained.world
+    user_ids, user_vectors = embed_users(trained.model_dir, trained.users_at_cutoff)
+    post_ids, post_vectors = embed_posts(trained.model_dir, trained.posts_at_cutoff)
+    before = world.interactions.loc[world.interactions["occurred_at"] < world.cutoff]
+    after = world.interactions.loc[world.interactions["occurred_at"] >= world.cutoff]
+    seen = before.groupby("user_id")["post_id"].agg(set).to_dict()
+    relevant = {
+        user: posts - seen.get(user, set()) for user, posts in after.groupby("user_id")["post_id"].agg(set).items()
+    }
+    model_ranking = rank_excluding(user_vectors @ post_vectors.T, user_ids, post_ids, seen)
+    popularity = before.groupby("post_id").size().reindex(post_ids, fill_value=0).to_numpy(np.float64)
+    popularity_ranking = rank_excluding(np.tile(popularity, (len(user_ids), 1)), user_ids, post_ids, seen)
+
+    cold = set(world.cold_user_ids)
+    for segment in ([u for u in user_ids if u not in cold], sorted(cold)):
+        model_recall = recall_at_k(model_ranking, relevant, segment)
+        popularity_recall = recall_at_k(popularity_ranking, relevant, segment)
+        assert model_recall > 1.5 * popularity_recall, (model_recall, popularity_recall)
+
+
+def test_training_logs_and_records_each_epoch(trained: Trained) -> None:
+    from teamu_assets.model.train import read_model_config
+
+    history = trained.result.history
+    assert 1 <= len(history) <= PARAMS["epochs"]
+    assert [h["epoch"] for h in history] == list(range(1, len(history) + 1))
+    recalls = [h["validation_recall@20"] for h in history]
+    assert all(0.0 <= r <= 1.0 for r in recalls)
+    assert trained.result.best_validation_recall == max(recalls)
+    assert history[trained.result.best_epoch - 1]["validation_recall@20"] == max(recalls)
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert sum(line.startswith("epoch ") for line in trained.logged) == len(history)
+    saved = read_model_config(trained.model_dir)
+    assert saved["history"] == history
+    assert saved["tower"]["embedding_dim"] == PARAMS["embedding_dim"]
+    assert (trained.model_dir / "vocabularies" / "text.txt").read_text().split("\n")
+    assert "climbing" in (trained.model_dir / "vocabularies" / "passions.txt").read_text().split("\n")
+
+
+def test_saved_towers_reproduce_the_in_memory_towers(trained: Trained) -> None:
+    import tensorflow as tf
+
+    from teamu_assets.model.train import embed_posts, embed_users
+
+    user_ids, user_vectors = embed_users(trained.model_dir, trained.users_at_cutoff)
+    post_ids, post_vectors = embed_posts(trained.model_dir, trained.posts_at_cutoff)
+    assert user_vectors.shape == (len(trained.users_at_cutoff), PARAMS["embedding_dim"])
+    np.testing.assert_allclose(np.linalg.norm(post_vectors, axis=1), 1.0, rtol=1e-4)
+
+    layout = FeatureLayout(history_length=50)
+    user_inputs = UserFeatureTable(trained.users_at_cutoff, layout).serving_inputs()
+    post_inputs = PostFeatureTable(trained.posts_at_cutoff).serving_inputs()
+    model = trained.result.model
+    in_memory_users = model.query_tower({k: tf.constant(v) for k, v in user_inputs.items()}).numpy()
+    in_memory_posts = model.candidate_tower({k: tf.constant(v) for k, v in post_inputs.items()}).numpy()
+    np.testing.assert_allclose(user_vectors, in_memory_users, atol=1e-5)
+    np.testing.assert_allclose(post_vectors, in_memory_posts, atol=1e-5)
+
+
+def _in_memory_top_k(trained: Trained, user_inputs: dict[str, np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+    import tensorflow as tf
+
+    model = trained.result.model
+    post_inputs = PostFeatureTable(trained.posts_at_cutoff).serving_inputs()
+    queries = model.query_tower({name: tf.constant(v) for name, v in user_inputs.items()})
+    candidates = model.candidate_tower({name: tf.constant(v) for name, v in post_inputs.items()})
+    scores, indices = tf.math.top_k(tf.linalg.matmul(queries, candidates, transpose_b=True), k=k)
+    return scores.numpy(), post_inputs["post_id"][indices.numpy()]
+
+
+def test_exported_brute_force_index_returns_the_in_memory_top_k(trained: Trained, tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    from teamu_assets.model.export import export_retrieval_index, load_retrieval_index
+
+    index_dir = export_retrieval_index(
+        trained.model_dir, trained.posts_at_cutoff, tmp_path / "brute_force", k=20, kind="brute_force"
+    )
+    index = load_retrieval_index(index_dir)
+    user_inputs = UserFeatureTable(trained.users_at_cutoff, FeatureLayout(history_length=50)).serving_inputs()
+    scores, post_ids = index({name: tf.constant(v) for name, v in user_inputs.items()})
+    expected_scores, expected_ids = _in_memory_top_k(trained, user_inputs, 20)
+    assert post_ids.shape == (len(trained.users_at_cutoff), 20)
+    np.testing.assert_array_equal(post_ids.numpy(), expected_ids)
+    np.testing.assert_allclose(scores.numpy(), expected_scores, atol=1e-5)
+
+
+def test_exported_scann_index_agrees_with_brute_force(trained: Trained, tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    from teamu_assets.model.export import export_serving_indexes, load_retrieval_index
+
+    exported = export_serving_indexes(trained.model_dir, trained.posts_at_cutoff, tmp_path / "indexes", k=10)
+    assert set(exported) == {"brute_force", "scann"}
+    user_inputs = UserFeatureTable(trained.users_at_cutoff, FeatureLayout(history_length=50)).serving_inputs()
+    tensors = {name: tf.constant(v) for name, v in user_inputs.items()}
+    _, exact_ids = load_retrieval_index(exported["brute_force"])(tensors)
+    _, approximate_ids = load_retrieval_index(exported["scann"])(tensors)
+    assert approximate_ids.shape == exact_ids.shape
+    overlap = np.mean(
+        [len(set(a) & set(e)) / 10 for a, e in zip(approximate_ids.numpy(), exact_ids.numpy(), strict=True)]
+    )
+    assert overlap > 0.8
+
+
+def test_same_seed_gives_the_same_model(tmp_path: Path) -> None:
+    from teamu_assets.model.train import TrainParams, embed_posts, train
+
+    world = make_world(warm_users=30, cold_users=0, posts=60, events_per_user=10)
+    data = build_training_examples(world.interactions, world.user_features, world.post_features, world.cutoff)
+    write_dataset(data, tmp_path / "dataset")
+    params = TrainParams(**{**PARAMS, "epochs": 2, "batch_size": 64, "embedding_dim": 16})
+    vectors = []
+    for run in ("a", "b"):
+        train(
+            tmp_path / "dataset",
+            world.user_features,
+            world.post_features,
+            params,
+            tmp_path / run,
+            log=lambda _: None,
+        )
+        vectors.append(embed_posts(tmp_path / run, world.post_features)[1])
+    np.testing.assert_allclose(vectors[0], vectors[1], atol=1e-5)

@@ -1,0 +1,340 @@
+"""The synthetic generator: deterministic, contract-shaped, with the structure its ground truth claims."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from teamu_assets.synthetic import (
+    BAD_KINDS,
+    CONTRACT_COLUMNS,
+    SyntheticConfig,
+    SyntheticDataset,
+    checksums,
+    generate,
+    load_truth,
+    save_truth,
+    write_mixpanel_files,
+)
+from teamu_assets.synthetic.vocabulary import TOPICS
+
+SMALL = SyntheticConfig(users=300, posts=250, days=30, seed=3)
+
+
+@pytest.fixture(scope="module")
+def dataset() -> SyntheticDataset:
+    return generate(SMALL)
+
+
+def _events_frame(dataset: SyntheticDataset, event_name: str) -> pd.DataFrame:
+    rows = [
+        {"user_id": int(event["properties"]["distinct_id"]), **event["properties"]}
+        for event in dataset.events
+        if event["event"] == event_name
+    ]
+    return pd.DataFrame(rows)
+
+
+def _engagements(dataset: SyntheticDataset) -> pd.DataFrame:
+    """Views, votes and comments as (user_id, post_id, time in epoch seconds, kind)."""
+    views = _events_frame(dataset, "Post Viewed")[["user_id", "post_id", "time"]].assign(kind="view")
+    frames = [views]
+    for kind, frame in (("vote", dataset.votes), ("comment", dataset.comments)):
+        seconds = frame["created_at"].astype("int64") // 1_000_000
+        frames.append(frame[["user_id", "post_id"]].assign(time=seconds, kind=kind))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _distance_km(lat1: np.ndarray, lng1: np.ndarray, lat2: np.ndarray, lng2: np.ndarray) -> np.ndarray:
+    lat1, lng1, lat2, lng2 = map(np.radians, (lat1, lng1, lat2, lng2))
+    haversine = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lng2 - lng1) / 2) ** 2
+    return 6371.0 * 2 * np.arcsin(np.sqrt(haversine))
+
+
+def test_same_seed_gives_identical_output_and_another_seed_does_not(dataset: SyntheticDataset) -> None:
+    again = checksums(generate(SMALL))
+    assert again == checksums(dataset)
+    other = checksums(generate(dataclasses.replace(SMALL, seed=4)))
+    assert set(other) == {"users", "projects", "posts", "comments", "votes", "events", "truth"}
+    assert all(other[name] != again[name] for name in other)
+
+
+def test_tables_have_exactly_the_contract_columns_and_dtypes(dataset: SyntheticDataset) -> None:
+    for name, frame in dataset.tables.items():
+        assert {column: str(dtype) for column, dtype in frame.dtypes.items()} == CONTRACT_COLUMNS[name], name
+        id_column = next(iter(CONTRACT_COLUMNS[name]))
+        assert frame[id_column].is_unique, name
+        assert len(frame) > 0, name
+    assert all(isinstance(passions, list) and passions for passions in dataset.users["passions"])
+    assert all(isinstance(passion, str) for passions in dataset.users["passions"] for passion in passions)
+    assert dataset.posts["user_id"].isin(dataset.users["user_id"]).all()
+    assert dataset.projects["user_id"].isin(dataset.users["user_id"]).all()
+    for frame in (dataset.votes, dataset.comments):
+        assert frame["post_id"].isin(dataset.posts["post_id"]).all()
+        assert frame["user_id"].isin(dataset.users["user_id"]).all()
+
+
+def test_the_period_ends_at_the_configured_date_not_the_clock(dataset: SyntheticDataset) -> None:
+    end = pd.Timestamp(SMALL.end_date, tz="UTC")
+    for frame in (dataset.posts, dataset.comments, dataset.votes):
+        assert frame["created_at"].max() < end
+        assert frame["created_at"].min() >= end - pd.Timedelta(days=SMALL.days)
+    times = [event["properties"]["time"] for event in dataset.events]
+    assert times == sorted(times)
+    assert max(times) < end.timestamp()
+
+
+def test_events_have_the_mixpanel_raw_export_shape(dataset: SyntheticDataset) -> None:
+    known_users = set(dataset.users["user_id"].astype(str))
+    created_seconds = dataset.posts["created_at"].astype("int64") // 1_000_000
+    created = dict(zip(dataset.posts["post_id"], created_seconds, strict=True))
+    extra_properties = {
+        "Post Viewed": {"post_id", "duration_ms"},
+        "Recommendation Shown": {"post_ids", "request_id", "model_version"},
+        "Recommendation Clicked": {"post_id", "request_id"},
+    }
+    shown_requests: dict[str, tuple[str, list[int]]] = {}
+    insert_ids = set()
+    for event in dataset.events:
+        assert set(event) == {"event", "properties"}
+        properties = event["properties"]
+        assert set(properties) == {"distinct_id", "time", "$insert_id"} | extra_properties[event["event"]]
+        assert properties["distinct_id"] in known_users
+        assert isinstance(properties["time"], int)
+        insert_ids.add(properties["$insert_id"])
+        if event["event"] == "Recommendation Shown":
+            assert properties["model_version"] == "v0-popularity"
+            assert all(created[post] <= properties["time"] for post in properties["post_ids"])
+            shown_requests[properties["request_id"]] = (properties["distinct_id"], properties["post_ids"])
+        elif event["event"] == "Recommendation Clicked":
+            user, shown = shown_requests[properties["request_id"]]  # the feed came before the click
+            assert user == properties["distinct_id"] and properties["post_id"] in shown
+        else:
+            assert created[properties["post_id"]] <= properties["time"]
+            assert properties["duration_ms"] > 0
+    assert len(insert_ids) == len(dataset.events)
+    clicks = sum(event["event"] == "Recommendation Clicked" for event in dataset.events)
+    assert 0 < clicks < len(shown_requests), "some feeds are clicked, most are not"
+
+
+def test_interactions_are_mostly_views_then_upvotes_then_comments(dataset: SyntheticDataset) -> None:
+    views = _events_frame(dataset, "Post Viewed")
+    assert len(views) > len(dataset.votes) > len(dataset.comments) > 0
+    assert set(dataset.votes["value"].unique()) == {-1, 1}
+    assert (dataset.votes["value"] == 1).mean() > 0.8
+    assert not dataset.votes.duplicated(["user_id", "post_id"]).any(), "one vote per user and post"
+
+
+def test_votes_and_comments_mostly_follow_a_view_of_the_same_post(dataset: SyntheticDataset) -> None:
+    views = _events_frame(dataset, "Post Viewed")
+    first_view = views.groupby(["user_id", "post_id"])["time"].min().rename("first_view")
+    for frame in (dataset.votes, dataset.comments):
+        joined = frame.join(first_view, on=["user_id", "post_id"])
+        seconds = frame["created_at"].astype("int64") // 1_000_000
+        followed = joined["first_view"].notna() & (joined["first_view"] <= seconds)
+        assert followed.mean() > 0.9
+
+
+def test_users_engage_more_with_their_top_topic_than_chance(dataset: SyntheticDataset) -> None:
+    truth = dataset.truth
+    engagements = _engagements(dataset)
+    users = np.searchsorted(truth.user_ids, engagements["user_id"])
+    posts = np.searchsorted(truth.post_ids, engagements["post_id"])
+    on_top_topic = truth.post_topic[posts] == truth.affinity.argmax(axis=1)[users]
+    assert on_top_topic.mean() > 3 / SMALL.topics
+
+
+def test_local_posts_are_engaged_near_their_author(dataset: SyntheticDataset) -> None:
+    engagements = _engagements(dataset)
+    posts = dataset.posts.set_index("post_id")
+    users = dataset.users.set_index("user_id")
+    local = engagements[posts.loc[engagements["post_id"], "is_local"].to_numpy()]
+    assert len(local) > 50
+    distance = _distance_km(
+        users.loc[local["user_id"], "latitude"].to_numpy(),
+        users.loc[local["user_id"], "longitude"].to_numpy(),
+        posts.loc[local["post_id"], "latitude"].to_numpy(),
+        posts.loc[local["post_id"], "longitude"].to_numpy(),
+    )
+    assert (distance < 50).mean() > 0.99
+    everyone = engagements.sample(len(local), random_state=0)
+    distance_all = _distance_km(
+        users.loc[everyone["user_id"], "latitude"].to_numpy(),
+        users.loc[everyone["user_id"], "longitude"].to_numpy(),
+        posts.loc[everyone["post_id"], "latitude"].to_numpy(),
+        posts.loc[everyone["post_id"], "longitude"].to_numpy(),
+    )
+    assert (distance_all < 50).mean() < 0.8, "non-local posts travel"
+
+
+def test_cold_start_users_and_new_posts_have_no_interactions_before_the_cutoff(
+    dataset: SyntheticDataset,
+) -> None:
+    cutoff = dataset.truth.cutoff
+    engagements = _engagements(dataset)
+    user_created = dataset.users.set_index("user_id")["created_at"].astype("int64") // 1_000_000
+    post_created = dataset.posts.set_index("post_id")["created_at"].astype("int64") // 1_000_000
+    cold_users = user_created.index[user_created >= cutoff]
+    new_posts = post_created.index[post_created >= cutoff]
+    assert len(cold_users) == round(SMALL.users * SMALL.cold_start_user_fraction)
+    assert len(new_posts) > 0
+    assert (engagements["time"] >= user_created.loc[engagements["user_id"]].to_numpy()).all()
+    assert (engagements["time"] >= post_created.loc[engagements["post_id"]].to_numpy()).all()
+    assert not engagements[engagements["user_id"].isin(cold_users)]["time"].lt(cutoff).any()
+    assert not engagements[engagements["post_id"].isin(new_posts)]["time"].lt(cutoff).any()
+    engaged = set(engagements["user_id"])
+    assert any(user not in engaged for user in cold_users), "some cold-start users never engage"
+    assert any(user in engaged for user in cold_users), "others start after signing up"
+    assert not dataset.posts["user_id"].isin(cold_users).any(), "cold-start users have a profile only"
+
+
+def test_nobody_engages_with_their_own_posts(dataset: SyntheticDataset) -> None:
+    engagements = _engagements(dataset)
+    author = dataset.posts.set_index("post_id")["user_id"]
+    assert (author.loc[engagements["post_id"]].to_numpy() != engagements["user_id"].to_numpy()).all()
+    clicks = _events_frame(dataset, "Recommendation Clicked")
+    assert (author.loc[clicks["post_id"]].to_numpy() != clicks["user_id"].to_numpy()).all()
+
+
+def test_texts_carry_the_topic(dataset: SyntheticDataset) -> None:
+    truth = dataset.truth
+    descriptions = dataset.posts["description"].tolist()
+    own_topic_words = [
+        any(word in text for word in TOPICS[topic].words)
+        for text, topic in zip(descriptions, truth.post_topic, strict=True)
+    ]
+    assert all(own_topic_words)
+
+
+def test_expected_scores_rank_the_holdout_engagements(dataset: SyntheticDataset) -> None:
+    truth = dataset.truth
+    scores = truth.expected_scores(truth.user_ids, truth.post_ids)
+    assert scores.shape == (len(truth.user_ids), len(truth.post_ids))
+    own = truth.post_user_ids[None, :] == truth.user_ids[:, None]
+    assert (scores[own] == 0).all()
+    elsewhere = truth.post_is_local[None, :] & (truth.post_city[None, :] != truth.user_city[:, None])
+    assert (scores[elsewhere] == 0).all(), "a local post is for its city only"
+    assert (scores[~elsewhere & ~own & (truth.user_activity[:, None] > 0)] > 0).mean() > 0.5
+    views = _events_frame(dataset, "Post Viewed")
+    holdout = views[views["time"] >= truth.cutoff]
+    users = np.searchsorted(truth.user_ids, holdout["user_id"])
+    posts = np.searchsorted(truth.post_ids, holdout["post_id"])
+    assert scores[users, posts].mean() > 10 * scores.mean()
+    # Expected views in the holdout window match the tracked ones, less the untracked share.
+    expected_tracked = scores.sum() * (1 - SMALL.untracked_view_fraction)
+    assert abs(len(holdout) - expected_tracked) < 0.15 * expected_tracked
+    subset = truth.expected_scores(truth.user_ids[[5, 2]], truth.post_ids[[7, 1, 3]])
+    np.testing.assert_allclose(subset, scores[np.ix_([5, 2], [7, 1, 3])])
+
+
+def test_expected_scores_reject_unknown_ids(dataset: SyntheticDataset) -> None:
+    with pytest.raises(KeyError, match="user"):
+        dataset.truth.expected_scores(np.array([10**9]), dataset.truth.post_ids[:2])
+
+
+def test_truth_survives_save_and_load(dataset: SyntheticDataset, tmp_path: Path) -> None:
+    path = save_truth(dataset.truth, tmp_path / "truth" / "ground_truth.npz")
+    loaded = load_truth(path)
+    np.testing.assert_array_equal(loaded.affinity, dataset.truth.affinity)
+    assert loaded.cutoff == dataset.truth.cutoff
+    assert list(loaded.topic_names) == list(dataset.truth.topic_names)
+    users, posts = dataset.truth.user_ids[:20], dataset.truth.post_ids
+    expected = dataset.truth.expected_scores(users, posts)
+    np.testing.assert_array_equal(loaded.expected_scores(users, posts), expected)
+
+
+def test_clean_mixpanel_files_hold_events_once_in_order(dataset: SyntheticDataset, tmp_path: Path) -> None:
+    summary = write_mixpanel_files(dataset, tmp_path)
+    assert summary.injected == dict.fromkeys(BAD_KINDS, 0)
+    assert sorted(tmp_path.iterdir()) == list(summary.files), "no temporary files left behind"
+    lines = 0
+    seen = []
+    for path in summary.files:
+        day = path.name.removeprefix("mixpanel-export-").removesuffix(".jsonl")
+        events = [json.loads(line) for line in path.read_text().splitlines()]
+        times = [event["properties"]["time"] for event in events]
+        assert times == sorted(times)
+        assert {str(pd.Timestamp(t, unit="s", tz="UTC").date()) for t in times} == {day}
+        seen.extend(events)
+        lines += len(events)
+    assert lines == summary.lines == summary.events == len(dataset.events)
+    assert seen == dataset.events
+
+
+def test_bad_lines_in_the_mixpanel_files_match_the_summary(dataset: SyntheticDataset, tmp_path: Path) -> None:
+    summary = write_mixpanel_files(dataset, tmp_path / "first", bad_fraction=0.04, seed=1)
+    assert sum(summary.injected.values()) == round(0.04 * len(dataset.events))
+    assert all(count > 0 for count in summary.injected.values())
+    known_posts = set(dataset.posts["post_id"])
+    found = dict.fromkeys(BAD_KINDS, 0)
+    lines = 0
+    insert_ids: list[str] = []
+    for path in summary.files:
+        seen_lines: set[str] = set()
+        latest = None
+        for line in path.read_text().splitlines():
+            lines += 1
+            if line in seen_lines:
+                found["duplicate_insert_id"] += 1
+                continue
+            seen_lines.add(line)
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                found["malformed_json"] += 1
+                continue
+            properties = event["properties"]
+            if "distinct_id" not in properties:
+                found["missing_distinct_id"] += 1
+                continue
+            if event["event"] == "Post Viewed" and properties["post_id"] not in known_posts:
+                found["unknown_post_id"] += 1
+                continue
+            if latest is not None and properties["time"] < latest:
+                found["out_of_order"] += 1
+            latest = max(latest or properties["time"], properties["time"])
+            insert_ids.append(properties["$insert_id"])
+    assert found == summary.injected
+    extra_lines = sum(summary.injected.values()) - summary.injected["out_of_order"]  # moved, not added
+    assert lines == summary.lines == summary.events + extra_lines
+    assert sorted(insert_ids) == sorted(event["properties"]["$insert_id"] for event in dataset.events)
+    again = write_mixpanel_files(dataset, tmp_path / "second", bad_fraction=0.04, seed=1)
+    assert again.injected == summary.injected
+    assert [path.read_bytes() for path in again.files] == [path.read_bytes() for path in summary.files]
+
+
+def test_supabase_quality_issues_are_counted(dataset: SyntheticDataset) -> None:
+    noisy = generate(dataclasses.replace(SMALL, bad_fraction=0.05))
+    users, posts = noisy.users, noisy.posts
+    found = {
+        "users.empty_bio": int((users["bio"] == "").sum()),
+        "users.null_passions": int(users["passions"].isna().sum()),
+        "users.out_of_range_coordinates": int((users["latitude"].abs() > 90).sum()),
+        "posts.empty_title": int((posts["title"] == "").sum()),
+        "posts.out_of_range_coordinates": int((posts["longitude"].abs() > 180).sum()),
+    }
+    assert found == noisy.quality_issues
+    assert found["users.empty_bio"] == round(0.05 * SMALL.users)
+    clean = dataset
+    assert clean.quality_issues == {}
+    assert (clean.users["bio"] != "").all() and clean.users["latitude"].abs().le(90).all()
+
+
+def test_the_default_size_is_the_demo_size() -> None:
+    demo = generate(SyntheticConfig())
+    views = sum(event["event"] == "Post Viewed" for event in demo.events)
+    assert 40_000 <= views + len(demo.votes) + len(demo.comments) <= 80_000
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"users": 0}, {"topics": 99}, {"cities": 0}, {"holdout_fraction": 1.0}, {"bad_fraction": 1.5}],
+)
+def test_config_rejects_impossible_values(change: dict) -> None:
+    with pytest.raises(ValueError):
+        SyntheticConfig(**change)
