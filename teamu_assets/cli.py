@@ -61,27 +61,28 @@ def _db(args: argparse.Namespace) -> int:
 
 
 def _seed(args: argparse.Namespace) -> int:
-    from teamu_assets.synthetic import SyntheticConfig, generate, save_truth, write_mixpanel_files, write_supabase
+    from teamu_assets.demo import seed
 
     settings = _settings()
     url = _app_url(settings)
-    config = SyntheticConfig(users=args.users, posts=args.posts, days=args.days, seed=args.seed)
-    dataset = generate(config)
-    counts = write_supabase(url, dataset)
-    files = write_mixpanel_files(dataset, settings.mixpanel_landing_dir, bad_fraction=args.bad_fraction, seed=args.seed)
-    truth_path = save_truth(dataset.truth, settings.home / "synthetic" / "ground_truth.npz")
-    print("raw_supabase: " + ", ".join(f"{table} {rows}" for table, rows in counts.items()))
     print(
-        f"mixpanel export: {files.total_lines} lines in {len(files.paths)} files under {settings.mixpanel_landing_dir}"
+        seed(
+            settings,
+            url,
+            users=args.users,
+            posts=args.posts,
+            days=args.days,
+            seed=args.seed,
+            bad_fraction=args.bad_fraction,
+        )
     )
-    print(f"ground truth: {truth_path}")
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
     from teamu_assets.demo import run_demo
 
-    return run_demo(_settings(), users=args.users, posts=args.posts, days=args.days, seed=args.seed)
+    return run_demo(_settings(), users=args.users, posts=args.posts, days=args.days, seed_value=args.seed)
 
 
 def _recommend(args: argparse.Namespace) -> int:
@@ -97,9 +98,9 @@ def _recommend(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from teamu_assets.evaluation.summary import latest_summary
+    from teamu_assets.demo import summary
 
-    print(latest_summary(_app_url(_settings())))
+    print(summary(_app_url(_settings())))
     return 0
 
 

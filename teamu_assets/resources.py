@@ -44,3 +44,12 @@ class MixpanelExport(ConfigurableResource):
         if self.service_account_username and self.service_account_secret and self.project_id:
             return MixpanelCredentials(self.service_account_username, self.service_account_secret, self.project_id)
         return None
+
+
+class ArtifactStore(ConfigurableResource):
+    """TEAMU_HOME: artifacts/{datasets,models}/<version>, reports/<version>, synthetic/ground_truth.npz."""
+
+    root: str
+
+    def path(self, *parts: str) -> Path:
+        return Path(self.root).joinpath(*parts)

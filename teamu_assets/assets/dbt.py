@@ -1,7 +1,5 @@
 """The dbt project as Dagster assets: sources upstream, staging -> intermediate -> marts, tests as checks."""
 
-from __future__ import annotations
-
 import os
 import subprocess
 import sys

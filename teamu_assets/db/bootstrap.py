@@ -11,7 +11,7 @@ from teamu_assets.instance import write_dagster_yaml
 from teamu_assets.settings import Settings
 
 # Applied in this order on every start; each file is idempotent.
-OWNED_SCHEMAS = ("raw_supabase", "raw_mixpanel", "ml")
+OWNED_SCHEMAS = ("raw_supabase", "raw_mixpanel", "ml", "analyst_role")
 
 
 def prepare_app_database(app_url: str) -> str:

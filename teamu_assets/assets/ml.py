@@ -1,0 +1,368 @@
+"""The ML half of the graph: training data -> two-tower model -> evaluation and promotion gate -> embeddings.
+
+Thin glue: TensorFlow lives in teamu_assets.model and is imported inside the asset bodies, so loading the code
+location (the UI, sensor ticks) never pays for it.
+"""
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    AssetKey,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    Output,
+    asset,
+    asset_check,
+)
+
+from teamu_assets.db import features, registry
+from teamu_assets.resources import ArtifactStore, TeamuDatabase
+from teamu_assets.settings import Settings
+
+MARTS = [AssetKey(["marts", name]) for name in ("interactions", "user_features", "post_features")]
+DEFAULT_EMBEDDING_DIM = Settings.from_env().embedding_dim
+
+
+def _version(prefix: str) -> str:
+    return f"{prefix}-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}"
+
+
+def _md_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "(none)"
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += [
+        "| " + " | ".join(f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c]) for c in header) + " |"
+        for row in rows
+    ]
+    return "\n".join(lines)
+
+
+class DatasetConfig(Config):
+    holdout_fraction: float = 0.2
+    """Share of the interaction time span after the cutoff: the evaluation period."""
+    history_length: int = 50
+    validation_fraction: float = 0.1
+    """Share of the training period (its end) held out for early stopping; never from the evaluation period."""
+
+
+@asset(group_name="ml", deps=MARTS, kinds={"python", "parquet"})
+def training_dataset(
+    context: AssetExecutionContext, config: DatasetConfig, database: TeamuDatabase, artifacts: ArtifactStore
+) -> Output[str]:
+    """Temporal split of marts.interactions into train/validation/evaluation Parquet files; each example's history
+    holds only interactions before its time."""
+    from teamu_assets.model.dataset import build_training_examples, write_dataset
+
+    url = database.url()
+    interactions = features.read_interactions(url)
+    if interactions.empty:
+        raise ValueError("marts.interactions is empty: load data first (`teamu seed`, then the dbt models)")
+    start, end = interactions["occurred_at"].min(), interactions["occurred_at"].max()
+    cutoff = (end - (end - start) * config.holdout_fraction).floor("h")
+    data = build_training_examples(
+        interactions,
+        features.read_user_features(url),
+        features.read_post_features(url),
+        cutoff,
+        history_length=config.history_length,
+        validation_fraction=config.validation_fraction,
+    )
+    manifest = write_dataset(data, artifacts.path("artifacts", "datasets", _version("ds")))
+    context.log.info(f"dataset at {manifest.directory}: {manifest.rows}")
+    return Output(
+        manifest.directory,
+        metadata={
+            "path": MetadataValue.path(manifest.directory),
+            "cutoff": manifest.cutoff,
+            "validation_start": manifest.validation_start or "",
+            **{f"rows_{split}": rows for split, rows in manifest.rows.items()},
+            "users": manifest.users,
+            "posts": manifest.posts,
+            "positives_per_kind": MetadataValue.json(manifest.positives_per_kind),
+        },
+    )
+
+
+class TrainConfig(Config):
+    epochs: int = 30
+    batch_size: int = 1024
+    embedding_dim: int = DEFAULT_EMBEDDING_DIM
+    temperature: float = 0.2
+    learning_rate: float = 0.005
+    patience: int = 3
+    seed: int = 42
+
+
+@asset(group_name="ml", kinds={"tensorflow"})
+def two_tower_model(
+    context: AssetExecutionContext,
+    config: TrainConfig,
+    database: TeamuDatabase,
+    artifacts: ArtifactStore,
+    training_dataset: str,
+) -> Output[dict[str, str]]:
+    """TFRS two-tower model trained on the dataset's train split with early stopping on validation recall@20;
+    SavedModel towers, vocabularies and the serving index (BruteForce, ScaNN) under artifacts/models/<version>."""
+    from teamu_assets.model.export import export_serving_indexes
+    from teamu_assets.model.train import TrainParams, train
+
+    url = database.url()
+    version = _version("tt")
+    model_dir = artifacts.path("artifacts", "models", version)
+    params = TrainParams(**config.model_dump())
+    user_features = features.read_user_features(url)
+    post_features = features.read_post_features(url)
+    result = train(Path(training_dataset), user_features, post_features, params, model_dir, log=context.log.info)
+    indexes = export_serving_indexes(model_dir, post_features, model_dir / "serving")
+    registry.register_model_version(url, version, {**config.model_dump(), "dataset": training_dataset}, str(model_dir))
+    history = result.history
+    return Output(
+        {"model_version": version, "model_dir": str(model_dir), "dataset_dir": training_dataset},
+        metadata={
+            "model_version": version,
+            "path": MetadataValue.path(str(model_dir)),
+            "epochs_run": len(history),
+            "best_epoch": result.best_epoch,
+            "best_validation_recall@20": result.best_validation_recall or 0.0,
+            "final_loss": float(history[-1]["loss"]),
+            "examples_per_second": float(history[-1]["examples_per_second"]),
+            "history": MetadataValue.md(_md_table(history)),
+            "serving_indexes": MetadataValue.json({kind: str(path) for kind, path in indexes.items()}),
+        },
+    )
+
+
+class GateConfig(Config):
+    tolerance: float = 0.02
+    """A candidate is promoted unless its recall@20 is below the promoted model's by more than this."""
+
+
+def _embeddings_as_of(
+    model_dir: Path, interactions: pd.DataFrame, users: pd.DataFrame, posts: pd.DataFrame, cutoff: pd.Timestamp
+) -> tuple[Any, Any]:
+    from teamu_assets.evaluation.offline import Embeddings
+    from teamu_assets.model.dataset import post_features_as_of, user_features_as_of
+    from teamu_assets.model.train import embed_posts, embed_users
+
+    before = interactions.loc[interactions["occurred_at"] < cutoff]
+    counts = before.groupby(["post_id", "kind"]).size().unstack(fill_value=0).reset_index()
+    for kind in ("view", "upvote"):
+        if kind not in counts:
+            counts[kind] = 0
+    user_ids, user_vectors = embed_users(model_dir, user_features_as_of(interactions, users, cutoff))
+    post_ids, post_vectors = embed_posts(model_dir, post_features_as_of(counts, posts))
+    return Embeddings(user_ids, user_vectors), Embeddings(post_ids, post_vectors)
+
+
+@asset(group_name="ml", kinds={"python"})
+def evaluation_report(
+    context: AssetExecutionContext,
+    config: GateConfig,
+    database: TeamuDatabase,
+    artifacts: ArtifactStore,
+    two_tower_model: dict[str, str],
+) -> Output[dict[str, Any]]:
+    """Ranking metrics on the evaluation period against popularity, random, the promoted model and (synthetic
+    data) the oracle; segments, CTR, plots; the promotion gate. Rows in ml.model_evaluations."""
+    from teamu_assets.evaluation.gate import promotion_decision
+    from teamu_assets.evaluation.offline import evaluate_embeddings
+    from teamu_assets.evaluation.report import render_report
+    from teamu_assets.model.dataset import read_manifest
+
+    url = database.url()
+    version, model_dir = two_tower_model["model_version"], Path(two_tower_model["model_dir"])
+    manifest = read_manifest(Path(two_tower_model["dataset_dir"]))
+    cutoff = pd.Timestamp(manifest.cutoff)
+    interactions = features.read_interactions(url)
+    users, posts = features.read_user_features(url), features.read_post_features(url)
+    train = interactions.loc[interactions["occurred_at"] < cutoff]
+    evaluation = interactions.loc[interactions["occurred_at"] >= cutoff]
+
+    user_vectors, post_vectors = _embeddings_as_of(model_dir, interactions, users, posts, cutoff)
+    promoted = registry.promoted_model(url)
+    previous = None
+    if promoted is not None and promoted.model_version != version:
+        previous = _embeddings_as_of(Path(promoted.artifact_path), interactions, users, posts, cutoff)
+    oracle = _oracle(artifacts, cutoff)
+    result = evaluate_embeddings(
+        train=train,
+        evaluation=evaluation,
+        posts=posts,
+        cutoff=cutoff,
+        users=user_vectors,
+        items=post_vectors,
+        previous=previous,
+        oracle_scores=oracle,
+        recommendation_events=features.read_recommendation_events(url),
+    )
+    promoted_metrics = result.baselines.get("previous")
+    decision = promotion_decision(result.metrics, promoted_metrics, tolerance=config.tolerance)
+    report = render_report(
+        version,
+        result.metrics,
+        result.baselines,
+        result.segments,
+        result.ctr,
+        decision,
+        artifacts.path("reports", version),
+        score_samples=result.score_samples,
+    )
+    registry.record_evaluation(
+        url,
+        version,
+        metrics=result.metrics,
+        baselines=result.baselines,
+        segments=result.segments,
+        promote=decision.promote,
+        report_path=str(report.markdown_path),
+    )
+    (context.log.info if decision.promote else context.log.warning)(decision.reason)
+    recall = float(result.metrics["recall@20"])
+    popularity = float(result.baselines["popularity"]["recall@20"])
+    oracle_recall = float(result.baselines["oracle"]["recall@20"]) if "oracle" in result.baselines else None
+    metadata: dict[str, Any] = {
+        "model_version": version,
+        "promoted": decision.promote,
+        "gate": decision.reason,
+        "recall@20": recall,
+        "ndcg@10": float(result.metrics["ndcg@10"]),
+        "popularity_recall@20": popularity,
+        "recall@20_vs_popularity": recall / popularity if popularity else float("inf"),
+        "users_evaluated": result.users_evaluated,
+        "cold_start_users": result.cold_start_users,
+        "report": MetadataValue.md(_inline_images(report.markdown, report.markdown_path.parent)),
+        "report_path": MetadataValue.path(str(report.markdown_path)),
+    }
+    if oracle_recall is not None:
+        metadata["oracle_recall@20"] = oracle_recall
+        metadata["recall@20_vs_oracle"] = recall / oracle_recall if oracle_recall else 0.0
+    return Output(
+        {"model_version": version, "model_dir": str(model_dir), "promoted": decision.promote}, metadata=metadata
+    )
+
+
+def _oracle(artifacts: ArtifactStore, cutoff: pd.Timestamp) -> Any:
+    """The generator's expected scores over the evaluation period, when this is synthetic data."""
+    from teamu_assets.synthetic import load_truth
+
+    path = artifacts.path("synthetic", "ground_truth.npz")
+    if not path.exists():
+        return None
+    truth = load_truth(path)
+
+    def scores(user_ids: Any, post_ids: Any) -> Any:
+        return truth.expected_scores(user_ids, post_ids, window_start=int(cutoff.timestamp()))
+
+    return scores
+
+
+def _inline_images(markdown: str, folder: Path) -> str:
+    """The UI renders Markdown metadata but can't reach files: embed the report's PNGs as data URIs."""
+    import base64
+
+    for image in folder.glob("*.png"):
+        encoded = base64.b64encode(image.read_bytes()).decode()
+        markdown = markdown.replace(f"]({image.name})", f"](data:image/png;base64,{encoded})")
+    return markdown
+
+
+def _write_promoted_embeddings(
+    context: AssetExecutionContext, database: TeamuDatabase, evaluation_report: dict[str, Any], kind: str
+) -> MaterializeResult:
+    from teamu_assets.db.embeddings import ensure_embedding_tables, write_embeddings
+    from teamu_assets.db.recommend import install_serving_functions
+    from teamu_assets.model.train import embed_posts, embed_users, read_model_config
+
+    url = database.url()
+    model_dir = Path(evaluation_report["model_dir"])
+    dim = int(read_model_config(model_dir)["tower"]["embedding_dim"])
+    ensure_embedding_tables(url, dim)
+    install_serving_functions(url)
+    if not evaluation_report["promoted"]:
+        kept = registry.promoted_model(url)
+        message = f"{evaluation_report['model_version']} was not promoted; serving keeps {kept and kept.model_version}"
+        context.log.warning(message)
+        return MaterializeResult(metadata={"written": False, "reason": message})
+    if kind == "post":
+        ids, vectors = embed_posts(model_dir, features.read_post_features(url))
+    else:
+        ids, vectors = embed_users(model_dir, features.read_user_features(url))
+    written = write_embeddings(url, kind, ids, vectors, evaluation_report["model_version"], mode="full")
+    return MaterializeResult(
+        metadata={
+            "written": True,
+            "rows": written.rows,
+            "model_version": written.model_version,
+            "dimension": dim,
+            "copy_seconds": written.copy_seconds,
+            "index_seconds": written.index_seconds,
+            "total_seconds": written.total_seconds,
+        }
+    )
+
+
+@asset(group_name="serving", kinds={"postgres", "pgvector"}, key=AssetKey(["ml", "post_embeddings"]))
+def post_embeddings(
+    context: AssetExecutionContext, database: TeamuDatabase, evaluation_report: dict[str, Any]
+) -> MaterializeResult:
+    """Post (candidate) tower embeddings of the promoted model in ml.post_embeddings, swapped in atomically,
+    HNSW-indexed; also (re)installs ml.recommend_posts and ml.similar_posts."""
+    return _write_promoted_embeddings(context, database, evaluation_report, "post")
+
+
+@asset(group_name="serving", kinds={"postgres", "pgvector"}, key=AssetKey(["ml", "user_embeddings"]))
+def user_embeddings(
+    context: AssetExecutionContext, database: TeamuDatabase, evaluation_report: dict[str, Any]
+) -> MaterializeResult:
+    """User (query) tower embeddings of the promoted model in ml.user_embeddings, swapped in atomically."""
+    return _write_promoted_embeddings(context, database, evaluation_report, "user")
+
+
+def _embedding_check(database: TeamuDatabase, kind: str, mart: str) -> AssetCheckResult:
+    from teamu_assets.db.embeddings import embedding_checks
+
+    url = database.url()
+    stats = embedding_checks(url, kind)
+    feature_rows = features.row_count(url, mart)
+    problems = []
+    if stats["row_count"] != feature_rows:
+        problems.append(f"{stats['row_count']} embeddings for {feature_rows} rows of {mart}")
+    if stats["null_embedding_count"] or stats["non_finite_count"]:
+        problems.append(f"{stats['null_embedding_count']} NULL and {stats['non_finite_count']} non-finite vectors")
+    if stats["row_count"] and not (stats["norm_min"] >= 0.99 and stats["norm_max"] <= 1.01):
+        problems.append(f"norms in [{stats['norm_min']:.3f}, {stats['norm_max']:.3f}], expected 1 (L2-normalized)")
+    if len(stats["model_versions"]) > 1:
+        problems.append(f"several model versions: {stats['model_versions']}")
+    if stats["hnsw_index_expected"] and not stats["hnsw_index_present"]:
+        problems.append("HNSW index missing")
+    return AssetCheckResult(
+        passed=not problems,
+        severity=AssetCheckSeverity.ERROR,
+        description="; ".join(problems) or "one finite unit-norm embedding per feature row, one model version",
+        metadata={
+            key: value
+            for key, value in {**stats, "feature_rows": feature_rows}.items()
+            if isinstance(value, int | float | str | bool)
+        }
+        | {"model_versions": json.dumps(stats["model_versions"])},
+    )
+
+
+@asset_check(asset=post_embeddings, blocking=True)
+def post_embeddings_are_complete_and_sane(database: TeamuDatabase) -> AssetCheckResult:
+    return _embedding_check(database, "post", "marts.post_features")
+
+
+@asset_check(asset=user_embeddings, blocking=True)
+def user_embeddings_are_complete_and_sane(database: TeamuDatabase) -> AssetCheckResult:
+    return _embedding_check(database, "user", "marts.user_features")

@@ -1,0 +1,94 @@
+"""Reading the dbt marts and the recommendation events into pandas, in the shapes the model package takes."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from teamu_assets.db.connection import connect
+
+USER_FEATURES_SQL = """
+select user_id, username, bio, passions, latitude, longitude, project_titles, created_post_titles,
+       viewed_count, upvoted_count, commented_count, recent_post_ids, created_at, updated_at, feature_hash
+from marts.user_features
+"""
+
+POST_FEATURES_SQL = """
+select post_id, user_id, title, description, post_length, comments, vote_count, view_count,
+       coalesce(extract(epoch from avg_time_viewed), 0)::float8 as avg_time_viewed_seconds,
+       is_local, latitude, longitude, created_at, updated_at, feature_hash
+from marts.post_features
+"""
+
+INTERACTIONS_SQL = "select user_id, post_id, kind, occurred_at from marts.interactions"
+
+RECOMMENDATION_EVENTS_SQL = """
+select event, distinct_id, event_time as time,
+       properties->>'request_id' as request_id,
+       properties->'post_ids' as post_ids,
+       (properties->>'post_id')::bigint as post_id,
+       properties->>'model_version' as model_version
+from raw_mixpanel.events
+where event in ('Recommendation Shown', 'Recommendation Clicked')
+"""
+
+
+def _frame(url: str, query: str, params: tuple[object, ...] = ()) -> pd.DataFrame:
+    with connect(url) as conn:
+        cursor = conn.execute(query, params)
+        columns = [column.name for column in cursor.description]
+        return pd.DataFrame(cursor.fetchall(), columns=columns)
+
+
+def _with_utc(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
+    for column in columns:
+        frame[column] = pd.to_datetime(frame[column], utc=True)
+    return frame
+
+
+def read_user_features(url: str, user_ids: list[int] | None = None) -> pd.DataFrame:
+    query, params = USER_FEATURES_SQL, ()
+    if user_ids is not None:
+        query, params = query + " where user_id = any(%s)", (user_ids,)
+    return _with_utc(_frame(url, query, params), "created_at", "updated_at")
+
+
+def read_post_features(url: str, post_ids: list[int] | None = None) -> pd.DataFrame:
+    query, params = POST_FEATURES_SQL, ()
+    if post_ids is not None:
+        query, params = query + " where post_id = any(%s)", (post_ids,)
+    frame = _with_utc(_frame(url, query, params), "created_at", "updated_at")
+    frame["avg_time_viewed_seconds"] = frame["avg_time_viewed_seconds"].astype(float)
+    return frame
+
+
+def read_interactions(url: str) -> pd.DataFrame:
+    return _with_utc(_frame(url, INTERACTIONS_SQL), "occurred_at")
+
+
+def read_recommendation_events(url: str) -> pd.DataFrame:
+    """Shown/Clicked events in the columns teamu_assets.evaluation.ctr takes."""
+    return _with_utc(_frame(url, RECOMMENDATION_EVENTS_SQL), "time")
+
+
+def changed_since_embedding(url: str, kind: str) -> list[int]:
+    """Ids whose mart row changed after its embedding was written (or that have none): the incremental set."""
+    key, mart, table = {
+        "user": ("user_id", "marts.user_features", "ml.user_embeddings"),
+        "post": ("post_id", "marts.post_features", "ml.post_embeddings"),
+    }[kind]
+    query = (
+        f"select f.{key} from {mart} f left join {table} e using ({key}) "
+        "where e.updated_at is null or f.refreshed_at > e.updated_at"
+    )
+    with connect(url) as conn:
+        return [row[0] for row in conn.execute(query)]
+
+
+def row_count(url: str, table: str) -> int:
+    """Rows of a mart or ml table named as schema.table (from this package's own constants only)."""
+    from psycopg import sql
+
+    schema_name, table_name = table.split(".")
+    with connect(url) as conn:
+        query = sql.SQL("select count(*) from {}.{}").format(sql.Identifier(schema_name), sql.Identifier(table_name))
+        return conn.execute(query).fetchone()[0]

@@ -1,0 +1,77 @@
+"""The model registry (ml.model_versions) and evaluation records (ml.model_evaluations)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from teamu_assets.db.connection import connect
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    model_version: str
+    artifact_path: str
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class EvaluationRecord:
+    model_version: str
+    evaluated_at: Any
+    metrics: dict[str, Any]
+    baselines: dict[str, Any]
+    segments: dict[str, Any]
+    promoted: bool
+    report_path: str | None
+
+
+def register_model_version(url: str, model_version: str, params: dict[str, Any], artifact_path: str) -> None:
+    with connect(url) as conn:
+        conn.execute(
+            "insert into ml.model_versions (model_version, params, artifact_path) values (%s, %s, %s) "
+            "on conflict (model_version) do update set params = excluded.params, "
+            "artifact_path = excluded.artifact_path",
+            (model_version, Jsonb(params), artifact_path),
+        )
+
+
+def promoted_model(url: str) -> ModelVersion | None:
+    with connect(url) as conn:
+        row = conn.execute(
+            "select model_version, artifact_path, params from ml.model_versions where promoted "
+            "order by trained_at desc limit 1"
+        ).fetchone()
+    return None if row is None else ModelVersion(*row)
+
+
+def record_evaluation(
+    url: str,
+    model_version: str,
+    *,
+    metrics: dict[str, Any],
+    baselines: dict[str, Any],
+    segments: dict[str, Any],
+    promote: bool,
+    report_path: str,
+) -> None:
+    """Store the evaluation and, when the gate says so, make this the one promoted version, atomically."""
+    with connect(url) as conn:
+        conn.execute(
+            "insert into ml.model_evaluations (model_version, metrics, baselines, segments, promoted, report_path) "
+            "values (%s, %s, %s, %s, %s, %s)",
+            (model_version, Jsonb(metrics), Jsonb(baselines), Jsonb(segments), promote, report_path),
+        )
+        if promote:
+            conn.execute("update ml.model_versions set promoted = (model_version = %s)", (model_version,))
+
+
+def latest_evaluation(url: str) -> EvaluationRecord | None:
+    with connect(url) as conn:
+        row = conn.execute(
+            "select model_version, evaluated_at, metrics, baselines, segments, promoted, report_path "
+            "from ml.model_evaluations order by evaluated_at desc, evaluation_id desc limit 1"
+        ).fetchone()
+    return None if row is None else EvaluationRecord(*row)

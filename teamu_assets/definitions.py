@@ -1,0 +1,68 @@
+"""The Teamu code location: every asset, check, job, sensor, schedule and resource in one Definitions."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from dagster import AssetSelection, Definitions, EnvVar, define_asset_job
+from dagster_dbt import DbtCliResource
+
+from teamu_assets.assets.dbt import DBT_EXECUTABLE, dbt_project, teamu_dbt_models
+from teamu_assets.assets.ingestion import mixpanel_events, supabase_tables
+from teamu_assets.assets.ml import (
+    evaluation_report,
+    post_embeddings,
+    post_embeddings_are_complete_and_sane,
+    training_dataset,
+    two_tower_model,
+    user_embeddings,
+    user_embeddings_are_complete_and_sane,
+)
+from teamu_assets.resources import ArtifactStore, MixpanelExport, TeamuDatabase
+from teamu_assets.settings import Settings
+
+settings = Settings.from_env()
+# dagster-dbt and dbt's own subprocesses look for executables on PATH: the virtualenv's come first.
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+def _env_or_none(name: str) -> EnvVar | None:
+    """EnvVar keeps a secret out of the run config and the UI; unset optional settings stay None."""
+    return EnvVar(name) if os.environ.get(name) else None
+
+
+full_refresh_job = define_asset_job(
+    "full_refresh",
+    selection=AssetSelection.all(),
+    description="Everything: ingest, dbt build, training data, train, evaluate and gate, embeddings.",
+)
+
+defs = Definitions(
+    assets=[
+        *supabase_tables,
+        mixpanel_events,
+        teamu_dbt_models,
+        training_dataset,
+        two_tower_model,
+        evaluation_report,
+        post_embeddings,
+        user_embeddings,
+    ],
+    asset_checks=[post_embeddings_are_complete_and_sane, user_embeddings_are_complete_and_sane],
+    jobs=[full_refresh_job],
+    resources={
+        "database": TeamuDatabase(teamu_home=str(settings.home), database_url=_env_or_none("TEAMU_DATABASE_URL")),
+        "artifacts": ArtifactStore(root=str(settings.home)),
+        "mixpanel": MixpanelExport(
+            landing_dir=str(settings.mixpanel_landing_dir),
+            service_account_username=_env_or_none("MIXPANEL_SERVICE_ACCOUNT_USERNAME"),
+            service_account_secret=_env_or_none("MIXPANEL_SERVICE_ACCOUNT_SECRET"),
+            project_id=_env_or_none("MIXPANEL_PROJECT_ID"),
+        ),
+        "dbt": DbtCliResource(
+            project_dir=dbt_project, profiles_dir=str(dbt_project.profiles_dir), dbt_executable=DBT_EXECUTABLE
+        ),
+    },
+)

@@ -1,0 +1,133 @@
+"""One offline evaluation of a model's embeddings on the temporal split: the model, its baselines and segments.
+
+Pure numpy/pandas: the caller embeds users and posts (as of the cutoff) and hands over the vectors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from teamu_assets.evaluation.ctr import CtrSummary, observed_ctr, replay_clicks_recovered
+from teamu_assets.evaluation.metrics import Metrics
+from teamu_assets.evaluation.rankers import evaluate_baselines, evaluate_scores, popularity_counts, rank
+from teamu_assets.evaluation.report import ScoreSamples, sample_scores
+from teamu_assets.evaluation.segments import evaluate_segments, segment_items, segment_users
+
+K_VALUES = (5, 10, 20, 50)
+REPLAY_K = 20
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    ids: np.ndarray
+    vectors: np.ndarray
+
+    def rows(self, wanted: np.ndarray) -> np.ndarray:
+        """Vectors for `wanted` ids in that order (every wanted id must be present)."""
+        position = pd.Index(self.ids).get_indexer(wanted)
+        if (position < 0).any():
+            raise ValueError(f"{int((position < 0).sum())} ids have no embedding")
+        return self.vectors[position]
+
+
+@dataclass(frozen=True)
+class OfflineEvaluation:
+    metrics: Metrics
+    baselines: dict[str, Metrics]
+    segments: dict[str, Metrics]
+    score_samples: ScoreSamples
+    users_evaluated: int
+    cold_start_users: int
+    ctr: CtrSummary | None = field(default=None)
+
+
+def _post_sets(frame: pd.DataFrame) -> dict[int, set[int]]:
+    return {int(user): set(map(int, posts)) for user, posts in frame.groupby("user_id")["post_id"]}
+
+
+def evaluate_embeddings(
+    *,
+    train: pd.DataFrame,
+    evaluation: pd.DataFrame,
+    posts: pd.DataFrame,
+    cutoff: pd.Timestamp,
+    users: Embeddings,
+    items: Embeddings,
+    previous: tuple[Embeddings, Embeddings] | None = None,
+    oracle_scores: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    recommendation_events: pd.DataFrame | None = None,
+    k_values: tuple[int, ...] = K_VALUES,
+) -> OfflineEvaluation:
+    """Rank every post for each user with evaluation interactions, excluding what they engaged with before the
+    cutoff and their own posts; relevant = posts engaged with after the cutoff and not before.
+
+    train/evaluation: interactions (user_id, post_id) before/after the cutoff; posts: post_id, user_id,
+    created_at, is_local. `previous` are the promoted model's embeddings; `oracle_scores(user_ids, post_ids)`
+    is the generator's expected-score matrix on synthetic data.
+    """
+    seen = _post_sets(train)
+    own_posts = _post_sets(posts[["user_id", "post_id"]])
+    exclude = {user: seen.get(user, set()) | own_posts.get(user, set()) for user in set(seen) | set(own_posts)}
+    relevant = {
+        user: engaged - exclude.get(user, set())
+        for user, engaged in _post_sets(evaluation).items()
+        if engaged - exclude.get(user, set())
+    }
+    user_ids = np.array(sorted(set(relevant) & set(users.ids.tolist())), dtype=np.int64)
+    post_ids = np.asarray(items.ids, dtype=np.int64)
+    popularity = popularity_counts(post_ids, train["post_id"].tolist())
+
+    scores = users.rows(user_ids) @ items.vectors.T
+    metrics = evaluate_scores(
+        user_ids, post_ids, scores, relevant, exclude, k_values, item_popularity=popularity, item_vectors=items.vectors
+    )
+    baselines = evaluate_baselines(
+        user_ids,
+        post_ids,
+        relevant,
+        exclude,
+        popularity,
+        k_values,
+        oracle_scores=None if oracle_scores is None else oracle_scores(user_ids, post_ids),
+        item_vectors=items.vectors,
+    )
+    if previous is not None:
+        previous_users, previous_items = previous
+        previous_scores = previous_users.rows(user_ids) @ previous_items.rows(post_ids).T
+        baselines["previous"] = evaluate_scores(
+            user_ids, post_ids, previous_scores, relevant, exclude, k_values, item_popularity=popularity
+        )
+
+    user_segments = segment_users(train, user_ids.tolist())
+    item_segments = segment_items(posts.loc[posts["post_id"].isin(post_ids)], cutoff.to_pydatetime())
+    ranked = rank(user_ids, post_ids, scores, exclude, max(k_values))
+    segments = evaluate_segments(ranked, relevant, user_segments, item_segments, k_values)
+
+    ctr = None
+    if recommendation_events is not None and len(recommendation_events):
+        clickers = np.array(
+            sorted({int(u) for u in recommendation_events["distinct_id"]} & set(users.ids.tolist())), dtype=np.int64
+        )
+        # Replay lists are ranked without exclusions: excluding engaged posts would exclude the clicked ones.
+        replay_ranked = rank(clickers, post_ids, users.rows(clickers) @ items.vectors.T, {}, REPLAY_K)
+        lists = {
+            int(user): [int(post_ids[p]) for p in row if p >= 0]
+            for user, row in zip(replay_ranked.user_ids, replay_ranked.positions, strict=True)
+        }
+        ctr = CtrSummary(
+            observed=observed_ctr(recommendation_events),
+            replay=replay_clicks_recovered(recommendation_events, lists, REPLAY_K),
+        )
+    return OfflineEvaluation(
+        metrics=metrics,
+        baselines=baselines,
+        segments=segments,
+        score_samples=sample_scores(user_ids, post_ids, scores, relevant),
+        users_evaluated=len(user_ids),
+        cold_start_users=len(user_segments["cold_start"]),
+        ctr=ctr,
+    )
