@@ -109,9 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     db = commands.add_parser("db", help="the Postgres server: start|stop|status|url|psql")
-    db.add_argument("action", choices=["start", "stop", "status", "url", "psql"])
-    db.add_argument("--database", help="with `url`: the URL of another database on the same server")
-    db.add_argument("psql_args", nargs=argparse.REMAINDER, help="with `psql`: arguments passed to psql")
+    actions = db.add_subparsers(dest="action", required=True)
+    actions.add_parser("start", help="start (or reuse) the server; create databases, schemas and dagster.yaml")
+    actions.add_parser("stop", help="stop the embedded server")
+    actions.add_parser("status", help="is the embedded server running, and where")
+    url = actions.add_parser("url", help="print the app database's URL")
+    url.add_argument("--database", help="the URL of another database on the same server")
+    actions.add_parser("psql", help="psql (bundled with the server) on the app database; other arguments go to psql")
     db.set_defaults(func=_db)
 
     for name, func, help_text in (
@@ -140,7 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from teamu_assets.db.connection import DatabaseError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # psql's own options (-c, -At, ...) pass through untouched.
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "action", None) != "psql":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.psql_args = extra
     try:
         return args.func(args)
     except DatabaseError as exc:

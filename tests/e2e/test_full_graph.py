@@ -1,0 +1,97 @@
+"""The whole asset graph on small synthetic data in a real Postgres: ingest, dbt, train, evaluate, serve; then
+the promotion gate refuses a worse model and serving keeps the promoted one."""
+
+from pathlib import Path
+
+import pytest
+from dagster import AssetKey, DagsterInstance, materialize
+from dagster_dbt import DbtCliResource
+
+from teamu_assets import definitions
+from teamu_assets.assets.dbt import DBT_EXECUTABLE, dbt_project
+from teamu_assets.db import bootstrap, registry
+from teamu_assets.db.connection import connect
+from teamu_assets.db.recommend import recommend
+from teamu_assets.resources import ArtifactStore, MixpanelExport, TeamuDatabase
+from teamu_assets.synthetic import SyntheticConfig, generate, save_truth, write_mixpanel_files, write_supabase
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+SMALL_MODEL = {"epochs": 4, "embedding_dim": 32, "batch_size": 256, "patience": 2}
+
+
+def _run(home: Path, db_url: str, model_config: dict, gate_tolerance: float = 0.02):
+    return materialize(
+        [*definitions.defs.assets, *definitions.defs.asset_checks],
+        instance=DagsterInstance.ephemeral(),
+        resources={
+            "database": TeamuDatabase(teamu_home=str(home), database_url=db_url),
+            "artifacts": ArtifactStore(root=str(home)),
+            "mixpanel": MixpanelExport(landing_dir=str(home / "landing")),
+            "dbt": DbtCliResource(
+                project_dir=dbt_project, profiles_dir=str(dbt_project.profiles_dir), dbt_executable=DBT_EXECUTABLE
+            ),
+        },
+        run_config={
+            "ops": {
+                "two_tower_model": {"config": model_config},
+                "evaluation_report": {"config": {"tolerance": gate_tolerance}},
+            }
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def seeded(db_url: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    home = tmp_path_factory.mktemp("teamu_home")
+    bootstrap.prepare_app_database(db_url)
+    dataset = generate(SyntheticConfig(users=300, posts=200, days=30, seed=11, bad_fraction=0.02))
+    write_supabase(db_url, dataset)
+    write_mixpanel_files(dataset, home / "landing", bad_fraction=0.02, seed=11)
+    save_truth(dataset.truth, home / "synthetic" / "ground_truth.npz")
+    return home, db_url
+
+
+def _metadata(result, *key: str) -> dict:
+    events = [e for e in result.get_asset_materialization_events() if e.asset_key == AssetKey(list(key))]
+    metadata = events[-1].step_materialization_data.materialization.metadata
+    return {name: value.value for name, value in metadata.items()}
+
+
+def test_full_graph_then_gate_keeps_the_promoted_model(seeded: tuple[Path, str]) -> None:
+    home, db_url = seeded
+    first = _run(home, db_url, SMALL_MODEL)
+    assert first.success
+
+    ingested = _metadata(first, "mixpanel", "events")
+    assert ingested["quarantined"] > 0 and ingested["duplicates"] > 0
+    assert ingested["lines_read"] == ingested["loaded"] + ingested["duplicates"] + ingested["quarantined"]
+
+    evaluation = _metadata(first, "evaluation_report")
+    assert evaluation["promoted"] is True
+    assert evaluation["recall@20"] > evaluation["popularity_recall@20"]
+    assert "oracle_recall@20" in evaluation
+    report_dir = Path(evaluation["report_path"]).parent
+    assert len(list(report_dir.glob("*.png"))) >= 3
+
+    checks = {c.asset_check_key.name: c.passed for c in first.get_asset_check_evaluations()}
+    assert checks["post_embeddings_are_complete_and_sane"] and checks["user_embeddings_are_complete_and_sane"]
+
+    promoted = registry.promoted_model(db_url)
+    assert promoted is not None and promoted.model_version == evaluation["model_version"]
+    with connect(db_url) as conn:
+        served = conn.execute("select distinct model_version from ml.post_embeddings").fetchall()
+        a_user = conn.execute("select user_id from marts.user_features order by viewed_count desc limit 1").fetchone()
+    assert served == [(promoted.model_version,)]
+    assert len(recommend(db_url, a_user[0], 10)) == 10
+
+    # A model that barely trained, against a gate with no tolerance: not promoted, serving unchanged.
+    second = _run(home, db_url, {**SMALL_MODEL, "epochs": 1, "learning_rate": 1e-7}, gate_tolerance=0.0)
+    assert second.success
+    rejected = _metadata(second, "evaluation_report")
+    assert rejected["promoted"] is False
+    assert "not promoted" in rejected["gate"].lower() or "below" in rejected["gate"].lower()
+    assert registry.promoted_model(db_url).model_version == promoted.model_version
+    with connect(db_url) as conn:
+        assert conn.execute("select distinct model_version from ml.post_embeddings").fetchall() == served
+    assert _metadata(second, "ml", "post_embeddings")["written"] is False
