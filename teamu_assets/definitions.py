@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from dagster import AssetSelection, Definitions, EnvVar, define_asset_job
+from dagster import Definitions, EnvVar
 from dagster_dbt import DbtCliResource
 
 from teamu_assets.assets.dbt import DBT_EXECUTABLE, dbt_project, teamu_dbt_models
@@ -21,6 +21,13 @@ from teamu_assets.assets.ml import (
     user_embeddings_are_complete_and_sane,
 )
 from teamu_assets.resources import ArtifactStore, MixpanelExport, TeamuDatabase
+from teamu_assets.sensors import (
+    full_refresh_job,
+    incremental_refresh_job,
+    new_interactions_sensor,
+    nightly_retrain_schedule,
+    retrain_on_new_interactions_sensor,
+)
 from teamu_assets.settings import Settings
 
 settings = Settings.from_env()
@@ -32,12 +39,6 @@ def _env_or_none(name: str) -> EnvVar | None:
     """EnvVar keeps a secret out of the run config and the UI; unset optional settings stay None."""
     return EnvVar(name) if os.environ.get(name) else None
 
-
-full_refresh_job = define_asset_job(
-    "full_refresh",
-    selection=AssetSelection.all(),
-    description="Everything: ingest, dbt build, training data, train, evaluate and gate, embeddings.",
-)
 
 defs = Definitions(
     assets=[
@@ -51,7 +52,9 @@ defs = Definitions(
         user_embeddings,
     ],
     asset_checks=[post_embeddings_are_complete_and_sane, user_embeddings_are_complete_and_sane],
-    jobs=[full_refresh_job],
+    jobs=[full_refresh_job, incremental_refresh_job],
+    sensors=[new_interactions_sensor, retrain_on_new_interactions_sensor],
+    schedules=[nightly_retrain_schedule],
     resources={
         "database": TeamuDatabase(teamu_home=str(settings.home), database_url=_env_or_none("TEAMU_DATABASE_URL")),
         "artifacts": ArtifactStore(root=str(settings.home)),

@@ -276,31 +276,53 @@ def _inline_images(markdown: str, folder: Path) -> str:
     return markdown
 
 
-def _write_promoted_embeddings(
-    context: AssetExecutionContext, database: TeamuDatabase, evaluation_report: dict[str, Any], kind: str
+class EmbeddingConfig(Config):
+    incremental: bool = False
+    """Embed only the rows whose features changed since their embedding, with the promoted model, and upsert
+    them (the sensor-driven refresh); otherwise write the evaluated model's full table if it was promoted."""
+
+
+def _write_embeddings(
+    context: AssetExecutionContext,
+    config: EmbeddingConfig,
+    database: TeamuDatabase,
+    evaluation_report: dict[str, Any],
+    kind: str,
 ) -> MaterializeResult:
     from teamu_assets.db.embeddings import ensure_embedding_tables, write_embeddings
     from teamu_assets.db.recommend import install_serving_functions
-    from teamu_assets.model.train import embed_posts, embed_users, read_model_config
 
     url = database.url()
-    model_dir = Path(evaluation_report["model_dir"])
+    if config.incremental:
+        promoted = registry.promoted_model(url)
+        if promoted is None:
+            raise ValueError("no promoted model yet: run the full_refresh job first")
+        version, model_dir = promoted.model_version, Path(promoted.artifact_path)
+        ids = features.changed_since_embedding(url, kind)
+        if not ids:
+            return MaterializeResult(metadata={"written": False, "reason": "no changed rows", "rows": 0})
+    else:
+        version, model_dir, ids = evaluation_report["model_version"], Path(evaluation_report["model_dir"]), None
+    from teamu_assets.model.train import embed_posts, embed_users, read_model_config
+
     dim = int(read_model_config(model_dir)["tower"]["embedding_dim"])
     ensure_embedding_tables(url, dim)
     install_serving_functions(url)
-    if not evaluation_report["promoted"]:
+    if not config.incremental and not evaluation_report["promoted"]:
         kept = registry.promoted_model(url)
-        message = f"{evaluation_report['model_version']} was not promoted; serving keeps {kept and kept.model_version}"
+        message = f"{version} was not promoted; serving keeps {kept and kept.model_version}"
         context.log.warning(message)
         return MaterializeResult(metadata={"written": False, "reason": message})
     if kind == "post":
-        ids, vectors = embed_posts(model_dir, features.read_post_features(url))
+        ids, vectors = embed_posts(model_dir, features.read_post_features(url, ids))
     else:
-        ids, vectors = embed_users(model_dir, features.read_user_features(url))
-    written = write_embeddings(url, kind, ids, vectors, evaluation_report["model_version"], mode="full")
+        ids, vectors = embed_users(model_dir, features.read_user_features(url, ids))
+    mode = "upsert" if config.incremental else "full"
+    written = write_embeddings(url, kind, ids, vectors, version, mode=mode)
     return MaterializeResult(
         metadata={
             "written": True,
+            "mode": mode,
             "rows": written.rows,
             "model_version": written.model_version,
             "dimension": dim,
@@ -311,21 +333,21 @@ def _write_promoted_embeddings(
     )
 
 
-@asset(group_name="serving", kinds={"postgres", "pgvector"}, key=AssetKey(["ml", "post_embeddings"]))
+@asset(group_name="serving", kinds={"postgres", "pgvector"}, key=AssetKey(["ml", "post_embeddings"]), deps=MARTS)
 def post_embeddings(
-    context: AssetExecutionContext, database: TeamuDatabase, evaluation_report: dict[str, Any]
+    context: AssetExecutionContext, config: EmbeddingConfig, database: TeamuDatabase, evaluation_report: dict[str, Any]
 ) -> MaterializeResult:
     """Post (candidate) tower embeddings of the promoted model in ml.post_embeddings, swapped in atomically,
     HNSW-indexed; also (re)installs ml.recommend_posts and ml.similar_posts."""
-    return _write_promoted_embeddings(context, database, evaluation_report, "post")
+    return _write_embeddings(context, config, database, evaluation_report, "post")
 
 
-@asset(group_name="serving", kinds={"postgres", "pgvector"}, key=AssetKey(["ml", "user_embeddings"]))
+@asset(group_name="serving", kinds={"postgres", "pgvector"}, key=AssetKey(["ml", "user_embeddings"]), deps=MARTS)
 def user_embeddings(
-    context: AssetExecutionContext, database: TeamuDatabase, evaluation_report: dict[str, Any]
+    context: AssetExecutionContext, config: EmbeddingConfig, database: TeamuDatabase, evaluation_report: dict[str, Any]
 ) -> MaterializeResult:
     """User (query) tower embeddings of the promoted model in ml.user_embeddings, swapped in atomically."""
-    return _write_promoted_embeddings(context, database, evaluation_report, "user")
+    return _write_embeddings(context, config, database, evaluation_report, "user")
 
 
 def _embedding_check(database: TeamuDatabase, kind: str, mart: str) -> AssetCheckResult:

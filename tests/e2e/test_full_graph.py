@@ -20,12 +20,12 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 SMALL_MODEL = {"epochs": 4, "embedding_dim": 32, "batch_size": 256, "patience": 2}
 
 
-def _run(home: Path, db_url: str, model_config: dict, gate_tolerance: float = 0.02):
+def _run(home: Path, module_db_url: str, model_config: dict, gate_tolerance: float = 0.02):
     return materialize(
         [*definitions.defs.assets, *definitions.defs.asset_checks],
         instance=DagsterInstance.ephemeral(),
         resources={
-            "database": TeamuDatabase(teamu_home=str(home), database_url=db_url),
+            "database": TeamuDatabase(teamu_home=str(home), database_url=module_db_url),
             "artifacts": ArtifactStore(root=str(home)),
             "mixpanel": MixpanelExport(landing_dir=str(home / "landing")),
             "dbt": DbtCliResource(
@@ -42,14 +42,14 @@ def _run(home: Path, db_url: str, model_config: dict, gate_tolerance: float = 0.
 
 
 @pytest.fixture(scope="module")
-def seeded(db_url: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+def seeded(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     home = tmp_path_factory.mktemp("teamu_home")
-    bootstrap.prepare_app_database(db_url)
+    bootstrap.prepare_app_database(module_db_url)
     dataset = generate(SyntheticConfig(users=300, posts=200, days=30, seed=11, bad_fraction=0.02))
-    write_supabase(db_url, dataset)
+    write_supabase(module_db_url, dataset)
     write_mixpanel_files(dataset, home / "landing", bad_fraction=0.02, seed=11)
     save_truth(dataset.truth, home / "synthetic" / "ground_truth.npz")
-    return home, db_url
+    return home, module_db_url
 
 
 def _metadata(result, *key: str) -> dict:
@@ -59,8 +59,8 @@ def _metadata(result, *key: str) -> dict:
 
 
 def test_full_graph_then_gate_keeps_the_promoted_model(seeded: tuple[Path, str]) -> None:
-    home, db_url = seeded
-    first = _run(home, db_url, SMALL_MODEL)
+    home, module_db_url = seeded
+    first = _run(home, module_db_url, SMALL_MODEL)
     assert first.success
 
     ingested = _metadata(first, "mixpanel", "events")
@@ -77,21 +77,21 @@ def test_full_graph_then_gate_keeps_the_promoted_model(seeded: tuple[Path, str])
     checks = {c.asset_check_key.name: c.passed for c in first.get_asset_check_evaluations()}
     assert checks["post_embeddings_are_complete_and_sane"] and checks["user_embeddings_are_complete_and_sane"]
 
-    promoted = registry.promoted_model(db_url)
+    promoted = registry.promoted_model(module_db_url)
     assert promoted is not None and promoted.model_version == evaluation["model_version"]
-    with connect(db_url) as conn:
+    with connect(module_db_url) as conn:
         served = conn.execute("select distinct model_version from ml.post_embeddings").fetchall()
         a_user = conn.execute("select user_id from marts.user_features order by viewed_count desc limit 1").fetchone()
     assert served == [(promoted.model_version,)]
-    assert len(recommend(db_url, a_user[0], 10)) == 10
+    assert len(recommend(module_db_url, a_user[0], 10)) == 10
 
     # A model that barely trained, against a gate with no tolerance: not promoted, serving unchanged.
-    second = _run(home, db_url, {**SMALL_MODEL, "epochs": 1, "learning_rate": 1e-7}, gate_tolerance=0.0)
+    second = _run(home, module_db_url, {**SMALL_MODEL, "epochs": 1, "learning_rate": 1e-7}, gate_tolerance=0.0)
     assert second.success
     rejected = _metadata(second, "evaluation_report")
     assert rejected["promoted"] is False
     assert "not promoted" in rejected["gate"].lower() or "below" in rejected["gate"].lower()
-    assert registry.promoted_model(db_url).model_version == promoted.model_version
-    with connect(db_url) as conn:
+    assert registry.promoted_model(module_db_url).model_version == promoted.model_version
+    with connect(module_db_url) as conn:
         assert conn.execute("select distinct model_version from ml.post_embeddings").fetchall() == served
     assert _metadata(second, "ml", "post_embeddings")["written"] is False

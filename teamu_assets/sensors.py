@@ -1,0 +1,102 @@
+"""Sensors and schedules: new interactions refresh embeddings within seconds; enough of them, or the night,
+retrain through the promotion gate."""
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from dagster import (
+    AssetKey,
+    AssetSelection,
+    DefaultScheduleStatus,
+    DefaultSensorStatus,
+    RunRequest,
+    ScheduleDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    define_asset_job,
+    in_process_executor,
+    sensor,
+)
+
+from teamu_assets.db.watermarks import Watermarks, current_watermarks, interactions_since_last_training
+from teamu_assets.resources import MixpanelExport, TeamuDatabase
+
+EMBEDDINGS = [AssetKey(["ml", "post_embeddings"]), AssetKey(["ml", "user_embeddings"])]
+RETRAIN_MIN_INTERACTIONS = int(os.environ.get("TEAMU_RETRAIN_MIN_INTERACTIONS") or 5000)
+
+# Ingest new events, run the incremental dbt models, and upsert embeddings of changed users/posts with the
+# promoted model. In-process: one Python start-up and one TensorFlow import per run, not one per step.
+incremental_refresh_job = define_asset_job(
+    "incremental_refresh",
+    selection=(
+        AssetSelection.keys(AssetKey(["mixpanel", "events"]))
+        | AssetSelection.groups("staging", "intermediate", "marts")
+        | AssetSelection.assets(*EMBEDDINGS)
+    ),
+    executor_def=in_process_executor,
+    config={
+        "ops": {
+            "ml__post_embeddings": {"config": {"incremental": True}},
+            "ml__user_embeddings": {"config": {"incremental": True}},
+        }
+    },
+    description="New interactions to fresh embeddings, no retraining: cost grows with the changed rows.",
+)
+
+full_refresh_job = define_asset_job(
+    "full_refresh",
+    selection=AssetSelection.all(),
+    description="Everything: ingest, dbt build, training data, train, evaluate and gate, embeddings.",
+)
+
+
+@sensor(
+    job=incremental_refresh_job,
+    minimum_interval_seconds=2,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="New votes, comments, profile/post edits in Supabase or new Mixpanel export files.",
+)
+def new_interactions_sensor(
+    context: SensorEvaluationContext, database: TeamuDatabase, mixpanel: MixpanelExport
+) -> SensorResult | SkipReason:
+    """Cursor = the raw inputs' watermarks (kept in the Dagster instance, so it survives daemon restarts). One
+    run per move of the watermarks: a burst of events between two ticks becomes one run, and the run key (a
+    hash of the watermarks) makes a re-evaluated tick request nothing twice."""
+    now = current_watermarks(database.url(), Path(mixpanel.landing_dir))
+    if context.cursor is None:
+        # First tick: everything present so far is what the full refresh covers; watch from here.
+        return SensorResult(cursor=json.dumps(now.as_dict()), skip_reason="started watching")
+    before = Watermarks.from_dict(json.loads(context.cursor))
+    if not now.moved_past(before):
+        return SkipReason("no new interactions")
+    state = json.dumps(now.as_dict(), sort_keys=True)
+    run_key = "interactions-" + hashlib.sha256(state.encode()).hexdigest()[:16]
+    return SensorResult(run_requests=[RunRequest(run_key=run_key)], cursor=state)
+
+
+@sensor(
+    job=full_refresh_job,
+    minimum_interval_seconds=300,
+    default_status=DefaultSensorStatus.STOPPED,
+    description=f"Retrain once {RETRAIN_MIN_INTERACTIONS} new interactions reached the marts since the last model.",
+)
+def retrain_on_new_interactions_sensor(
+    context: SensorEvaluationContext, database: TeamuDatabase
+) -> RunRequest | SkipReason:
+    new, last_version = interactions_since_last_training(database.url())
+    if new < RETRAIN_MIN_INTERACTIONS:
+        return SkipReason(f"{new} new interactions since {last_version or 'the start'} (< {RETRAIN_MIN_INTERACTIONS})")
+    # One retraining per registered model: the key changes once the retrained model is registered.
+    return RunRequest(run_key=f"retrain-after-{last_version or 'nothing'}")
+
+
+nightly_retrain_schedule = ScheduleDefinition(
+    job=full_refresh_job,
+    cron_schedule="0 3 * * *",
+    execution_timezone="UTC",
+    default_status=DefaultScheduleStatus.STOPPED,
+    description="Nightly retraining through the promotion gate.",
+)
