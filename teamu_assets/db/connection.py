@@ -43,12 +43,6 @@ def with_database(url: str, database: str) -> str:
     return urlunsplit(parts._replace(path="/" + database))
 
 
-def sqlalchemy_url(url: str, driver: str = "psycopg2") -> str:
-    """dagster-postgres goes through SQLAlchemy, whose 2.1 maps plain postgresql:// to psycopg 3, which fails."""
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(scheme=f"postgresql+{driver}"))
-
-
 def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
     try:
         return psycopg.connect(url, autocommit=autocommit, connect_timeout=10)
