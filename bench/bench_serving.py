@@ -9,17 +9,23 @@ Measures, in one run on one server:
       HNSW build and the swap included);
   (b) ml.recommend_posts(user, 10): p50/p95 latency and QPS with 1 and 4 client threads, and recall@10 against
       the exact answer (every eligible post scored in numpy), for each HNSW build (--hnsw m:ef_construction)
-      and each hnsw.ef_search (--ef-search); and the exact scan in SQL (no index) as the latency baseline.
+      and each hnsw.ef_search (--ef-search); and the exact scan in SQL (no index) as the latency baseline;
+  (c) the exported TFRS BruteForce and ScaNN SavedModels (identity query model, k=10) over the same post
+      vectors, reloaded and called one query at a time with the same users' vectors: p50/p95 latency and
+      recall@10 against numpy's exact top 10 over all posts (no eligibility filters: the index has none).
+      --only-savedmodel runs (c) alone, without the database.
 The server is TEAMU_DATABASE_URL's or the embedded one; the benchmark works in a scratch database of its own
 and drops it at the end. At 100k x 512 each HNSW build takes minutes on 2 cores; --posts 10000 is quick.
 
     .venv/bin/python bench/bench_serving.py [--posts 100000] [--dim 512] [--hnsw 16:64,8:32] \
-        [--ef-search 20,40,100,200]
+        [--ef-search 20,40,100,200] [--only-savedmodel]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import tempfile
 import threading
 import time
 import uuid
@@ -228,6 +234,69 @@ def recall(world: World, results: dict[int, list]) -> float:
     return float(np.mean(hits))
 
 
+def savedmodel_rows(world: World, users: list[int]) -> None:
+    """(c): BruteForce and ScaNN SavedModels over the same post vectors, queried with the same users' vectors."""
+    # isort: off
+    import teamu_assets  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is first imported)
+    import tensorflow as tf
+    import tensorflow_recommenders as tfrs
+
+    # isort: on
+
+    class IdentityIndex(tf.Module):
+        """The top-k layer behind one signature whose query model is the identity: the query is the vector."""
+
+        def __init__(self, top_k: tfrs.layers.factorized_top_k.TopK, dim: int) -> None:
+            super().__init__()
+            self.top_k = top_k
+            self.__call__ = tf.function(input_signature=[tf.TensorSpec([None, dim], tf.float32)])(self.top_k)
+
+    posts = len(world.post_ids)
+    leaves = max(1, min(2000, round(math.sqrt(posts))))  # export.py's ScaNN parameters
+    layers = {
+        "BruteForce": lambda: tfrs.layers.factorized_top_k.BruteForce(k=COUNT),
+        f"ScaNN leaves={leaves} search={max(1, leaves // 4)}": lambda: tfrs.layers.factorized_top_k.ScaNN(
+            k=COUNT,
+            num_leaves=leaves,
+            num_leaves_to_search=max(1, leaves // 4),
+            num_reordering_candidates=max(100, 4 * COUNT),
+        ),
+    }
+    queries = world.user_vectors[np.array(users) - 1]
+    scores = queries @ world.post_vectors.T
+    exact = [set(world.post_ids[np.argpartition(-row, COUNT)[:COUNT]].tolist()) for row in scores]
+    print(
+        f"\n(c) exported TFRS SavedModels, k={COUNT}, identity query model, {len(users)} users, 1 client,"
+        f" recall@{COUNT} against numpy's exact top {COUNT} over all {posts} posts (no filters)"
+    )
+    with tempfile.TemporaryDirectory(prefix="bench_savedmodel_") as tmp:
+        for label, make in layers.items():
+            started = time.perf_counter()
+            top_k = make()
+            top_k.index(tf.constant(world.post_vectors), tf.constant(world.post_ids))
+            build_seconds = time.perf_counter() - started
+            options = tf.saved_model.SaveOptions(namespace_whitelist=["Scann"]) if label.startswith("ScaNN") else None
+            path = f"{tmp}/{label.split()[0]}"
+            started = time.perf_counter()
+            tf.saved_model.save(IdentityIndex(top_k, world.post_vectors.shape[1]), path, options=options)
+            loaded = tf.saved_model.load(path)
+            save_load_seconds = time.perf_counter() - started
+            loaded(tf.constant(queries[:1]))  # warm: the first call traces and builds
+            latencies, hits = [], []
+            wall_started = time.perf_counter()
+            for query, truth in zip(queries, exact, strict=True):
+                started = time.perf_counter()
+                _, ids = loaded(tf.constant(query[None, :]))
+                found = set(ids.numpy()[0].tolist())
+                latencies.append(time.perf_counter() - started)
+                hits.append(len(found & truth) / COUNT)
+            wall = time.perf_counter() - wall_started
+            print(
+                f"  {label:<34} recall {np.mean(hits):.3f}  1 thread: {summary(latencies, wall)}"
+                f"  (indexed in {build_seconds:.1f} s, saved+loaded in {save_load_seconds:.1f} s)"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--posts", type=int, default=100_000)
@@ -237,9 +306,22 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=300, help="recommend_posts calls per measurement")
     parser.add_argument("--hnsw", default=f"{HNSW_M}:{HNSW_EF_CONSTRUCTION},8:32", help="m:ef_construction,...")
     parser.add_argument("--ef-search", default="20,40,100,200")
+    parser.add_argument("--only-savedmodel", action="store_true", help="only (c): no database")
     args = parser.parse_args()
     builds = [tuple(int(part) for part in spec.split(":")) for spec in args.hnsw.split(",")]
     ef_searches = [int(value) for value in args.ef_search.split(",")]
+
+    if args.only_savedmodel:
+        started = time.perf_counter()
+        world = generate(args.posts, args.users, args.dim, args.clusters)
+        print(
+            f"generated {args.posts} posts and {args.users} users x {args.dim} dims"
+            f" in {time.perf_counter() - started:.1f} s"
+        )
+        rng = np.random.default_rng(1)
+        users = [int(u) for u in rng.choice(world.user_ids, size=min(args.queries, len(world.user_ids)), replace=False)]
+        savedmodel_rows(world, users)
+        return
 
     settings = Settings.from_env()
     server_url = resolve_url(settings.database_url, settings.pgdata)
@@ -324,6 +406,7 @@ def main() -> None:
                     f"  | 4 threads: {summary(four, four_wall)}"
                     f"  | p50 speedup vs exact x{np.median(exact_1) / np.median(one):.1f}"
                 )
+        savedmodel_rows(world, users)
     finally:
         with connect(server_url, autocommit=True) as conn:
             conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
