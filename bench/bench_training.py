@@ -91,7 +91,7 @@ def model_inputs(world: SyntheticDataset) -> ModelInputs:
     interactions = interactions.drop_duplicates(["user_id", "post_id", "kind", "occurred_at"]).reset_index(drop=True)
 
     users = world.users
-    user_features = users[["user_id", "bio", "passions", "latitude", "longitude"]].copy()
+    user_features = users[["user_id", "bio", "passions", "latitude", "longitude", "created_at", "updated_at"]].copy()
     user_features["project_titles"] = _lists_by(world.projects, "user_id", "title", users["user_id"])
     user_features["created_post_titles"] = _lists_by(world.posts, "user_id", "title", users["user_id"])
     per_kind = interactions.groupby(["user_id", "kind"]).size().unstack(fill_value=0)
@@ -102,7 +102,9 @@ def model_inputs(world: SyntheticDataset) -> ModelInputs:
     user_features["recent_post_ids"] = [recent.get(u, [])[:HISTORY_LENGTH] for u in users["user_id"]]
 
     posts = world.posts
-    post_features = posts[["post_id", "user_id", "title", "description", "is_local", "latitude", "longitude"]].copy()
+    post_features = posts[
+        ["post_id", "user_id", "title", "description", "is_local", "latitude", "longitude", "created_at", "updated_at"]
+    ].copy()
     post_features["post_length"] = posts["description"].str.len().fillna(0).astype(np.int64)
     post_features["comments"] = _lists_by(world.comments, "post_id", "body", posts["post_id"])
     post_features["vote_count"] = posts["post_id"].map(world.votes.groupby("post_id")["value"].sum()).fillna(0)
