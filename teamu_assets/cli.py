@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from teamu_assets.settings import Settings
 
@@ -104,6 +105,17 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dbt(args: argparse.Namespace) -> int:
+    """dbt on this project and database, e.g. `teamu dbt docs generate` or `teamu dbt build --select marts`."""
+    from teamu_assets.db.connection import dbt_env
+    from teamu_assets.settings import DBT_PROJECT_DIR
+
+    os.environ.update(dbt_env(_app_url(_settings())))
+    dbt = str(Path(sys.executable).parent / "dbt")
+    os.chdir(DBT_PROJECT_DIR)
+    os.execv(dbt, [dbt, *args.psql_args, "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="teamu", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -136,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("-k", type=int, default=20)
     rec.set_defaults(func=_recommend)
 
+    dbt = commands.add_parser("dbt", help="run dbt on this project and database; arguments go to dbt")
+    dbt.set_defaults(func=_dbt)
+
     report = commands.add_parser("report", help="print the latest evaluation summary")
     report.set_defaults(func=_report)
     return parser
@@ -147,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     # psql's own options (-c, -At, ...) pass through untouched.
     args, extra = parser.parse_known_args(argv)
-    if extra and getattr(args, "action", None) != "psql":
+    if extra and getattr(args, "action", None) != "psql" and args.command != "dbt":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.psql_args = extra
     try:

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from dagster import ConfigurableResource
-from psycopg.conninfo import conninfo_to_dict
 
-from teamu_assets.db.connection import resolve_url
+from teamu_assets.db.connection import dbt_env, resolve_url
 from teamu_assets.settings import MixpanelCredentials
 
 
@@ -21,15 +20,7 @@ class TeamuDatabase(ConfigurableResource):
         return resolve_url(self.database_url, Path(self.teamu_home) / "pgdata")
 
     def dbt_env(self) -> dict[str, str]:
-        """The connection as the TEAMU_DBT_* variables that dbt_project/profiles.yml reads."""
-        parts = conninfo_to_dict(self.url())
-        return {
-            "TEAMU_DBT_HOST": str(parts.get("host", "localhost")),
-            "TEAMU_DBT_PORT": str(parts.get("port", 5432)),
-            "TEAMU_DBT_USER": str(parts.get("user", "postgres")),
-            "TEAMU_DBT_PASSWORD": str(parts.get("password", "")),
-            "TEAMU_DBT_DBNAME": str(parts["dbname"]),
-        }
+        return dbt_env(self.url())
 
 
 class MixpanelExport(ConfigurableResource):

@@ -43,6 +43,18 @@ def with_database(url: str, database: str) -> str:
     return urlunsplit(parts._replace(path="/" + database))
 
 
+def dbt_env(url: str) -> dict[str, str]:
+    """The connection as the TEAMU_DBT_* variables that dbt_project/profiles.yml reads."""
+    parts = conninfo_to_dict(url)
+    return {
+        "TEAMU_DBT_HOST": str(parts.get("host", "localhost")),
+        "TEAMU_DBT_PORT": str(parts.get("port", 5432)),
+        "TEAMU_DBT_USER": str(parts.get("user", "postgres")),
+        "TEAMU_DBT_PASSWORD": str(parts.get("password", "")),
+        "TEAMU_DBT_DBNAME": str(parts["dbname"]),
+    }
+
+
 def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
     try:
         return psycopg.connect(url, autocommit=autocommit, connect_timeout=10)
