@@ -1,0 +1,51 @@
+"""Settings from the environment, and the CLI's handling of arguments meant for psql."""
+
+from pathlib import Path
+
+import pytest
+
+from teamu_assets.cli import build_parser
+from teamu_assets.instance import dagster_yaml
+from teamu_assets.settings import Settings
+
+
+def test_defaults_live_under_teamu_home(tmp_path: Path) -> None:
+    settings = Settings.from_env({"TEAMU_HOME": str(tmp_path)})
+    assert settings.pgdata == tmp_path / "pgdata"
+    assert settings.dagster_home == tmp_path / "dagster"
+    assert settings.mixpanel_landing_dir == tmp_path / "landing" / "mixpanel"
+    assert settings.embedding_dim == 512
+    assert settings.uses_embedded_server and settings.mixpanel is None
+
+
+@pytest.mark.parametrize("dim", ["0", "2001"])
+def test_embedding_dim_out_of_range_is_refused(dim: str) -> None:
+    with pytest.raises(ValueError, match="TEAMU_EMBEDDING_DIM"):
+        Settings.from_env({"TEAMU_EMBEDDING_DIM": dim})
+
+
+def test_mixpanel_secret_stays_out_of_repr() -> None:
+    settings = Settings.from_env(
+        {
+            "MIXPANEL_SERVICE_ACCOUNT_USERNAME": "svc",
+            "MIXPANEL_SERVICE_ACCOUNT_SECRET": "top-secret-value",
+            "MIXPANEL_PROJECT_ID": "42",
+        }
+    )
+    assert settings.mixpanel is not None
+    assert "top-secret-value" not in repr(settings)
+
+
+def test_dagster_yaml_never_holds_the_password() -> None:
+    text = dagster_yaml("postgresql://app:hunter2@db.example:6543/postgres")
+    assert "hunter2" not in text
+    assert "env: TEAMU_DATABASE_PASSWORD" in text
+    assert 'scheme: "postgresql+psycopg2"' in text and "port: 6543" in text and 'db_name: "dagster"' in text
+
+
+def test_db_url_takes_a_database_and_psql_keeps_its_own_options() -> None:
+    parser = build_parser()
+    args = parser.parse_args(["db", "url", "--database", "dagster"])
+    assert (args.action, args.database) == ("url", "dagster")
+    args, extra = parser.parse_known_args(["db", "psql", "-At", "-c", "select 1"])
+    assert args.action == "psql" and extra == ["-At", "-c", "select 1"]
