@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from dagster import AssetExecutionContext, AssetKey
+from dagster import AssetExecutionContext, AssetKey, Config
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
 from teamu_assets.resources import TeamuDatabase
@@ -48,9 +48,17 @@ class TeamuDbtTranslator(DagsterDbtTranslator):
         return dbt_resource_props["schema"]
 
 
+class DbtBuildConfig(Config):
+    full_refresh: bool = False
+    """Rebuild incremental models from scratch: after raw rows were deleted or rewritten (e.g. a reseed)."""
+
+
 @dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=TeamuDbtTranslator())
-def teamu_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, database: TeamuDatabase) -> Iterator[Any]:
+def teamu_dbt_models(
+    context: AssetExecutionContext, config: DbtBuildConfig, dbt: DbtCliResource, database: TeamuDatabase
+) -> Iterator[Any]:
     """`dbt build` of the selected models: runs them and their tests, incrementally where the model says so."""
     # DbtCliResource hands os.environ to the dbt process; profiles.yml reads the connection from it.
     os.environ.update(database.dbt_env())
-    yield from dbt.cli(["build"], context=context).stream().fetch_row_counts()
+    args = ["build", "--full-refresh"] if config.full_refresh else ["build"]
+    yield from dbt.cli(args, context=context).stream().fetch_row_counts()

@@ -160,7 +160,7 @@ def _embeddings_as_of(
         if kind not in counts:
             counts[kind] = 0
     user_ids, user_vectors = embed_users(model_dir, user_features_as_of(interactions, users, cutoff))
-    post_ids, post_vectors = embed_posts(model_dir, post_features_as_of(counts, posts))
+    post_ids, post_vectors = embed_posts(model_dir, post_features_as_of(counts, posts, as_of=cutoff))
     return Embeddings(user_ids, user_vectors), Embeddings(post_ids, post_vectors)
 
 
@@ -314,7 +314,8 @@ def _write_embeddings(
         context.log.warning(message)
         return MaterializeResult(metadata={"written": False, "reason": message})
     if kind == "post":
-        ids, vectors = embed_posts(model_dir, features.read_post_features(url, ids))
+        # Post age is an input of the candidate tower: measured at the data's clock, as in training.
+        ids, vectors = embed_posts(model_dir, features.read_post_features(url, ids), as_of=features.data_clock(url))
     else:
         ids, vectors = embed_users(model_dir, features.read_user_features(url, ids))
     mode = "upsert" if config.incremental else "full"

@@ -65,6 +65,14 @@ def read_interactions(url: str) -> pd.DataFrame:
     return _with_utc(_frame(url, INTERACTIONS_SQL), "occurred_at")
 
 
+def data_clock(url: str) -> pd.Timestamp | None:
+    """The newest interaction's time: "now" as far as the data goes (behind the wall clock for replayed or
+    synthetic data, equal to it in production). Post ages for serving embeddings are measured at it."""
+    with connect(url) as conn:
+        newest = conn.execute("select max(occurred_at) from marts.interactions").fetchone()[0]
+    return None if newest is None else pd.Timestamp(newest)
+
+
 def read_recommendation_events(url: str) -> pd.DataFrame:
     """Shown/Clicked events in the columns teamu_assets.evaluation.ctr takes."""
     return _with_utc(_frame(url, RECOMMENDATION_EVENTS_SQL), "time")

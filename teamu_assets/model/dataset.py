@@ -21,9 +21,11 @@ import pyarrow.parquet as pq
 
 from teamu_assets.model.features import (
     ACTIVITY_COUNT_COLUMNS,
+    FEATURES_AS_OF_COLUMN,
     HISTORY_PADDING_ID,
     PostFeatureTable,
     UserFeatureTable,
+    epoch_days,
 )
 
 if TYPE_CHECKING:
@@ -42,8 +44,11 @@ _EXAMPLE_SCHEMA = pa.schema(
         ("occurred_at", pa.timestamp("ns", tz="UTC")),
         ("history", pa.list_(pa.int64())),
         *[(column, pa.int64()) for column in ACTIVITY_COUNT_COLUMNS],
+        *[(column, pa.int64()) for column in ("post_view_count", "post_vote_count")],
     ]
 )
+# The post's view and upvote counts (by everyone) strictly before the example: its popularity at that moment.
+POST_COUNT_COLUMNS: tuple[str, ...] = ("post_view_count", "post_vote_count")
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,20 @@ def _histories_before(frame: pd.DataFrame, history_length: int) -> tuple[list[li
     return histories, counts
 
 
+def _post_counts_before(frame: pd.DataFrame) -> np.ndarray:
+    """[n, 2] views and upvotes of each row's post strictly before the row's time (same-instant rows excluded)."""
+    counts = np.zeros((len(frame), 2), dtype=np.int64)
+    if len(frame) == 0:
+        return counts
+    keys = frame[["post_id", "occurred_at"]].reset_index(drop=True)
+    for column, kind in enumerate(("view", "upvote")):
+        hits = (frame["kind"].to_numpy() == kind).astype(np.int64)
+        per_instant = keys.assign(hits=hits).groupby(["post_id", "occurred_at"], sort=True)["hits"].sum()
+        before = per_instant.groupby(level="post_id").cumsum() - per_instant
+        counts[:, column] = before.reindex(pd.MultiIndex.from_frame(keys)).to_numpy(np.int64)
+    return counts
+
+
 def build_training_examples(
     interactions: pd.DataFrame,
     user_features: pd.DataFrame,
@@ -158,6 +177,9 @@ def build_training_examples(
     frame["history"] = histories
     for column_index, column in enumerate(ACTIVITY_COUNT_COLUMNS):
         frame[column] = counts[:, column_index]
+    post_counts = _post_counts_before(frame)
+    for column_index, column in enumerate(POST_COUNT_COLUMNS):
+        frame[column] = post_counts[:, column_index]
 
     before_cutoff = frame["occurred_at"] < cutoff
     training_period = frame.loc[before_cutoff]
@@ -208,10 +230,17 @@ def user_features_as_of(
     return result
 
 
-def post_features_as_of(post_counts: pd.DataFrame, post_features: pd.DataFrame) -> pd.DataFrame:
+def post_features_as_of(
+    post_counts: pd.DataFrame, post_features: pd.DataFrame, *, as_of: pd.Timestamp | None = None
+) -> pd.DataFrame:
     """The post mart with popularity (view_count, vote_count) replaced by `post_counts` (post_id, view,
-    upvote), e.g. counts from before a cutoff, so training and evaluation never see later popularity."""
+    upvote), e.g. counts from before a cutoff, so training and evaluation never see later popularity. With
+    `as_of` (the cutoff), post ages are measured at that moment too (a features_as_of column records it);
+    without, they are measured when the frame is embedded (now)."""
     result = post_features.copy()
+    if as_of is not None:
+        as_of = pd.Timestamp(as_of)
+        result[FEATURES_AS_OF_COLUMN] = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
     counts = post_counts.set_index("post_id")
     result["view_count"] = result["post_id"].map(counts["view"]).fillna(0).astype(np.int64)
     result["vote_count"] = result["post_id"].map(counts["upvote"]).fillna(0).astype(np.int64)
@@ -264,6 +293,8 @@ class ExampleBatch:
     kinds: np.ndarray
     histories: np.ndarray  # [n, history_length] int64, padded with HISTORY_PADDING_ID
     activity_counts: np.ndarray  # [n, 3] float32, the user's counts before the example
+    occurred_days: np.ndarray | None = None  # [n] float64 epoch days of the example
+    post_counts: np.ndarray | None = None  # [n, 2] float32 post views and upvotes before the example
 
     def __len__(self) -> int:
         return len(self.user_ids)
@@ -296,6 +327,12 @@ def iter_example_batches(
                 histories=_padded_histories(batch.column("history"), history_length),
                 activity_counts=np.stack(
                     [batch.column(c).to_numpy().astype(np.float32) for c in ACTIVITY_COUNT_COLUMNS], axis=1
+                ),
+                occurred_days=epoch_days(batch.column("occurred_at").to_pandas()),
+                post_counts=(
+                    np.stack([batch.column(c).to_numpy().astype(np.float32) for c in POST_COUNT_COLUMNS], axis=1)
+                    if all(c in batch.schema.names for c in POST_COUNT_COLUMNS)
+                    else None
                 ),
             )
 
@@ -358,7 +395,9 @@ def tf_example_dataset(
                 histories = np.where(forgotten[:, None], HISTORY_PADDING_ID, histories)
                 activity_counts = np.where(forgotten[:, None], 0.0, activity_counts).astype(np.float32)
             features = users.inputs(batch.user_ids, histories, activity_counts)
-            features.update(posts.inputs(batch.post_ids))
+            features.update(posts.inputs(batch.post_ids, as_of_days=batch.occurred_days, popularity=batch.post_counts))
+            features["query_day"] = batch.occurred_days.astype(np.float32)
+            features["post_created_day"] = posts.created_days(batch.post_ids).astype(np.float32)
             if id_dropout > 0:
                 dropped = rng.random(len(batch)) < id_dropout
                 features["post_id"] = np.where(dropped, HISTORY_PADDING_ID, batch.post_ids)
@@ -369,6 +408,8 @@ def tf_example_dataset(
     signature = {**user_input_signature(), **post_input_signature()}
     signature["candidate_id"] = tf.TensorSpec([None], tf.int64)
     signature["sampling_probability"] = tf.TensorSpec([None], tf.float32)
+    signature["query_day"] = tf.TensorSpec([None], tf.float32)
+    signature["post_created_day"] = tf.TensorSpec([None], tf.float32)
     dataset = tf.data.Dataset.from_generator(generate, output_signature=signature).unbatch()
     if shuffle_buffer > 0:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)

@@ -29,6 +29,19 @@ POST_NUMERIC_FEATURES: tuple[str, ...] = (
     "log_view_count",
     "log_avg_time_viewed_seconds",
 )
+# Optional column of a post frame: the moment its popularity columns and post ages refer to (see
+# PostFeatureTable); written by dataset.post_features_as_of(..., as_of=...).
+FEATURES_AS_OF_COLUMN = "features_as_of"
+SECONDS_PER_DAY = 86_400.0
+VOTE_COUNT_INDEX = POST_NUMERIC_FEATURES.index("log_vote_count")
+VIEW_COUNT_INDEX = POST_NUMERIC_FEATURES.index("log_view_count")
+
+
+def epoch_days(values: Any) -> np.ndarray:
+    """Timestamps (UTC or naive-as-UTC) as float64 days since the Unix epoch; missing ones become NaN."""
+    times = pd.to_datetime(pd.Series(values), utc=True, errors="coerce")
+    seconds = (times - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+    return (seconds / SECONDS_PER_DAY).to_numpy(np.float64)
 
 
 def user_h3_feature(resolution: int) -> str:
@@ -190,9 +203,25 @@ class UserFeatureTable:
 
 
 class PostFeatureTable:
-    """The candidate tower's inputs, one row per post."""
+    """The candidate tower's inputs, one row per post.
 
-    def __init__(self, post_features: pd.DataFrame) -> None:
+    Post age (days from created_at to a reference time, 0 for posts created later) is part of the inputs: the
+    reference time is `reference_time`, else the frame's features_as_of column, else now. Evaluate at a cutoff
+    with the cutoff as reference; serve with now."""
+
+    def __init__(self, post_features: pd.DataFrame, reference_time: pd.Timestamp | None = None) -> None:
+        if reference_time is None and FEATURES_AS_OF_COLUMN in post_features and len(post_features):
+            reference_time = pd.Timestamp(post_features[FEATURES_AS_OF_COLUMN].iloc[0])
+        if reference_time is None:
+            reference_time = pd.Timestamp.now(tz="UTC")
+        self.reference_day = float(epoch_days([reference_time])[0])
+        created = (
+            epoch_days(post_features["created_at"].to_numpy())
+            if "created_at" in post_features
+            else np.full(len(post_features), np.nan)
+        )
+        # Unknown creation time: treated as created at the reference time (age 0).
+        self.created_day = np.where(np.isnan(created), self.reference_day, created)
         self.post_ids = post_features["post_id"].to_numpy(np.int64)
         self._index = _IdIndex(self.post_ids)
         self.title = np.array([_text(v) for v in post_features["title"]], dtype=object)
@@ -218,18 +247,38 @@ class PostFeatureTable:
     def contains(self, post_ids: np.ndarray) -> np.ndarray:
         return self._index.contains(post_ids)
 
-    def inputs(self, post_ids: np.ndarray) -> dict[str, np.ndarray]:
+    def inputs(
+        self,
+        post_ids: np.ndarray,
+        *,
+        as_of_days: np.ndarray | None = None,
+        popularity: np.ndarray | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Candidate-tower inputs. as_of_days (epoch days per row) overrides the reference time for the ages;
+        popularity ([n, 2] view and upvote counts per row) overrides the table's counts: both for training
+        examples, where a post is seen as it was when the user engaged with it."""
         rows = self._index.rows(post_ids)
+        reference = self.reference_day if as_of_days is None else np.asarray(as_of_days, np.float64)
+        numeric = self.numeric[rows].copy()
+        if popularity is not None:
+            logs = np.log1p(np.clip(np.asarray(popularity, np.float32), 0, None))
+            numeric[:, VIEW_COUNT_INDEX] = logs[:, 0]
+            numeric[:, VOTE_COUNT_INDEX] = logs[:, 1]
         features: dict[str, np.ndarray] = {
             "post_id": np.asarray(post_ids, dtype=np.int64),
             "title": self.title[rows],
             "description": self.description[rows],
             "comments": self.comments[rows],
-            "post_numeric": self.numeric[rows],
+            "post_numeric": numeric,
+            "post_age_days": np.clip(reference - self.created_day[rows], 0.0, None).astype(np.float32),
         }
         for res in H3_RESOLUTIONS:
             features[post_h3_feature(res)] = self.h3[res][rows]
         return features
+
+    def created_days(self, post_ids: np.ndarray) -> np.ndarray:
+        """Creation times in epoch days (the reference time where unknown)."""
+        return self.created_day[self._index.rows(post_ids)]
 
     def serving_inputs(self) -> dict[str, np.ndarray]:
         return self.inputs(self.post_ids)

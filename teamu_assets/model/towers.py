@@ -47,6 +47,7 @@ def post_input_signature() -> dict[str, tf.TensorSpec]:
         "description": tf.TensorSpec([None], tf.string),
         "comments": tf.TensorSpec([None], tf.string),
         "post_numeric": tf.TensorSpec([None, len(POST_NUMERIC_FEATURES)], tf.float32),
+        "post_age_days": tf.TensorSpec([None], tf.float32),
     }
     signature.update({post_h3_feature(res): tf.TensorSpec([None], tf.string) for res in H3_RESOLUTIONS})
     return signature
@@ -131,12 +132,28 @@ class _H3Encoder(tf.keras.layers.Layer):
 
 
 def _projection_head(config: TowerConfig) -> tf.keras.Sequential:
+    # The last of the embedding_dim dimensions is the recency dimension (see _with_recency).
     return tf.keras.Sequential(
         [
             tf.keras.layers.Dense(config.hidden_units, activation="relu"),
-            tf.keras.layers.Dense(config.embedding_dim),
+            tf.keras.layers.Dense(config.embedding_dim - 1),
         ]
     )
+
+
+def _with_recency(content: tf.Tensor, weight: tf.Tensor) -> tf.Tensor:
+    """A unit vector from a unit content vector [n, D-1] and a recency weight in (-1, 1) [n]: the dot product of
+    a query [q * sqrt(1 - a^2), a] and a post [c * sqrt(1 - b^2), b] is the content match scaled down plus the
+    user's recency appetite a times the post's freshness b. Unit norm keeps inner product = cosine."""
+    weight = weight[:, tf.newaxis]
+    return tf.concat([content * tf.sqrt(tf.maximum(1.0 - tf.square(weight), 1e-4)), weight], axis=1)
+
+
+def _age_features(age_days: tf.Tensor) -> tf.Tensor:
+    """A few fixed shapes of decay over days to weeks; freshness is a learned mix of them (cheap enough to
+    evaluate for every (example, post) pair of a batch)."""
+    age = tf.maximum(tf.cast(age_days, tf.float32), 0.0)[..., tf.newaxis]
+    return tf.concat([tf.math.log1p(age), age / 30.0, tf.exp(-age / 3.0), tf.exp(-age / 10.0)], axis=-1)
 
 
 class QueryTower(tf.keras.Model):
@@ -160,8 +177,15 @@ class QueryTower(tf.keras.Model):
         self.user_id_hashing = tf.keras.layers.Hashing(num_bins=config.user_id_hash_bins)
         self.user_id_embedding = tf.keras.layers.Embedding(config.user_id_hash_bins, dim)
         self.head = _projection_head(config)
+        # How strongly this user prefers fresh posts; starts positive so both recency factors get gradients.
+        self.recency_appetite = tf.keras.layers.Dense(1, bias_initializer=tf.keras.initializers.Constant(0.5))
 
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        content, appetite = self.parts(inputs, training=training)
+        return _with_recency(content, appetite)
+
+    def parts(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
+        """(unit content vector [n, D-1], recency appetite in (-1, 1) [n])."""
         history = inputs["history"]
         engaged = history >= 0
         steps = tf.cast(tf.range(tf.shape(history)[1]), tf.float32)
@@ -188,7 +212,9 @@ class QueryTower(tf.keras.Model):
             # A user id embedding is learned from interactions only: for a user without any it is noise.
             user_id_embedding = self.user_id_embedding(self.user_id_hashing(inputs["user_id"]))
             parts.append(user_id_embedding * has_history)
-        return tf.math.l2_normalize(self.head(tf.concat(parts, axis=1)), axis=1)
+        features = tf.concat(parts, axis=1)
+        appetite = 0.99 * tf.tanh(self.recency_appetite(features))[:, 0]
+        return tf.math.l2_normalize(self.head(features), axis=1), appetite
 
 
 class CandidateTower(tf.keras.Model):
@@ -210,8 +236,19 @@ class CandidateTower(tf.keras.Model):
         self.post_id_lookup = tf.keras.layers.IntegerLookup(vocabulary=vocabularies.post_ids or [0])
         self.post_id_embedding = tf.keras.layers.Embedding(len(vocabularies.post_ids or [0]) + 1, dim)
         self.head = _projection_head(config)
+        # Freshness of a post as a function of its age only, so that training can score every post in a batch
+        # at each example's moment (see TwoTowerModel).
+        self.freshness_net = tf.keras.layers.Dense(1)
+
+    def freshness(self, age_days: tf.Tensor) -> tf.Tensor:
+        """Freshness in (-1, 1) of posts of the given ages in days (any shape)."""
+        return 0.99 * tf.tanh(self.freshness_net(_age_features(age_days))[..., 0])
 
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        return _with_recency(self.content(inputs, training=training), self.freshness(inputs["post_age_days"]))
+
+    def content(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        """Unit content vector [n, D-1]: everything but the post's age."""
         parts = [
             self.title(inputs["title"]),
             self.description(inputs["description"]),
@@ -225,29 +262,38 @@ class CandidateTower(tf.keras.Model):
 
 
 class TwoTowerModel(tfrs.Model):
-    """In-batch softmax retrieval with logQ correction and accidental-hit removal."""
+    """In-batch softmax retrieval with logQ correction and accidental-hit removal.
+
+    Each example is scored against every post of the batch as that post was at the example's moment: its age
+    then (query_day - post_created_day), and posts created after that moment are no candidates at all. This is
+    what teaches recency: a user at time t prefers posts that are fresh at t."""
 
     def __init__(self, query_tower: QueryTower, candidate_tower: CandidateTower, temperature: float) -> None:
         super().__init__()
         self.query_tower = query_tower
         self.candidate_tower = candidate_tower
-        self.task = tfrs.tasks.Retrieval(
-            temperature=temperature,
-            remove_accidental_hits=True,
-            loss_metrics=[tf.keras.metrics.Mean(name="batch_loss")],
-        )
+        self.temperature = temperature
+        self.batch_loss = tf.keras.metrics.Mean(name="batch_loss")
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        query_embeddings = self.query_tower(features, training=training)
-        candidate_embeddings = self.candidate_tower(features, training=training)
-        return self.task(
-            query_embeddings,
-            candidate_embeddings,
-            candidate_sampling_probability=features["sampling_probability"],
-            candidate_ids=features["candidate_id"],
-            compute_metrics=False,
-            compute_batch_metrics=False,
+        queries, appetite = self.query_tower.parts(features, training=training)
+        candidates = self.candidate_tower.content(features, training=training)
+        age = features["query_day"][:, tf.newaxis] - features["post_created_day"][tf.newaxis, :]
+        freshness = self.candidate_tower.freshness(age)
+        content_scale = tf.sqrt(tf.maximum(1.0 - tf.square(appetite), 1e-4))[:, tf.newaxis] * tf.sqrt(
+            tf.maximum(1.0 - tf.square(freshness), 1e-4)
         )
+        scores = content_scale * tf.linalg.matmul(queries, candidates, transpose_b=True)
+        scores = (scores + appetite[:, tf.newaxis] * freshness) / self.temperature
+        scores -= tf.math.log(tf.maximum(features["sampling_probability"], 1e-12))[tf.newaxis, :]
+        ids = features["candidate_id"]
+        diagonal = tf.eye(tf.shape(ids)[0], dtype=tf.bool)
+        excluded = (ids[:, tf.newaxis] == ids[tf.newaxis, :]) | (age < 0)
+        scores = tf.where(excluded & ~diagonal, tf.cast(-1e9, scores.dtype), scores)
+        labels = tf.eye(tf.shape(ids)[0], dtype=scores.dtype)
+        loss = tf.reduce_sum(tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=scores))
+        self.batch_loss.update_state(loss)
+        return loss
 
 
 class ServingTower(tf.Module):

@@ -66,9 +66,9 @@ class TrainParams:
     feature_dim: int = 64
     hidden_units: int = 256
     history_decay: float = 0.95
-    id_dropout: float = 0.1
+    id_dropout: float = 0.5
     history_dropout: float = 0.25
-    use_id_features: bool = True
+    use_id_features: bool = False
     user_id_hash_bins: int = 100_000
     max_text_tokens: int = 20_000
     max_passions: int = 8
@@ -177,15 +177,21 @@ def train(
     log: Callable[[str], None] = print,
 ) -> TrainResult:
     """Trains on the dataset written by write_dataset, early-stops on validation recall@k and saves the towers
-    and vocabularies under out_dir. Post popularity features are taken as of the dataset's cutoff (counted
-    from the training period's examples), so neither training nor evaluation sees later popularity."""
+    and vocabularies under out_dir. Each training example sees its post as of the example's moment
+    (popularity and age then); validation sees popularity as of the dataset's cutoff, so neither training nor
+    evaluation sees later popularity."""
     _fix_seeds(params.seed)
     manifest = read_manifest(dataset_dir)
     out_dir = Path(out_dir)
     train_files = [manifest.path("train")]
     train_counts = count_posts_by_kind(train_files)
     before_cutoff_counts = count_posts_by_kind(train_files + [manifest.path("validation")])
-    posts = PostFeatureTable(post_features_as_of(before_cutoff_counts, post_features))
+    # Validation queries fall after validation_start: post ages for validation are measured there. Training
+    # examples see each post as it was at the example's moment (age and popularity then).
+    validation_reference = pd.Timestamp(manifest.validation_start or manifest.cutoff)
+    posts = PostFeatureTable(
+        post_features_as_of(before_cutoff_counts, post_features), reference_time=validation_reference
+    )
     layout = FeatureLayout(
         history_length=min(params.history_length, manifest.history_length), max_passions=params.max_passions
     )
@@ -340,10 +346,18 @@ def embed_users(
 
 
 def embed_posts(
-    model_dir: Path, post_features: pd.DataFrame, *, batch_size: int = 4096
+    model_dir: Path,
+    post_features: pd.DataFrame,
+    *,
+    batch_size: int = 4096,
+    as_of: pd.Timestamp | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(post ids int64 [n], float32 [n, D] embeddings) from the saved candidate tower."""
-    posts = PostFeatureTable(post_features)
+    """(post ids int64 [n], float32 [n, D] embeddings) from the saved candidate tower. Post ages are measured
+    at `as_of`, else at the frame's features_as_of (post_features_as_of(..., as_of=...)), else now."""
+    posts = PostFeatureTable(post_features, reference_time=as_of)
     tower = load_tower(model_dir, CANDIDATE_TOWER_DIR)
-    vectors = _embed(tower.serve, posts.serving_inputs(), len(posts.post_ids), _embedding_dim(model_dir), batch_size)
+    # Towers saved before post age was an input take the inputs they were saved with.
+    accepted = set(tower.serve.concrete_functions[0].structured_input_signature[0][0])
+    inputs = {name: values for name, values in posts.serving_inputs().items() if name in accepted}
+    vectors = _embed(tower.serve, inputs, len(posts.post_ids), _embedding_dim(model_dir), batch_size)
     return posts.post_ids.copy(), vectors

@@ -194,3 +194,47 @@ def test_h3_cells_at_two_resolutions_and_unknown_for_bad_coordinates() -> None:
     assert h3_cell(48.85, 2.35, 4) != berlin_coarse
     for lat, lng in ((np.nan, 13.4), (None, None), (95.0, 0.0), (0.0, 200.0), ("x", 1.0)):
         assert h3_cell(lat, lng, 4) == UNKNOWN_H3_CELL
+
+
+def test_examples_see_the_post_as_it_was_then_popularity_and_age() -> None:
+    from teamu_assets.model.dataset import post_features_as_of
+    from teamu_assets.model.features import PostFeatureTable
+
+    interactions = pd.DataFrame(
+        [
+            (1, 10, "view", T0),
+            (2, 10, "view", T0 + pd.Timedelta(hours=1)),
+            (2, 10, "upvote", T0 + pd.Timedelta(hours=1)),  # same instant as the view: sees neither
+            (3, 10, "view", T0 + pd.Timedelta(hours=2)),
+        ],
+        columns=["user_id", "post_id", "kind", "occurred_at"],
+    )
+    users, posts = _features([1, 2, 3], [10])
+    data = build_training_examples(interactions, users, posts, T0 + pd.Timedelta(days=1), validation_fraction=0.0)
+    rows = data.train.set_index(["user_id", "kind"])
+    assert rows.loc[(1, "view"), ["post_view_count", "post_vote_count"]].tolist() == [0, 0]
+    assert rows.loc[(2, "upvote"), ["post_view_count", "post_vote_count"]].tolist() == [1, 0]
+    assert rows.loc[(3, "view"), ["post_view_count", "post_vote_count"]].tolist() == [2, 1]
+
+    frame = pd.DataFrame(
+        {
+            "post_id": [10, 11],
+            "title": ["a", "b"],
+            "description": ["", ""],
+            "comments": [[], []],
+            "post_length": [1, 1],
+            "is_local": [False, False],
+            "vote_count": [5, 0],
+            "view_count": [9, 0],
+            "latitude": [np.nan, np.nan],
+            "longitude": [np.nan, np.nan],
+            "created_at": [T0 - pd.Timedelta(days=3), T0 + pd.Timedelta(days=2)],
+        }
+    )
+    counts = pd.DataFrame({"post_id": [10], "view": [2], "upvote": [1]})
+    at_t0 = PostFeatureTable(post_features_as_of(counts, frame, as_of=T0)).serving_inputs()
+    # Ages at the as-of time; a post created later counts as brand new.
+    np.testing.assert_allclose(at_t0["post_age_days"], [3.0, 0.0], atol=1e-3)
+    np.testing.assert_allclose(at_t0["post_numeric"][:, 3], np.log1p([2.0, 0.0]), atol=1e-6)
+    later = PostFeatureTable(frame, reference_time=T0 + pd.Timedelta(days=4)).serving_inputs()
+    np.testing.assert_allclose(later["post_age_days"], [7.0, 2.0], atol=1e-3)

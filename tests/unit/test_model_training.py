@@ -71,7 +71,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
         result=result,
         model_dir=root / "model",
         users_at_cutoff=user_features_as_of(world.interactions, world.user_features, world.cutoff),
-        posts_at_cutoff=post_features_as_of(post_counts, world.post_features),
+        posts_at_cutoff=post_features_as_of(post_counts, world.post_features, as_of=world.cutoff),
         logged=logged,
     )
 
