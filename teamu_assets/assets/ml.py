@@ -283,36 +283,37 @@ class EmbeddingConfig(Config):
 
 
 def _write_embeddings(
-    context: AssetExecutionContext,
-    config: EmbeddingConfig,
-    database: TeamuDatabase,
-    evaluation_report: dict[str, Any],
-    kind: str,
+    context: AssetExecutionContext, config: EmbeddingConfig, database: TeamuDatabase, kind: str
 ) -> MaterializeResult:
+    """Reads the model to serve from the registry, not from an upstream output, so the incremental job (which
+    does not run evaluation_report) needs nothing but the database."""
     from teamu_assets.db.embeddings import ensure_embedding_tables, write_embeddings
     from teamu_assets.db.recommend import install_serving_functions
 
     url = database.url()
+    promoted = registry.promoted_model(url)
+    ids = None
     if config.incremental:
-        promoted = registry.promoted_model(url)
         if promoted is None:
             raise ValueError("no promoted model yet: run the full_refresh job first")
-        version, model_dir = promoted.model_version, Path(promoted.artifact_path)
         ids = features.changed_since_embedding(url, kind)
         if not ids:
             return MaterializeResult(metadata={"written": False, "reason": "no changed rows", "rows": 0})
     else:
-        version, model_dir, ids = evaluation_report["model_version"], Path(evaluation_report["model_dir"]), None
+        evaluated = registry.latest_evaluation(url)
+        if evaluated is None:
+            raise ValueError("no evaluated model yet: materialize evaluation_report first")
+        if not evaluated.promoted:
+            message = f"{evaluated.model_version} was not promoted; serving keeps {promoted and promoted.model_version}"
+            context.log.warning(message)
+            return MaterializeResult(metadata={"written": False, "reason": message})
+        promoted = registry.model_version(url, evaluated.model_version)
     from teamu_assets.model.train import embed_posts, embed_users, read_model_config
 
+    version, model_dir = promoted.model_version, Path(promoted.artifact_path)
     dim = int(read_model_config(model_dir)["tower"]["embedding_dim"])
     ensure_embedding_tables(url, dim)
     install_serving_functions(url)
-    if not config.incremental and not evaluation_report["promoted"]:
-        kept = registry.promoted_model(url)
-        message = f"{version} was not promoted; serving keeps {kept and kept.model_version}"
-        context.log.warning(message)
-        return MaterializeResult(metadata={"written": False, "reason": message})
     if kind == "post":
         # Post age is an input of the candidate tower: measured at the data's clock, as in training.
         ids, vectors = embed_posts(model_dir, features.read_post_features(url, ids), as_of=features.data_clock(url))
@@ -334,21 +335,31 @@ def _write_embeddings(
     )
 
 
-@asset(group_name="serving", kinds={"postgres", "pgvector"}, key=AssetKey(["ml", "post_embeddings"]), deps=MARTS)
+@asset(
+    group_name="serving",
+    kinds={"postgres", "pgvector"},
+    key=AssetKey(["ml", "post_embeddings"]),
+    deps=[*MARTS, "evaluation_report"],
+)
 def post_embeddings(
-    context: AssetExecutionContext, config: EmbeddingConfig, database: TeamuDatabase, evaluation_report: dict[str, Any]
+    context: AssetExecutionContext, config: EmbeddingConfig, database: TeamuDatabase
 ) -> MaterializeResult:
     """Post (candidate) tower embeddings of the promoted model in ml.post_embeddings, swapped in atomically,
     HNSW-indexed; also (re)installs ml.recommend_posts and ml.similar_posts."""
-    return _write_embeddings(context, config, database, evaluation_report, "post")
+    return _write_embeddings(context, config, database, "post")
 
 
-@asset(group_name="serving", kinds={"postgres", "pgvector"}, key=AssetKey(["ml", "user_embeddings"]), deps=MARTS)
+@asset(
+    group_name="serving",
+    kinds={"postgres", "pgvector"},
+    key=AssetKey(["ml", "user_embeddings"]),
+    deps=[*MARTS, "evaluation_report"],
+)
 def user_embeddings(
-    context: AssetExecutionContext, config: EmbeddingConfig, database: TeamuDatabase, evaluation_report: dict[str, Any]
+    context: AssetExecutionContext, config: EmbeddingConfig, database: TeamuDatabase
 ) -> MaterializeResult:
     """User (query) tower embeddings of the promoted model in ml.user_embeddings, swapped in atomically."""
-    return _write_embeddings(context, config, database, evaluation_report, "user")
+    return _write_embeddings(context, config, database, "user")
 
 
 def _embedding_check(database: TeamuDatabase, kind: str, mart: str) -> AssetCheckResult:

@@ -47,6 +47,16 @@ def promoted_model(url: str) -> ModelVersion | None:
     return None if row is None else ModelVersion(*row)
 
 
+def model_version(url: str, version: str) -> ModelVersion:
+    with connect(url) as conn:
+        row = conn.execute(
+            "select model_version, artifact_path, params from ml.model_versions where model_version = %s", (version,)
+        ).fetchone()
+    if row is None:
+        raise LookupError(f"model version {version} is not registered in ml.model_versions")
+    return ModelVersion(*row)
+
+
 def record_evaluation(
     url: str,
     model_version: str,

@@ -13,6 +13,7 @@ from teamu_assets.db import bootstrap, registry
 from teamu_assets.db.connection import connect
 from teamu_assets.db.recommend import recommend
 from teamu_assets.resources import ArtifactStore, MixpanelExport, TeamuDatabase
+from teamu_assets.sensors import incremental_refresh_job
 from teamu_assets.synthetic import SyntheticConfig, generate, save_truth, write_mixpanel_files, write_supabase
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -20,18 +21,22 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 SMALL_MODEL = {"epochs": 4, "embedding_dim": 32, "batch_size": 256, "patience": 2}
 
 
+def _resources(home: Path, url: str) -> dict:
+    return {
+        "database": TeamuDatabase(teamu_home=str(home), database_url=url),
+        "artifacts": ArtifactStore(root=str(home)),
+        "mixpanel": MixpanelExport(landing_dir=str(home / "landing")),
+        "dbt": DbtCliResource(
+            project_dir=dbt_project, profiles_dir=str(dbt_project.profiles_dir), dbt_executable=DBT_EXECUTABLE
+        ),
+    }
+
+
 def _run(home: Path, module_db_url: str, model_config: dict, gate_tolerance: float = 0.02):
     return materialize(
         [*definitions.defs.assets, *definitions.defs.asset_checks],
         instance=DagsterInstance.ephemeral(),
-        resources={
-            "database": TeamuDatabase(teamu_home=str(home), database_url=module_db_url),
-            "artifacts": ArtifactStore(root=str(home)),
-            "mixpanel": MixpanelExport(landing_dir=str(home / "landing")),
-            "dbt": DbtCliResource(
-                project_dir=dbt_project, profiles_dir=str(dbt_project.profiles_dir), dbt_executable=DBT_EXECUTABLE
-            ),
-        },
+        resources=_resources(home, module_db_url),
         run_config={
             "ops": {
                 "two_tower_model": {"config": model_config},
@@ -95,3 +100,40 @@ def test_full_graph_then_gate_keeps_the_promoted_model(seeded: tuple[Path, str])
     with connect(module_db_url) as conn:
         assert conn.execute("select distinct model_version from ml.post_embeddings").fetchall() == served
     assert _metadata(second, "ml", "post_embeddings")["written"] is False
+
+
+def test_incremental_refresh_reembeds_only_what_changed(seeded: tuple[Path, str]) -> None:
+    """After the full graph: one new upvote -> ingest + incremental dbt + upsert of the changed rows only."""
+    home, url = seeded
+    with connect(url) as conn:
+        user_id, post_id = conn.execute(
+            "select u.user_id, p.post_id from marts.user_features u cross join marts.post_features p "
+            "where p.user_id <> u.user_id and not exists (select 1 from marts.interactions i "
+            "where i.user_id = u.user_id and i.post_id = p.post_id) order by u.user_id, p.post_id limit 1"
+        ).fetchone()
+        before = dict(conn.execute("select user_id, updated_at from ml.user_embeddings").fetchall())
+        conn.execute(
+            "insert into raw_supabase.votes select max(vote_id) + 1, %s, %s, 1, now() from raw_supabase.votes",
+            (post_id, user_id),
+        )
+    result = materialize(
+        [*definitions.defs.assets, *definitions.defs.asset_checks],
+        instance=DagsterInstance.ephemeral(),
+        resources=_resources(home, url),
+        selection=incremental_refresh_job.selection,
+        run_config={
+            "ops": {
+                "ml__post_embeddings": {"config": {"incremental": True}},
+                "ml__user_embeddings": {"config": {"incremental": True}},
+            }
+        },
+    )
+    assert result.success
+    users = _metadata(result, "ml", "user_embeddings")
+    assert users["mode"] == "upsert" and 1 <= users["rows"] < len(before)
+    with connect(url) as conn:
+        after = dict(conn.execute("select user_id, updated_at from ml.user_embeddings").fetchall())
+        served = [row[0] for row in conn.execute("select post_id from ml.recommend_posts(%s, 50)", (user_id,))]
+    assert after[user_id] > before[user_id], "the voting user is re-embedded"
+    assert sum(after[u] != before[u] for u in before) == users["rows"], "no other user is touched"
+    assert post_id not in served, "the upvoted post is no longer recommended to that user"
