@@ -171,7 +171,7 @@ def evaluation_report(
     database: TeamuDatabase,
     artifacts: ArtifactStore,
     two_tower_model: dict[str, str],
-) -> Output[dict[str, Any]]:
+) -> MaterializeResult:
     """Ranking metrics on the evaluation period against popularity, random, the promoted model and (synthetic
     data) the oracle; segments, CTR, plots; the promotion gate. Rows in ml.model_evaluations."""
     from teamu_assets.evaluation.gate import promotion_decision
@@ -246,9 +246,8 @@ def evaluation_report(
     if oracle_recall is not None:
         metadata["oracle_recall@20"] = oracle_recall
         metadata["recall@20_vs_oracle"] = recall / oracle_recall if oracle_recall else 0.0
-    return Output(
-        {"model_version": version, "model_dir": str(model_dir), "promoted": decision.promote}, metadata=metadata
-    )
+    # The embedding assets read the decision from ml.model_evaluations, so nothing flows through an IO manager.
+    return MaterializeResult(metadata=metadata)
 
 
 def _oracle(artifacts: ArtifactStore, cutoff: pd.Timestamp) -> Any:

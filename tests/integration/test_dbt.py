@@ -18,12 +18,11 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from teamu_assets.db import schema
-from teamu_assets.db.connection import connect
+from teamu_assets.db.connection import connect, dbt_env
 
 pytestmark = pytest.mark.integration
 
@@ -291,18 +290,6 @@ class Builds:
     rejected: dict[tuple[str, str, str], int]
 
 
-def dbt_env(db_url: str) -> dict[str, str]:
-    parts = conninfo_to_dict(db_url)
-    return {
-        **os.environ,
-        "TEAMU_DBT_HOST": str(parts.get("host", "127.0.0.1")),
-        "TEAMU_DBT_PORT": str(parts.get("port", 5432)),
-        "TEAMU_DBT_USER": str(parts.get("user", "postgres")),
-        "TEAMU_DBT_PASSWORD": str(parts.get("password", "")),
-        "TEAMU_DBT_DBNAME": str(parts["dbname"]),
-    }
-
-
 def insert_events(conn: psycopg.Connection, events: list[tuple[str, str, str, datetime, dict]]) -> None:
     conn.cursor().executemany(
         "insert into raw_mixpanel.events (insert_id, event, distinct_id, event_time, properties, source_file)"
@@ -331,7 +318,7 @@ def snapshot(db_url: str) -> dict[str, list[dict[str, Any]]]:
 
 @pytest.fixture(scope="module")
 def dbt(db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Dbt:
-    return Dbt(dbt_env(db_url), tmp_path_factory.mktemp("dbt"))
+    return Dbt({**os.environ, **dbt_env(db_url)}, tmp_path_factory.mktemp("dbt"))
 
 
 @pytest.fixture(scope="module")
