@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 
 from dagster import Definitions, EnvVar
-from dagster_dbt import DbtCliResource
 
-from teamu_assets.assets.dbt import DBT_EXECUTABLE, dbt_project, teamu_dbt_models
+from teamu_assets.assets.dbt import DBT_EXECUTABLE, TeamuDbtCliResource, dbt_project, teamu_dbt_models
 from teamu_assets.assets.ingestion import mixpanel_events, supabase_tables
 from teamu_assets.assets.ml import (
     evaluation_report,
@@ -20,7 +19,7 @@ from teamu_assets.assets.ml import (
     user_embeddings,
     user_embeddings_are_complete_and_sane,
 )
-from teamu_assets.resources import ArtifactStore, MixpanelExport, TeamuDatabase
+from teamu_assets.resources import ArtifactStore, MixpanelExport, TeamuDatabase, TowerPreloader
 from teamu_assets.sensors import (
     full_refresh_job,
     incremental_refresh_job,
@@ -40,6 +39,8 @@ def _env_or_none(name: str) -> EnvVar | None:
     return EnvVar(name) if os.environ.get(name) else None
 
 
+database = TeamuDatabase(teamu_home=str(settings.home), database_url=_env_or_none("TEAMU_DATABASE_URL"))
+
 defs = Definitions(
     assets=[
         *supabase_tables,
@@ -56,7 +57,8 @@ defs = Definitions(
     sensors=[new_interactions_sensor, retrain_on_new_interactions_sensor],
     schedules=[nightly_retrain_schedule],
     resources={
-        "database": TeamuDatabase(teamu_home=str(settings.home), database_url=_env_or_none("TEAMU_DATABASE_URL")),
+        "database": database,
+        "tower_preloader": TowerPreloader(database=database),
         "artifacts": ArtifactStore(root=str(settings.home)),
         "mixpanel": MixpanelExport(
             landing_dir=str(settings.mixpanel_landing_dir),
@@ -64,7 +66,7 @@ defs = Definitions(
             service_account_secret=_env_or_none("MIXPANEL_SERVICE_ACCOUNT_SECRET"),
             project_id=_env_or_none("MIXPANEL_PROJECT_ID"),
         ),
-        "dbt": DbtCliResource(
+        "dbt": TeamuDbtCliResource(
             project_dir=dbt_project, profiles_dir=str(dbt_project.profiles_dir), dbt_executable=DBT_EXECUTABLE
         ),
     },

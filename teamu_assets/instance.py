@@ -39,6 +39,11 @@ run_coordinator:
   config:
     max_concurrent_runs: 2
     dequeue_interval_seconds: 1
+    # The refresh jobs write the same marts and embedding tables: one at a time (teamu_assets/sensors.py).
+    tag_concurrency_limits:
+      - key: "teamu/writes"
+        value: "marts-and-embeddings"
+        limit: 1
 telemetry:
   enabled: false
 """

@@ -20,26 +20,32 @@ from dagster import (
     in_process_executor,
     sensor,
 )
+from dagster_dbt import build_dbt_asset_selection
 
+from teamu_assets.assets.dbt import teamu_dbt_models
 from teamu_assets.db.watermarks import Watermarks, current_watermarks, interactions_since_last_training
 from teamu_assets.resources import MixpanelExport, TeamuDatabase
 
 EMBEDDINGS = [AssetKey(["ml", "post_embeddings"]), AssetKey(["ml", "user_embeddings"])]
+# Both refresh jobs write the marts and the embedding tables: the run queue lets one of them run at a time
+# (tag_concurrency_limits in the instance's dagster.yaml, teamu_assets/instance.py).
+WRITES_MARTS_AND_EMBEDDINGS = {"teamu/writes": "marts-and-embeddings"}
 RETRAIN_MIN_INTERACTIONS = int(os.environ.get("TEAMU_RETRAIN_MIN_INTERACTIONS") or 5000)
 
 # Ingest new events, run the incremental dbt models, and upsert embeddings of changed users/posts with the
 # promoted model. In-process: one Python start-up and one TensorFlow import per run, not one per step.
 incremental_refresh_job = define_asset_job(
     "incremental_refresh",
-    # Staging models are views (nothing to refresh) and dbt's tests run in full_refresh: selecting the
-    # incremental models without their checks makes dagster-dbt run `dbt build` with no tests, which is most of
-    # the latency budget saved. The embedding checks stay: they are cheap and guard serving.
+    # Only the incremental models: views have nothing to refresh (re-creating them costs a lock and a round
+    # trip each) and dbt's tests run in full_refresh. Without their checks dagster-dbt runs `dbt build` with no
+    # tests, which is most of the latency budget saved. The embedding checks stay: they are cheap and guard serving.
     selection=(
         AssetSelection.keys(AssetKey(["mixpanel", "events"]))
-        | AssetSelection.groups("intermediate", "marts").without_checks()
+        | build_dbt_asset_selection([teamu_dbt_models], dbt_select="config.materialized:incremental").without_checks()
         | AssetSelection.assets(*EMBEDDINGS)
     ),
     executor_def=in_process_executor,
+    tags=WRITES_MARTS_AND_EMBEDDINGS,
     config={
         "ops": {
             "ml__post_embeddings": {"config": {"incremental": True}},
@@ -52,6 +58,7 @@ incremental_refresh_job = define_asset_job(
 full_refresh_job = define_asset_job(
     "full_refresh",
     selection=AssetSelection.all(),
+    tags=WRITES_MARTS_AND_EMBEDDINGS,
     description="Everything: ingest, dbt build, training data, train, evaluate and gate, embeddings.",
 )
 

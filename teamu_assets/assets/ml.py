@@ -24,7 +24,7 @@ from dagster import (
 )
 
 from teamu_assets.db import features, registry
-from teamu_assets.resources import ArtifactStore, TeamuDatabase
+from teamu_assets.resources import ArtifactStore, TeamuDatabase, TowerPreloader
 from teamu_assets.settings import Settings
 
 MARTS = [AssetKey(["marts", name]) for name in ("interactions", "user_features", "post_features")]
@@ -97,7 +97,7 @@ class TrainConfig(Config):
     epochs: int = 30
     batch_size: int = 1024
     embedding_dim: int = DEFAULT_EMBEDDING_DIM
-    temperature: float = 0.2
+    temperature: float = 0.35
     learning_rate: float = 0.005
     patience: int = 3
     seed: int = 42
@@ -282,7 +282,11 @@ class EmbeddingConfig(Config):
 
 
 def _write_embeddings(
-    context: AssetExecutionContext, config: EmbeddingConfig, database: TeamuDatabase, kind: str
+    context: AssetExecutionContext,
+    config: EmbeddingConfig,
+    database: TeamuDatabase,
+    tower_preloader: TowerPreloader,
+    kind: str,
 ) -> MaterializeResult:
     """Reads the model to serve from the registry, not from an upstream output, so the incremental job (which
     does not run evaluation_report) needs nothing but the database."""
@@ -307,6 +311,7 @@ def _write_embeddings(
             context.log.warning(message)
             return MaterializeResult(metadata={"written": False, "reason": message})
         promoted = registry.model_version(url, evaluated.model_version)
+    tower_preloader.wait()
     from teamu_assets.model.train import embed_posts, embed_users, read_model_config
 
     version, model_dir = promoted.model_version, Path(promoted.artifact_path)
@@ -341,11 +346,14 @@ def _write_embeddings(
     deps=[*MARTS, "evaluation_report"],
 )
 def post_embeddings(
-    context: AssetExecutionContext, config: EmbeddingConfig, database: TeamuDatabase
+    context: AssetExecutionContext,
+    config: EmbeddingConfig,
+    database: TeamuDatabase,
+    tower_preloader: TowerPreloader,
 ) -> MaterializeResult:
     """Post (candidate) tower embeddings of the promoted model in ml.post_embeddings, swapped in atomically,
     HNSW-indexed; also (re)installs ml.recommend_posts and ml.similar_posts."""
-    return _write_embeddings(context, config, database, "post")
+    return _write_embeddings(context, config, database, tower_preloader, "post")
 
 
 @asset(
@@ -355,10 +363,13 @@ def post_embeddings(
     deps=[*MARTS, "evaluation_report"],
 )
 def user_embeddings(
-    context: AssetExecutionContext, config: EmbeddingConfig, database: TeamuDatabase
+    context: AssetExecutionContext,
+    config: EmbeddingConfig,
+    database: TeamuDatabase,
+    tower_preloader: TowerPreloader,
 ) -> MaterializeResult:
     """User (query) tower embeddings of the promoted model in ml.user_embeddings, swapped in atomically."""
-    return _write_embeddings(context, config, database, "user")
+    return _write_embeddings(context, config, database, tower_preloader, "user")
 
 
 def _embedding_check(database: TeamuDatabase, kind: str, mart: str) -> AssetCheckResult:
@@ -372,8 +383,8 @@ def _embedding_check(database: TeamuDatabase, kind: str, mart: str) -> AssetChec
         problems.append(f"{stats['row_count']} embeddings for {feature_rows} rows of {mart}")
     if stats["null_embedding_count"] or stats["non_finite_count"]:
         problems.append(f"{stats['null_embedding_count']} NULL and {stats['non_finite_count']} non-finite vectors")
-    if stats["row_count"] and not (stats["norm_min"] >= 0.99 and stats["norm_max"] <= 1.01):
-        problems.append(f"norms in [{stats['norm_min']:.3f}, {stats['norm_max']:.3f}], expected 1 (L2-normalized)")
+    if stats["row_count"] and not stats["norm_min"] > 0:
+        problems.append("a zero vector (it would score 0 against everything)")
     if len(stats["model_versions"]) > 1:
         problems.append(f"several model versions: {stats['model_versions']}")
     if stats["hnsw_index_expected"] and not stats["hnsw_index_present"]:
@@ -381,7 +392,7 @@ def _embedding_check(database: TeamuDatabase, kind: str, mart: str) -> AssetChec
     return AssetCheckResult(
         passed=not problems,
         severity=AssetCheckSeverity.ERROR,
-        description="; ".join(problems) or "one finite unit-norm embedding per feature row, one model version",
+        description="; ".join(problems) or "one finite non-zero embedding per feature row, one model version",
         metadata={
             key: value
             for key, value in {**stats, "feature_rows": feature_rows}.items()

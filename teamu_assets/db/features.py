@@ -100,3 +100,19 @@ def row_count(url: str, table: str) -> int:
     with connect(url) as conn:
         query = sql.SQL("select count(*) from {}.{}").format(sql.Identifier(schema_name), sql.Identifier(table_name))
         return conn.execute(query).fetchone()[0]
+
+
+def table_row_count(url: str, schema_name: str, table_name: str) -> int | None:
+    """Rows of a table; None for a view (counting one runs its whole query) or a relation that does not exist."""
+    from psycopg import sql
+
+    with connect(url) as conn:
+        kind = conn.execute(
+            "select c.relkind from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+            "where n.nspname = %s and c.relname = %s",
+            (schema_name, table_name),
+        ).fetchone()
+        if kind is None or kind[0] not in ("r", "p"):
+            return None
+        query = sql.SQL("select count(*) from {}.{}").format(sql.Identifier(schema_name), sql.Identifier(table_name))
+        return conn.execute(query).fetchone()[0]

@@ -31,7 +31,7 @@ def format_summary(
     for name in ("popularity", "oracle"):
         base = float(baselines.get(name, {}).get("recall@20", 0.0))
         if base:
-            lines.append(f"recall@20 = {recall / base:.2f}x {name}")
+            lines.append(f"recall@20 = {recall / base:.3f}x {name}")
     for name in ("warm", "cold_start", "new_posts", "local_posts"):
         if name in segments:
             lines.append(f"recall@20 on {name}: {float(segments[name].get('recall@20', 0.0)):.4f}")

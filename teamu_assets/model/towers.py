@@ -1,9 +1,15 @@
 """The two towers and the TFRS retrieval model (tf.keras on legacy Keras, as TFRS requires).
 
-Both towers end in a dense projection to D dimensions and L2 normalization, so the dot product is a cosine
-similarity; the retrieval task divides it by a temperature. Cold start works by construction: every id
-feature sits next to content features (text, passions, location, counts), and id embeddings are switched off
-where they carry nothing (a user without history; a post outside the training vocabulary).
+The score of a (user, post) pair is additive, as engagement is in log space: content match (a cosine over D-2
+L2-normalized dimensions, divided by a temperature) + the user's appetite for fresh posts times the post's
+freshness at its age + the post's quality (what its popularity says about it). Each tower writes its terms into
+one D-dimensional vector, user [content / temperature, appetite, 1] and post [content, freshness, quality], so
+the inner product that pgvector ranks by is exactly the trained score. (A first version kept the vectors
+unit-norm with recency folded into the cosine, which made recency and content compete for one norm.)
+
+Cold start works by construction: every id feature sits next to content features (text, passions, location,
+counts), and id embeddings are switched off where they carry nothing (a user without history; a post outside
+the training vocabulary).
 """
 
 from __future__ import annotations
@@ -79,6 +85,7 @@ class TowerConfig:
     history_decay: float
     user_id_hash_bins: int
     use_id_features: bool
+    temperature: float
     user_count_mean: list[float]
     user_count_variance: list[float]
     post_numeric_mean: list[float]
@@ -131,22 +138,17 @@ class _H3Encoder(tf.keras.layers.Layer):
         )
 
 
+# The last two of the embedding_dim dimensions carry the additive terms of the score (see TwoTowerModel).
+SCORE_TERMS = 2
+
+
 def _projection_head(config: TowerConfig) -> tf.keras.Sequential:
-    # The last of the embedding_dim dimensions is the recency dimension (see _with_recency).
     return tf.keras.Sequential(
         [
             tf.keras.layers.Dense(config.hidden_units, activation="relu"),
-            tf.keras.layers.Dense(config.embedding_dim - 1),
+            tf.keras.layers.Dense(config.embedding_dim - SCORE_TERMS),
         ]
     )
-
-
-def _with_recency(content: tf.Tensor, weight: tf.Tensor) -> tf.Tensor:
-    """A unit vector from a unit content vector [n, D-1] and a recency weight in (-1, 1) [n]: the dot product of
-    a query [q * sqrt(1 - a^2), a] and a post [c * sqrt(1 - b^2), b] is the content match scaled down plus the
-    user's recency appetite a times the post's freshness b. Unit norm keeps inner product = cosine."""
-    weight = weight[:, tf.newaxis]
-    return tf.concat([content * tf.sqrt(tf.maximum(1.0 - tf.square(weight), 1e-4)), weight], axis=1)
 
 
 def _age_features(age_days: tf.Tensor) -> tf.Tensor:
@@ -177,12 +179,15 @@ class QueryTower(tf.keras.Model):
         self.user_id_hashing = tf.keras.layers.Hashing(num_bins=config.user_id_hash_bins)
         self.user_id_embedding = tf.keras.layers.Embedding(config.user_id_hash_bins, dim)
         self.head = _projection_head(config)
-        # How strongly this user prefers fresh posts; starts positive so both recency factors get gradients.
-        self.recency_appetite = tf.keras.layers.Dense(1, bias_initializer=tf.keras.initializers.Constant(0.5))
+        # How strongly this user prefers fresh posts; starts at 1 so both recency factors get gradients.
+        self.recency_appetite = tf.keras.layers.Dense(1, bias_initializer=tf.keras.initializers.Constant(1.0))
 
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        """[content / temperature, appetite, 1]: its inner product with a post's [content, freshness, quality]
+        is the training score (see TwoTowerModel)."""
         content, appetite = self.parts(inputs, training=training)
-        return _with_recency(content, appetite)
+        column = appetite[:, tf.newaxis]
+        return tf.concat([content / self.config.temperature, column, tf.ones_like(column)], axis=1)
 
     def parts(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
         """(unit content vector [n, D-1], recency appetite in (-1, 1) [n])."""
@@ -213,8 +218,7 @@ class QueryTower(tf.keras.Model):
             user_id_embedding = self.user_id_embedding(self.user_id_hashing(inputs["user_id"]))
             parts.append(user_id_embedding * has_history)
         features = tf.concat(parts, axis=1)
-        appetite = 0.99 * tf.tanh(self.recency_appetite(features))[:, 0]
-        return tf.math.l2_normalize(self.head(features), axis=1), appetite
+        return tf.math.l2_normalize(self.head(features), axis=1), self.recency_appetite(features)[:, 0]
 
 
 class CandidateTower(tf.keras.Model):
@@ -239,15 +243,19 @@ class CandidateTower(tf.keras.Model):
         # Freshness of a post as a function of its age only, so that training can score every post in a batch
         # at each example's moment (see TwoTowerModel).
         self.freshness_net = tf.keras.layers.Dense(1)
+        # A post's appeal to everyone (its quality, as its popularity shows it), added to every user's score.
+        self.quality = tf.keras.layers.Dense(1)
 
     def freshness(self, age_days: tf.Tensor) -> tf.Tensor:
         """Freshness in (-1, 1) of posts of the given ages in days (any shape)."""
-        return 0.99 * tf.tanh(self.freshness_net(_age_features(age_days))[..., 0])
+        return self.freshness_net(_age_features(age_days))[..., 0]
 
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        return _with_recency(self.content(inputs, training=training), self.freshness(inputs["post_age_days"]))
+        content, quality = self.parts(inputs, training=training)
+        freshness = self.freshness(inputs["post_age_days"])
+        return tf.concat([content, freshness[:, tf.newaxis], quality[:, tf.newaxis]], axis=1)
 
-    def content(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+    def parts(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
         """Unit content vector [n, D-1]: everything but the post's age."""
         parts = [
             self.title(inputs["title"]),
@@ -258,7 +266,8 @@ class CandidateTower(tf.keras.Model):
         ]
         if self.config.use_id_features:
             parts.append(self.post_id_embedding(self.post_id_lookup(inputs["post_id"])))
-        return tf.math.l2_normalize(self.head(tf.concat(parts, axis=1)), axis=1)
+        features = tf.concat(parts, axis=1)
+        return tf.math.l2_normalize(self.head(features), axis=1), self.quality(features)[:, 0]
 
 
 class TwoTowerModel(tfrs.Model):
@@ -277,14 +286,11 @@ class TwoTowerModel(tfrs.Model):
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         queries, appetite = self.query_tower.parts(features, training=training)
-        candidates = self.candidate_tower.content(features, training=training)
+        candidates, quality = self.candidate_tower.parts(features, training=training)
         age = features["query_day"][:, tf.newaxis] - features["post_created_day"][tf.newaxis, :]
         freshness = self.candidate_tower.freshness(age)
-        content_scale = tf.sqrt(tf.maximum(1.0 - tf.square(appetite), 1e-4))[:, tf.newaxis] * tf.sqrt(
-            tf.maximum(1.0 - tf.square(freshness), 1e-4)
-        )
-        scores = content_scale * tf.linalg.matmul(queries, candidates, transpose_b=True)
-        scores = (scores + appetite[:, tf.newaxis] * freshness) / self.temperature
+        scores = tf.linalg.matmul(queries, candidates, transpose_b=True) / self.temperature
+        scores += appetite[:, tf.newaxis] * freshness + quality[tf.newaxis, :]
         scores -= tf.math.log(tf.maximum(features["sampling_probability"], 1e-12))[tf.newaxis, :]
         ids = features["candidate_id"]
         diagonal = tf.eye(tf.shape(ids)[0], dtype=tf.bool)

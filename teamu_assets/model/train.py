@@ -8,6 +8,7 @@ Artifacts under a model directory:
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -58,7 +59,7 @@ class TrainParams:
     epochs: int = 30
     batch_size: int = 1024
     embedding_dim: int = 512
-    temperature: float = 0.2
+    temperature: float = 0.35
     learning_rate: float = 0.005
     seed: int = 42
     history_length: int = 50
@@ -210,6 +211,7 @@ def train(
         feature_dim=params.feature_dim,
         hidden_units=params.hidden_units,
         history_decay=params.history_decay,
+        temperature=params.temperature,
         user_id_hash_bins=params.user_id_hash_bins,
         use_id_features=params.use_id_features,
         user_count_mean=user_count_mean,
@@ -329,9 +331,16 @@ def _embedding_dim(model_dir: Path) -> int:
     return int(read_model_config(model_dir)["tower"]["embedding_dim"])
 
 
+@functools.lru_cache(maxsize=4)
+def _load_saved_tower(path: str) -> tf.Module:
+    return tf.saved_model.load(path)
+
+
 def load_tower(model_dir: Path, tower_dir: str) -> tf.Module:
-    """A saved tower; call `.serve(features)` with the dict its signature names."""
-    return tf.saved_model.load(str(Path(model_dir) / tower_dir))
+    """A saved tower; call `.serve(features)` with the dict its signature names. Cached per process: model
+    directories are versioned and never rewritten, and a long-lived process (or a preloading thread) should
+    load each tower once."""
+    return _load_saved_tower(str(Path(model_dir).resolve() / tower_dir))
 
 
 def embed_users(

@@ -121,12 +121,18 @@ def test_training_logs_and_records_each_epoch(trained: Trained) -> None:
 def test_saved_towers_reproduce_the_in_memory_towers(trained: Trained) -> None:
     import tensorflow as tf
 
-    from teamu_assets.model.train import embed_posts, embed_users
+    from teamu_assets.model.towers import SCORE_TERMS
+    from teamu_assets.model.train import embed_posts, embed_users, read_model_config
 
     user_ids, user_vectors = embed_users(trained.model_dir, trained.users_at_cutoff)
     post_ids, post_vectors = embed_posts(trained.model_dir, trained.posts_at_cutoff)
     assert user_vectors.shape == (len(trained.users_at_cutoff), PARAMS["embedding_dim"])
-    np.testing.assert_allclose(np.linalg.norm(post_vectors, axis=1), 1.0, rtol=1e-4)
+    # The layout the inner product relies on: [content / temperature, appetite, 1] . [content, freshness, quality].
+    content = slice(0, PARAMS["embedding_dim"] - SCORE_TERMS)
+    np.testing.assert_allclose(np.linalg.norm(post_vectors[:, content], axis=1), 1.0, rtol=1e-4)
+    temperature = read_model_config(trained.model_dir)["tower"]["temperature"]
+    np.testing.assert_allclose(np.linalg.norm(user_vectors[:, content], axis=1), 1.0 / temperature, rtol=1e-4)
+    np.testing.assert_allclose(user_vectors[:, -1], 1.0)
 
     layout = FeatureLayout(history_length=50)
     user_inputs = UserFeatureTable(trained.users_at_cutoff, layout).serving_inputs()
