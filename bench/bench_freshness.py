@@ -114,6 +114,8 @@ def main() -> int:
         "DAGSTER_HOME": str(settings.dagster_home),
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
     }
+    # A SIGTERM (e.g. from `timeout`) must still run the finally below, or the daemon outlives the bench.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     daemon = subprocess.Popen(
         [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(PROJECT_ROOT / "workspace.yaml")],
         env=env,

@@ -30,6 +30,7 @@ EMBEDDINGS = [AssetKey(["ml", "post_embeddings"]), AssetKey(["ml", "user_embeddi
 # Both refresh jobs write the marts and the embedding tables: the run queue lets one of them run at a time
 # (tag_concurrency_limits in the instance's dagster.yaml, teamu_assets/instance.py).
 WRITES_MARTS_AND_EMBEDDINGS = {"teamu/writes": "marts-and-embeddings"}
+RUNS_REQUESTED = "runs_requested"
 RETRAIN_MIN_INTERACTIONS = int(os.environ.get("TEAMU_RETRAIN_MIN_INTERACTIONS") or 5000)
 
 # Ingest new events, run the incremental dbt models, and upsert embeddings of changed users/posts with the
@@ -72,19 +73,25 @@ full_refresh_job = define_asset_job(
 def new_interactions_sensor(
     context: SensorEvaluationContext, database: TeamuDatabase, mixpanel: MixpanelExport
 ) -> SensorResult | SkipReason:
-    """Cursor = the raw inputs' watermarks (kept in the Dagster instance, so it survives daemon restarts). One
-    run per move of the watermarks: a burst of events between two ticks becomes one run, and the run key (a
-    hash of the watermarks) makes a re-evaluated tick request nothing twice."""
+    """Cursor = the raw inputs' watermarks plus a count of the runs requested so far (kept in the Dagster
+    instance, so it survives daemon restarts). One run per move of the watermarks: a burst of events between two
+    ticks becomes one run. The run key is that count with a hash of the watermarks: a re-evaluated tick (same
+    stored cursor) repeats the key, so Dagster launches nothing twice, while the same watermarks seen again
+    after the raw tables were rewritten (a reseed) still get a run of their own."""
     now = current_watermarks(database.url(), Path(mixpanel.landing_dir))
     if context.cursor is None:
         # First tick: everything present so far is what the full refresh covers; watch from here.
-        return SensorResult(cursor=json.dumps(now.as_dict()), skip_reason="started watching")
-    before = Watermarks.from_dict(json.loads(context.cursor))
-    if not now.moved_past(before):
+        return SensorResult(cursor=json.dumps({**now.as_dict(), RUNS_REQUESTED: 0}), skip_reason="started watching")
+    stored = json.loads(context.cursor)
+    runs_requested = int(stored.pop(RUNS_REQUESTED, 0)) + 1
+    if not now.moved_from(Watermarks.from_dict(stored)):
         return SkipReason("no new interactions")
     state = json.dumps(now.as_dict(), sort_keys=True)
-    run_key = "interactions-" + hashlib.sha256(state.encode()).hexdigest()[:16]
-    return SensorResult(run_requests=[RunRequest(run_key=run_key)], cursor=state)
+    run_key = f"interactions-{runs_requested}-{hashlib.sha256(state.encode()).hexdigest()[:12]}"
+    return SensorResult(
+        run_requests=[RunRequest(run_key=run_key)],
+        cursor=json.dumps({**now.as_dict(), RUNS_REQUESTED: runs_requested}, sort_keys=True),
+    )
 
 
 @sensor(

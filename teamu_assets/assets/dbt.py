@@ -20,6 +20,7 @@ from teamu_assets.settings import DBT_PROJECT_DIR
 
 DBT_EXECUTABLE = str(Path(sys.executable).parent / "dbt")
 PARTIAL_PARSE_FILE = "partial_parse.msgpack"
+DATABASE_KEY = ("TEAMU_DBT_HOST", "TEAMU_DBT_PORT", "TEAMU_DBT_DBNAME")
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 # Under `dagster dev` the manifest is re-parsed on every load; elsewhere (tests, the demo, a fresh clone) it is
@@ -82,8 +83,13 @@ def teamu_dbt_models(
     context: AssetExecutionContext, config: DbtBuildConfig, dbt: DbtCliResource, database: TeamuDatabase
 ) -> Iterator[Any]:
     """`dbt build` of the selected models: runs them and their tests, incrementally where the model says so."""
-    # DbtCliResource hands os.environ to the dbt process; profiles.yml reads the connection from it.
-    os.environ.update(database.dbt_env())
+    # DbtCliResource hands os.environ to the dbt process; profiles.yml reads the connection from it. Each
+    # database gets its own target folder: dbt's partial-parse state holds for one connection profile only.
+    connection = database.dbt_env()
+    os.environ.update(connection)
+    os.environ["DBT_TARGET_PATH"] = str(
+        Path(dbt_project.target_path, "by_database", "-".join(connection[k] for k in DATABASE_KEY))
+    )
     args = ["build", "--full-refresh"] if config.full_refresh else ["build"]
     invocation = dbt.cli(args, context=context)
     yield from _with_row_counts(context, invocation.stream(), database.url())
@@ -106,15 +112,15 @@ def _with_row_counts(context: AssetExecutionContext, events: Iterable[Any], url:
 
 
 def _keep_partial_parse_state(invocation_target: Path) -> None:
-    """dagster-dbt gives every invocation its own target folder, seeded with the project's partial-parse
-    file. dbt's partial parsing is valid only for the connection profile that wrote the file, and the prepared
-    manifest was parsed without the database's host and port: without this, every run re-parses the whole
-    project (~8 s of the incremental refresh). Keeping the newest run's file makes the next run with the same
-    database parse only what changed."""
+    """dagster-dbt gives every invocation its own folder under the target path and seeds it with the target
+    path's partial-parse file; dbt writes an updated one there. Partial parsing holds only for the connection
+    profile that wrote the file (host, port and database are part of it): copied back to the database's own
+    target path, the next run against the same database parses only what changed instead of the whole project
+    (~8 s of the incremental refresh on two cores)."""
     source = invocation_target / PARTIAL_PARSE_FILE
     if not source.exists():
         return
-    destination = dbt_project.project_dir / dbt_project.target_path / PARTIAL_PARSE_FILE
+    destination = invocation_target.parent / PARTIAL_PARSE_FILE
     staged = destination.with_name(f"{PARTIAL_PARSE_FILE}.{os.getpid()}.tmp")
     shutil.copyfile(source, staged)
     staged.replace(destination)  # atomic: a concurrent invocation copies either the old or the new file

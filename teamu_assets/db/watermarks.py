@@ -33,14 +33,15 @@ class Watermarks:
     def from_dict(cls, raw: dict[str, object]) -> Watermarks:
         return cls(**{**raw, "pending_mixpanel_files": tuple(raw.get("pending_mixpanel_files", ()))})
 
-    def moved_past(self, earlier: Watermarks) -> bool:
+    def moved_from(self, earlier: Watermarks) -> bool:
+        """Any Supabase position changed, either way, or an export file arrived that was not pending before.
+        A position that went back means the raw tables were rewritten (e.g. `make demo` reseeds them): the rows
+        now there are what to watch, and comparing with "greater than" would ignore every new row until the
+        old, higher position is passed again."""
         return (
-            self.max_vote_id > earlier.max_vote_id
-            or self.max_comment_id > earlier.max_comment_id
-            or self.users_updated_at > earlier.users_updated_at
-            or self.posts_updated_at > earlier.posts_updated_at
-            or bool(set(self.pending_mixpanel_files) - set(earlier.pending_mixpanel_files))
-        )
+            (self.max_vote_id, self.max_comment_id, self.users_updated_at, self.posts_updated_at)
+            != (earlier.max_vote_id, earlier.max_comment_id, earlier.users_updated_at, earlier.posts_updated_at)
+        ) or bool(set(self.pending_mixpanel_files) - set(earlier.pending_mixpanel_files))
 
 
 def current_watermarks(url: str, landing_dir: Path) -> Watermarks:

@@ -71,3 +71,19 @@ def test_no_new_rows_no_run_new_rows_one_run_same_rows_none(module_db_url: str, 
     # Re-requesting the same state gives the same run key, so Dagster would not launch it twice.
     replay = _tick(instance, cursor, module_db_url, landing)
     assert replay.run_requests[0].run_key == burst.run_requests[0].run_key
+
+    # The raw tables rewritten with fewer rows (a reseed), then one new vote below the old position: one run.
+    with connect(module_db_url) as conn:
+        conn.execute("delete from raw_supabase.votes")
+        conn.execute("insert into raw_supabase.votes values (50, 10, 2, 1, now())")
+    after_reseed = _tick(instance, burst.cursor, module_db_url, landing)
+    assert isinstance(after_reseed, SensorResult) and len(after_reseed.run_requests) == 1
+    assert json.loads(after_reseed.cursor)["max_vote_id"] == 50
+
+    # The positions of before the reseed come back (the same deterministic rows): a run again, under a new key.
+    with connect(module_db_url) as conn:
+        conn.execute("delete from raw_supabase.votes")
+        conn.execute("insert into raw_supabase.votes values (100, 10, 2, 1, now()), (101, 10, 1, 1, now())")
+    recurring = _tick(instance, after_reseed.cursor, module_db_url, landing)
+    assert isinstance(recurring, SensorResult) and len(recurring.run_requests) == 1
+    assert recurring.run_requests[0].run_key != burst.run_requests[0].run_key
