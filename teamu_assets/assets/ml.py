@@ -392,7 +392,9 @@ def _embedding_check(database: TeamuDatabase, kind: str, mart: str) -> AssetChec
     return AssetCheckResult(
         passed=not problems,
         severity=AssetCheckSeverity.ERROR,
-        description="; ".join(problems) or "one finite non-zero embedding per feature row, one model version",
+        description="; ".join(problems)
+        or f"one embedding per feature row, one model version; the latest write's {stats['norm_rows']} vectors"
+        " finite and non-zero",
         metadata={
             key: value
             for key, value in {**stats, "feature_rows": feature_rows}.items()

@@ -299,9 +299,12 @@ def embedding_checks(url: str, kind: EmbeddingKind) -> dict[str, Any]:
     """What the Dagster asset checks assert about ml.<kind>_embeddings.
 
     Keys: table, exists, dimension, row_count, null_embedding_count, non_finite_count, norm_min, norm_max,
-    norm_mean, model_versions (sorted), hnsw_index_expected, hnsw_index_present.
-    pgvector refuses NaN/inf on input, so non_finite_count (a NaN or infinite norm) guards against a future
-    storage change rather than against the writer.
+    norm_mean, norm_rows, model_versions (sorted), hnsw_index_expected, hnsw_index_present.
+    The norm figures cover the rows of the latest write (one write stamps all its rows with its transaction's
+    time): a full refresh writes every row, an incremental upsert only the changed ones. The checks run after
+    every write, so every vector is checked once, and an incremental refresh does not read every vector of a
+    large table (~1.2 s at 100k x 512 on two cores). pgvector refuses NaN/inf on input, so non_finite_count (a
+    NaN or infinite norm) guards against a future storage change rather than against the writer.
     """
     _check_kind(kind)
     table = table_name(kind)
@@ -318,18 +321,22 @@ def embedding_checks(url: str, kind: EmbeddingKind) -> dict[str, Any]:
                 "norm_min": None,
                 "norm_max": None,
                 "norm_mean": None,
+                "norm_rows": 0,
                 "model_versions": [],
                 "hnsw_index_present": False,
             }
         stats = conn.execute(
             sql.SQL(
-                "with norms as"
-                " (select embedding is null as missing, vector_norm(embedding) as norm from ml.{})"
+                "with latest as (select max(updated_at) as written_at from ml.{table}),"
+                " norms as (select embedding is null as missing, updated_at = latest.written_at as in_latest,"
+                # Only the latest write's vectors are read (a CASE evaluates its branch only when it holds).
+                " case when updated_at = latest.written_at then vector_norm(embedding) end as norm"
+                " from ml.{table}, latest)"
                 " select count(*), count(*) filter (where missing),"
                 " count(*) filter (where norm = 'NaN'::float8 or norm in ('Infinity', '-Infinity')),"
                 " min(norm) filter (where norm < 'Infinity'), max(norm) filter (where norm < 'Infinity'),"
-                " avg(norm) filter (where norm < 'Infinity') from norms"
-            ).format(sql.Identifier(table))
+                " avg(norm) filter (where norm < 'Infinity'), count(*) filter (where in_latest) from norms"
+            ).format(table=sql.Identifier(table))
         ).fetchone()
         hnsw = conn.execute(
             "select count(*) from pg_indexes where schemaname = 'ml' and tablename = %s"
@@ -337,7 +344,7 @@ def embedding_checks(url: str, kind: EmbeddingKind) -> dict[str, Any]:
             (table,),
         ).fetchone()[0]
         versions = _live_model_versions(conn, table)
-    row_count, nulls, non_finite, norm_min, norm_max, norm_mean = stats
+    row_count, nulls, non_finite, norm_min, norm_max, norm_mean, norm_rows = stats
     return result | {
         "row_count": row_count,
         "null_embedding_count": nulls,
@@ -345,6 +352,7 @@ def embedding_checks(url: str, kind: EmbeddingKind) -> dict[str, Any]:
         "norm_min": norm_min,
         "norm_max": norm_max,
         "norm_mean": norm_mean,
+        "norm_rows": norm_rows,
         "model_versions": versions,
         "hnsw_index_present": hnsw > 0,
     }

@@ -182,7 +182,7 @@ def test_full_write_round_trips_ids_vectors_and_model_version(world: World) -> N
     assert checks["row_count"] == N_POSTS and checks["dimension"] == DIM
     assert checks["null_embedding_count"] == 0 and checks["non_finite_count"] == 0
     assert checks["norm_min"] == pytest.approx(1, abs=1e-5) and checks["norm_max"] == pytest.approx(1, abs=1e-5)
-    assert checks["model_versions"] == ["m1"]
+    assert checks["model_versions"] == ["m1"] and checks["norm_rows"] == N_POSTS
     assert checks["hnsw_index_expected"] and checks["hnsw_index_present"]
     user_checks = embedding_checks(world.url, "user")
     assert user_checks["row_count"] == N_USERS - 1 and not user_checks["hnsw_index_expected"]
@@ -224,6 +224,10 @@ def test_upsert_updates_existing_rows_and_adds_new_ones(world: World) -> None:
     assert count == N_POSTS + 1
     for post_id, vector in zip(ids.tolist(), vectors, strict=True):
         np.testing.assert_array_equal(rows[post_id].to_numpy(), vector)
+    # The checks count every row but read the vectors of the latest write only (the upsert's three).
+    checks = embedding_checks(world.url, "post")
+    assert checks["row_count"] == N_POSTS + 1 and checks["norm_rows"] == 3
+    assert checks["norm_min"] == pytest.approx(1, abs=1e-5) and checks["norm_max"] == pytest.approx(1, abs=1e-5)
 
 
 def test_upsert_of_another_model_version_is_refused(world: World) -> None:

@@ -43,14 +43,20 @@ touched_users as (
 ),
 {% endif %}
 
+-- An incremental run looks the touched ids up as an array: the planner can't estimate the touched set (it
+-- compares with watermarks known only at run time, guessed at a third of each table), and for `in (select ...)`
+-- it hashes whole tables, marts.interactions included, for a few hundred ids; an array is planned as a few ids,
+-- through the indexes. projects and posts below have no index on user_id in Supabase (a hash join is their best
+-- plan) and a full build takes every row: both keep `in`.
 users as (
     select * from {{ ref('stg_supabase__users') }}
-    {% if is_incremental() %} where user_id in (select user_id from touched_users) {% endif %}
+    {% if is_incremental() %} where user_id = any(array(select user_id from touched_users)) {% endif %}
 ),
 
 interactions as (
     select * from {{ ref('interactions') }}
-    where user_id in (select user_id from users)
+    {% if is_incremental() %} where user_id = any(array(select user_id from users))
+    {% else %} where user_id in (select user_id from users) {% endif %}
 ),
 
 interaction_counts as (
