@@ -36,12 +36,9 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from dagster import (
@@ -54,16 +51,13 @@ from dagster import (
     JobDefinition,
     materialize,
 )
-from psycopg import sql
 
 from teamu_assets import definitions
-from teamu_assets.assets.dbt import DBT_EXECUTABLE, TeamuDbtCliResource, dbt_project
 from teamu_assets.db import bootstrap, features, registry
-from teamu_assets.db.connection import connect, ensure_pgvector, resolve_url, with_database
+from teamu_assets.db.connection import connect, resolve_url, scratch_database
 from teamu_assets.db.embeddings import ensure_embedding_tables, write_embeddings
 from teamu_assets.db.recommend import install_serving_functions
 from teamu_assets.ingest import load_landing_folder
-from teamu_assets.resources import ArtifactStore, MixpanelExport, TeamuDatabase, TowerPreloader
 from teamu_assets.sensors import incremental_refresh_job
 from teamu_assets.settings import Settings
 from teamu_assets.synthetic import SyntheticConfig, generate, write_mixpanel_files, write_supabase
@@ -89,37 +83,6 @@ class SizeResult:
     interactions: int
     setup_seconds: dict[str, float]
     trials: list[Trial] = field(default_factory=list)
-
-
-def resources(home: Path, url: str) -> dict[str, Any]:
-    database = TeamuDatabase(teamu_home=str(home), database_url=url)
-    return {
-        "database": database,
-        "tower_preloader": TowerPreloader(database=database),
-        "artifacts": ArtifactStore(root=str(home)),
-        "mixpanel": MixpanelExport(landing_dir=str(home / "landing")),
-        "dbt": TeamuDbtCliResource(
-            project_dir=dbt_project, profiles_dir=str(dbt_project.profiles_dir), dbt_executable=DBT_EXECUTABLE
-        ),
-    }
-
-
-@contextmanager
-def scratch_database(server_url: str, size: int, keep: bool) -> Iterator[str]:
-    name = f"teamu_bench_scale_{size}_{uuid.uuid4().hex[:8]}"
-    maintenance = with_database(server_url, "postgres")
-    with connect(maintenance, autocommit=True) as conn:
-        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    url = with_database(server_url, name)
-    try:
-        ensure_pgvector(url)
-        yield url
-    finally:
-        if keep:
-            print(f"kept database {name}")
-        else:
-            with connect(maintenance, autocommit=True) as conn:
-                conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
 
 
 def newest_model(settings: Settings) -> Path:
@@ -151,7 +114,7 @@ def build_world(url: str, home: Path, model_dir: Path, users: int, posts: int, a
     built = materialize(
         [*definitions.defs.assets, *definitions.defs.asset_checks],
         selection=SETUP_SELECTION,
-        resources=resources(home, url),
+        resources=definitions.build_resources(home, url),
         instance=DagsterInstance.ephemeral(),
     )
     if not built.success:
@@ -210,7 +173,7 @@ def incremental_job(home: Path, url: str) -> JobDefinition:
         assets=definitions.defs.assets,
         asset_checks=definitions.defs.asset_checks,
         jobs=[incremental_refresh_job],
-        resources=resources(home, url),
+        resources=definitions.build_resources(home, url),
     )
     return defs.resolve_job_def(incremental_refresh_job.name)
 
@@ -310,7 +273,7 @@ def main() -> int:
         worlds: list[tuple[SizeResult, str, JobDefinition, np.random.Generator]] = []
         for size in args.sizes:
             home = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="teamu_bench_scale_")))
-            url = cleanup.enter_context(scratch_database(server_url, size, args.keep))
+            url = cleanup.enter_context(scratch_database(server_url, f"teamu_bench_scale_{size}", keep=args.keep))
             result = build_world(url, home, model_dir, size, max(1, round(size * args.posts_per_user)), args)
             setup = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in result.setup_seconds.items())
             print(f"{size} users: {result.posts} posts, {result.interactions} interactions; setup {setup}", flush=True)

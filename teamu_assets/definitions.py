@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from dagster import Definitions, EnvVar
 
@@ -39,7 +40,23 @@ def _env_or_none(name: str) -> EnvVar | None:
     return EnvVar(name) if os.environ.get(name) else None
 
 
-database = TeamuDatabase(teamu_home=str(settings.home), database_url=_env_or_none("TEAMU_DATABASE_URL"))
+def build_resources(
+    teamu_home: Path, database_url: str | EnvVar | None, mixpanel: MixpanelExport | None = None
+) -> dict[str, Any]:
+    """Every resource the assets need, for a TEAMU_HOME and a database: the code location's own, and those
+    of tests and benchmarks that run the assets against a scratch database. Mixpanel defaults to the landing
+    folder under TEAMU_HOME, without live-export credentials."""
+    database = TeamuDatabase(teamu_home=str(teamu_home), database_url=database_url)
+    return {
+        "database": database,
+        "tower_preloader": TowerPreloader(database=database),
+        "artifacts": ArtifactStore(root=str(teamu_home)),
+        "mixpanel": mixpanel or MixpanelExport(landing_dir=str(teamu_home / "landing")),
+        "dbt": TeamuDbtCliResource(
+            project_dir=dbt_project, profiles_dir=str(dbt_project.profiles_dir), dbt_executable=DBT_EXECUTABLE
+        ),
+    }
+
 
 defs = Definitions(
     assets=[
@@ -56,18 +73,14 @@ defs = Definitions(
     jobs=[full_refresh_job, incremental_refresh_job],
     sensors=[new_interactions_sensor, retrain_on_new_interactions_sensor],
     schedules=[nightly_retrain_schedule],
-    resources={
-        "database": database,
-        "tower_preloader": TowerPreloader(database=database),
-        "artifacts": ArtifactStore(root=str(settings.home)),
-        "mixpanel": MixpanelExport(
+    resources=build_resources(
+        settings.home,
+        _env_or_none("TEAMU_DATABASE_URL"),
+        MixpanelExport(
             landing_dir=str(settings.mixpanel_landing_dir),
             service_account_username=_env_or_none("MIXPANEL_SERVICE_ACCOUNT_USERNAME"),
             service_account_secret=_env_or_none("MIXPANEL_SERVICE_ACCOUNT_SECRET"),
             project_id=_env_or_none("MIXPANEL_PROJECT_ID"),
         ),
-        "dbt": TeamuDbtCliResource(
-            project_dir=dbt_project, profiles_dir=str(dbt_project.profiles_dir), dbt_executable=DBT_EXECUTABLE
-        ),
-    },
+    ),
 )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -85,3 +88,21 @@ def ensure_pgvector(url: str) -> str:
             "(ALTER EXTENSION vector UPDATE)"
         )
     return version
+
+
+@contextmanager
+def scratch_database(server_url: str, prefix: str, *, keep: bool = False) -> Iterator[str]:
+    """A new database named <prefix>_<random> with pgvector on the server of `server_url`, dropped afterwards
+    (unless `keep`): tests and benchmarks work beside the app database, never in it."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    maintenance = with_database(server_url, "postgres")
+    with connect(maintenance, autocommit=True) as conn:
+        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    url = with_database(server_url, name)
+    try:
+        ensure_pgvector(url)
+        yield url
+    finally:
+        if not keep:
+            with connect(maintenance, autocommit=True) as conn:
+                conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))

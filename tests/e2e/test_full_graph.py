@@ -7,11 +7,9 @@ import pytest
 from dagster import AssetKey, DagsterInstance, materialize
 
 from teamu_assets import definitions
-from teamu_assets.assets.dbt import DBT_EXECUTABLE, TeamuDbtCliResource, dbt_project
 from teamu_assets.db import bootstrap, registry
 from teamu_assets.db.connection import connect
 from teamu_assets.db.recommend import recommend
-from teamu_assets.resources import ArtifactStore, MixpanelExport, TeamuDatabase, TowerPreloader
 from teamu_assets.sensors import incremental_refresh_job
 from teamu_assets.synthetic import SyntheticConfig, generate, save_truth, write_mixpanel_files, write_supabase
 
@@ -20,24 +18,11 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 SMALL_MODEL = {"epochs": 4, "embedding_dim": 32, "batch_size": 256, "patience": 2}
 
 
-def _resources(home: Path, url: str) -> dict:
-    database = TeamuDatabase(teamu_home=str(home), database_url=url)
-    return {
-        "database": database,
-        "tower_preloader": TowerPreloader(database=database),
-        "artifacts": ArtifactStore(root=str(home)),
-        "mixpanel": MixpanelExport(landing_dir=str(home / "landing")),
-        "dbt": TeamuDbtCliResource(
-            project_dir=dbt_project, profiles_dir=str(dbt_project.profiles_dir), dbt_executable=DBT_EXECUTABLE
-        ),
-    }
-
-
 def _run(home: Path, module_db_url: str, model_config: dict, gate_tolerance: float = 0.02):
     return materialize(
         [*definitions.defs.assets, *definitions.defs.asset_checks],
         instance=DagsterInstance.ephemeral(),
-        resources=_resources(home, module_db_url),
+        resources=definitions.build_resources(home, module_db_url),
         run_config={
             "ops": {
                 "two_tower_model": {"config": model_config},
@@ -126,7 +111,7 @@ def test_incremental_refresh_reembeds_only_what_changed(seeded: tuple[Path, str]
     result = materialize(
         [*definitions.defs.assets, *definitions.defs.asset_checks],
         instance=DagsterInstance.ephemeral(),
-        resources=_resources(home, url),
+        resources=definitions.build_resources(home, url),
         selection=incremental_refresh_job.selection,
         run_config={
             "ops": {
