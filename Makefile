@@ -50,6 +50,8 @@ bench: venv
 	$(BIN)/python bench/bench_ingest.py
 	$(BIN)/python bench/bench_serving.py --posts 100000
 	$(BIN)/python bench/bench_training.py
+	$(BIN)/python bench/bench_freshness.py --trials 20
+	$(BIN)/python bench/bench_incremental_scale.py --sizes 10000 100000 --trials 5
 
 lint: venv
 	$(BIN)/ruff check .
