@@ -22,10 +22,12 @@ from teamu_assets.assets.ml import (
 )
 from teamu_assets.resources import ArtifactStore, MixpanelExport, TeamuDatabase, TowerPreloader
 from teamu_assets.sensors import (
+    daily_post_freshness_schedule,
     full_refresh_job,
     incremental_refresh_job,
     new_interactions_sensor,
     nightly_retrain_schedule,
+    post_freshness_job,
     retrain_on_new_interactions_sensor,
 )
 from teamu_assets.settings import Settings
@@ -70,9 +72,9 @@ defs = Definitions(
         user_embeddings,
     ],
     asset_checks=[post_embeddings_are_complete_and_sane, user_embeddings_are_complete_and_sane],
-    jobs=[full_refresh_job, incremental_refresh_job],
+    jobs=[full_refresh_job, incremental_refresh_job, post_freshness_job],
     sensors=[new_interactions_sensor, retrain_on_new_interactions_sensor],
-    schedules=[nightly_retrain_schedule],
+    schedules=[nightly_retrain_schedule, daily_post_freshness_schedule],
     resources=build_resources(
         settings.home,
         _env_or_none("TEAMU_DATABASE_URL"),

@@ -56,6 +56,26 @@ incremental_refresh_job = define_asset_job(
     description="New interactions to fresh embeddings, no retraining: cost grows with the changed rows.",
 )
 
+# Post vectors carry each post's freshness as of when they were written (teamu_assets/model/towers.py): a daily
+# rewrite with the promoted model keeps posts that nobody touched from looking as fresh as on the day they were
+# embedded. Seconds at the demo size; a full table swap (new table, HNSW build) at any size.
+post_freshness_job = define_asset_job(
+    "post_freshness",
+    selection=AssetSelection.assets(AssetKey(["ml", "post_embeddings"])),
+    executor_def=in_process_executor,
+    tags=WRITES_MARTS_AND_EMBEDDINGS,
+    config={"ops": {"ml__post_embeddings": {"config": {"rewrite_with_promoted": True}}}},
+    description="Rewrite every post embedding with the promoted model, so post freshness follows the clock.",
+)
+
+daily_post_freshness_schedule = ScheduleDefinition(
+    job=post_freshness_job,
+    cron_schedule="15 0 * * *",
+    execution_timezone="UTC",
+    default_status=DefaultScheduleStatus.RUNNING,
+    description="Daily rewrite of the post embeddings: post ages move on even when nothing else changes.",
+)
+
 full_refresh_job = define_asset_job(
     "full_refresh",
     selection=AssetSelection.all(),

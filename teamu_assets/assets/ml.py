@@ -279,6 +279,9 @@ class EmbeddingConfig(Config):
     incremental: bool = False
     """Embed only the rows whose features changed since their embedding, with the promoted model, and upsert
     them (the sensor-driven refresh); otherwise write the evaluated model's full table if it was promoted."""
+    rewrite_with_promoted: bool = False
+    """Rewrite the whole table with the promoted model, no evaluation needed: post vectors carry the post's
+    freshness at the time they were written, so the daily post_freshness job rewrites them as posts age."""
 
 
 def _write_embeddings(
@@ -302,6 +305,9 @@ def _write_embeddings(
         ids = features.changed_since_embedding(url, kind)
         if not ids:
             return MaterializeResult(metadata={"written": False, "reason": "no changed rows", "rows": 0})
+    elif config.rewrite_with_promoted:
+        if promoted is None:
+            raise ValueError("no promoted model yet: run the full_refresh job first")
     else:
         evaluated = registry.latest_evaluation(url)
         if evaluated is None:

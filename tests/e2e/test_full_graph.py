@@ -5,12 +5,13 @@ from pathlib import Path
 
 import pytest
 from dagster import AssetKey, DagsterInstance, materialize
+from pgvector.psycopg import register_vector
 
 from teamu_assets import definitions
 from teamu_assets.db import bootstrap, registry
 from teamu_assets.db.connection import connect
 from teamu_assets.db.recommend import recommend
-from teamu_assets.sensors import incremental_refresh_job
+from teamu_assets.sensors import incremental_refresh_job, post_freshness_job
 from teamu_assets.synthetic import SyntheticConfig, generate, save_truth, write_mixpanel_files, write_supabase
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -129,3 +130,40 @@ def test_incremental_refresh_reembeds_only_what_changed(seeded: tuple[Path, str]
     assert after[user_id] > before[user_id], "the voting user is re-embedded"
     assert sum(after[u] != before[u] for u in before) == users["rows"], "no other user is touched"
     assert post_id not in served, "the upvoted post is no longer recommended to that user"
+
+
+def test_post_freshness_rewrites_every_post_with_the_promoted_model(seeded: tuple[Path, str]) -> None:
+    """After the refreshes above (the data clock moved to now): every post vector is rewritten with the promoted
+    model, untouched posts included, so their freshness term is measured at the new clock."""
+    home, url = seeded
+    promoted = registry.promoted_model(url)
+    with connect(url) as conn:
+        register_vector(conn)
+        before = {
+            row[0]: (row[1].to_numpy(), row[2])
+            for row in conn.execute("select post_id, embedding, updated_at from ml.post_embeddings")
+        }
+    result = materialize(
+        [*definitions.defs.assets, *definitions.defs.asset_checks],
+        instance=DagsterInstance.ephemeral(),
+        resources=definitions.build_resources(home, url),
+        selection=post_freshness_job.selection,
+        run_config={"ops": {"ml__post_embeddings": {"config": {"rewrite_with_promoted": True}}}},
+    )
+    assert result.success
+    written = _metadata(result, "ml", "post_embeddings")
+    assert written["mode"] == "full" and written["rows"] == len(before)
+    assert written["model_version"] == promoted.model_version
+    assert all(check.passed for check in result.get_asset_check_evaluations())
+    with connect(url) as conn:
+        register_vector(conn)
+        after = {
+            row[0]: (row[1].to_numpy(), row[2])
+            for row in conn.execute("select post_id, embedding, updated_at from ml.post_embeddings")
+        }
+    assert after.keys() == before.keys()
+    assert len({updated for _, updated in after.values()}) == 1, "one write"
+    oldest = min(updated for _, updated in before.values())
+    untouched = [post for post, (_, updated) in before.items() if updated == oldest]
+    # The freshness term is the post vector's second-to-last dimension (towers.py): older now, so it moved.
+    assert untouched and all(after[p][0][-2] != before[p][0][-2] for p in untouched)

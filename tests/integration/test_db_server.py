@@ -10,7 +10,12 @@ import yaml
 from teamu_assets.db import server
 from teamu_assets.db.connection import DatabaseError, connect, ensure_pgvector, with_database
 from teamu_assets.instance import write_dagster_yaml
-from teamu_assets.sensors import WRITES_MARTS_AND_EMBEDDINGS, full_refresh_job, incremental_refresh_job
+from teamu_assets.sensors import (
+    WRITES_MARTS_AND_EMBEDDINGS,
+    full_refresh_job,
+    incremental_refresh_job,
+    post_freshness_job,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -70,7 +75,8 @@ def test_dagster_instance_lives_in_postgres(db_url: str, tmp_path: Path) -> None
         limits = instance.run_coordinator.get_run_queue_config().tag_concurrency_limits
         ((key, value),) = WRITES_MARTS_AND_EMBEDDINGS.items()
         assert {"key": key, "value": value, "limit": 1} in limits
-        assert incremental_refresh_job.tags == full_refresh_job.tags == WRITES_MARTS_AND_EMBEDDINGS
+        for job in (incremental_refresh_job, full_refresh_job, post_freshness_job):
+            assert job.tags == WRITES_MARTS_AND_EMBEDDINGS
     with connect(db_url) as conn:
         tables = {row[0] for row in conn.execute("select tablename from pg_tables where schemaname = 'public'")}
     assert {"runs", "event_logs", "instigators"} <= tables
