@@ -94,12 +94,11 @@ def changed_since_embedding(url: str, kind: str) -> list[int]:
 
 def row_count(url: str, table: str) -> int:
     """Rows of a mart or ml table named as schema.table (from this package's own constants only)."""
-    from psycopg import sql
-
     schema_name, table_name = table.split(".")
-    with connect(url) as conn:
-        query = sql.SQL("select count(*) from {}.{}").format(sql.Identifier(schema_name), sql.Identifier(table_name))
-        return conn.execute(query).fetchone()[0]
+    rows = table_row_count(url, schema_name, table_name)
+    if rows is None:
+        raise ValueError(f"{table} is not a table")
+    return rows
 
 
 def table_row_count(url: str, schema_name: str, table_name: str) -> int | None:

@@ -132,17 +132,20 @@ def test_incremental_refresh_reembeds_only_what_changed(seeded: tuple[Path, str]
     assert post_id not in served, "the upvoted post is no longer recommended to that user"
 
 
+def _post_vectors(url: str) -> dict:
+    """post_id -> (vector, updated_at) of every row of ml.post_embeddings."""
+    with connect(url) as conn:
+        register_vector(conn)
+        rows = conn.execute("select post_id, embedding, updated_at from ml.post_embeddings").fetchall()
+    return {post_id: (embedding.to_numpy(), updated_at) for post_id, embedding, updated_at in rows}
+
+
 def test_post_freshness_rewrites_every_post_with_the_promoted_model(seeded: tuple[Path, str]) -> None:
     """After the refreshes above (the data clock moved to now): every post vector is rewritten with the promoted
     model, untouched posts included, so their freshness term is measured at the new clock."""
     home, url = seeded
     promoted = registry.promoted_model(url)
-    with connect(url) as conn:
-        register_vector(conn)
-        before = {
-            row[0]: (row[1].to_numpy(), row[2])
-            for row in conn.execute("select post_id, embedding, updated_at from ml.post_embeddings")
-        }
+    before = _post_vectors(url)
     result = materialize(
         [*definitions.defs.assets, *definitions.defs.asset_checks],
         instance=DagsterInstance.ephemeral(),
@@ -155,12 +158,7 @@ def test_post_freshness_rewrites_every_post_with_the_promoted_model(seeded: tupl
     assert written["mode"] == "full" and written["rows"] == len(before)
     assert written["model_version"] == promoted.model_version
     assert all(check.passed for check in result.get_asset_check_evaluations())
-    with connect(url) as conn:
-        register_vector(conn)
-        after = {
-            row[0]: (row[1].to_numpy(), row[2])
-            for row in conn.execute("select post_id, embedding, updated_at from ml.post_embeddings")
-        }
+    after = _post_vectors(url)
     assert after.keys() == before.keys()
     assert len({updated for _, updated in after.values()}) == 1, "one write"
     oldest = min(updated for _, updated in before.values())
