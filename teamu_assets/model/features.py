@@ -82,8 +82,24 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _join_texts(values: Iterable[Any]) -> str:
-    return " ".join(text for text in (_text(v) for v in values) if text)
+# The towers read at most TEXT_TOKENS (64) words of a text; a few thousand characters hold far more than that.
+# Joining a prolific author's every post title (or a long thread's every comment) in full would make memory grow
+# with the longest text: one account with thousands of posts took a 22 GB machine down.
+MAX_TEXT_CHARS = 4_000
+
+
+def _join_texts(values: Iterable[Any], max_chars: int = MAX_TEXT_CHARS) -> str:
+    """The non-empty texts joined by spaces, stopping once max_chars is reached (the last text cut there)."""
+    kept: list[str] = []
+    length = 0
+    for text in (_text(v) for v in values):
+        if not text:
+            continue
+        kept.append(text[: max_chars - length])
+        length += len(kept[-1]) + 1
+        if length >= max_chars:
+            break
+    return " ".join(kept)
 
 
 def _log_counts(values: pd.Series) -> np.ndarray:

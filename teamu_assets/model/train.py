@@ -11,7 +11,8 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -94,22 +95,26 @@ def _to_tensors(inputs: dict[str, np.ndarray]) -> dict[str, tf.Tensor]:
 
 
 def _text_vocabulary(users: UserFeatureTable, posts: PostFeatureTable, max_tokens: int) -> list[str]:
-    texts = np.concatenate([users.profile_text, posts.title, posts.description, posts.comments]).astype(str)
+    # A generator of Python strings, never one fixed-width numpy array: that would be sized by the longest text.
+    def texts() -> Iterator[str]:
+        for column in (users.profile_text, posts.title, posts.description, posts.comments):
+            yield from column
+
     vectorizer = tf.keras.layers.TextVectorization(max_tokens=max_tokens)
-    vectorizer.adapt(tf.data.Dataset.from_tensor_slices(texts).batch(4096))
+    strings = tf.data.Dataset.from_generator(texts, output_signature=tf.TensorSpec([], tf.string))
+    vectorizer.adapt(strings.batch(4096))
     # The first two entries are the padding and out-of-vocabulary tokens, which the layers add themselves.
     return [str(token) for token in vectorizer.get_vocabulary()[2:]]
 
 
 def _passion_vocabulary(users: UserFeatureTable) -> list[str]:
-    values, counts = np.unique(users.passions[users.passions != ""].astype(str), return_counts=True)
-    order = sorted(range(len(values)), key=lambda i: (-counts[i], values[i]))
-    return [str(values[i]) for i in order]
+    counts = Counter(str(passion) for passion in users.passions.ravel() if passion)
+    return [passion for passion, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0]))]
 
 
 def _h3_vocabulary(users: UserFeatureTable, posts: PostFeatureTable) -> dict[int, list[str]]:
     return {
-        res: sorted({UNKNOWN_H3_CELL, *users.h3[res].astype(str), *posts.h3[res].astype(str)}) for res in H3_RESOLUTIONS
+        res: sorted({UNKNOWN_H3_CELL, *map(str, users.h3[res]), *map(str, posts.h3[res])}) for res in H3_RESOLUTIONS
     }
 
 
