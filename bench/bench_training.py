@@ -25,7 +25,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,53 +159,21 @@ def _steady_rate(examples: int, epoch_seconds: list[float]) -> float:
 
 
 def _train_tutorial_id_only(work_dir: Path, params: TrainParams) -> tuple[int, list[float]]:
-    """The TFRS basic-retrieval tutorial's model, written out here: id embeddings only, in-batch softmax."""
-    import tensorflow as tf
-    import tensorflow_recommenders as tfrs
-
-    class IdOnlyTwoTower(tfrs.Model):
-        def __init__(self, user_ids: list[str], post_ids: list[str], dim: int) -> None:
-            super().__init__()
-            self.query_tower = tf.keras.Sequential(
-                [
-                    tf.keras.layers.StringLookup(vocabulary=user_ids, mask_token=None),
-                    tf.keras.layers.Embedding(len(user_ids) + 1, dim),
-                ]
-            )
-            self.candidate_tower = tf.keras.Sequential(
-                [
-                    tf.keras.layers.StringLookup(vocabulary=post_ids, mask_token=None),
-                    tf.keras.layers.Embedding(len(post_ids) + 1, dim),
-                ]
-            )
-            self.task = tfrs.tasks.Retrieval()
-
-        def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-            return self.task(
-                self.query_tower(features["user_id"]),
-                self.candidate_tower(features["post_id"]),
-                compute_metrics=False,
-            )
+    """The TFRS basic-retrieval tutorial's model (teamu_assets.model.baselines) on the same examples."""
+    from teamu_assets.model.baselines import train_id_only_two_tower
 
     manifest = read_manifest(work_dir / DATASET_DIR)
-    examples = pd.read_parquet(manifest.path("train"), columns=["user_id", "post_id"]).astype(str)
-    tf.keras.utils.set_random_seed(params.seed)
-    model = IdOnlyTwoTower(
-        sorted(examples["user_id"].unique()), sorted(examples["post_id"].unique()), params.embedding_dim
+    examples = pd.read_parquet(manifest.path("train"), columns=["user_id", "post_id"])
+    result = train_id_only_two_tower(
+        examples["user_id"].to_numpy(),
+        examples["post_id"].to_numpy(),
+        embedding_dim=params.embedding_dim,
+        epochs=params.epochs,
+        batch_size=params.batch_size,
+        learning_rate=params.learning_rate,
+        seed=params.seed,
     )
-    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=params.learning_rate))
-    dataset = (
-        tf.data.Dataset.from_tensor_slices({"user_id": examples["user_id"], "post_id": examples["post_id"]})
-        .shuffle(len(examples), seed=params.seed, reshuffle_each_iteration=False)
-        .batch(params.batch_size)
-        .cache()
-    )
-    seconds: list[float] = []
-    for _ in range(params.epochs):
-        started = time.perf_counter()
-        model.fit(dataset, epochs=1, verbose=0)
-        seconds.append(time.perf_counter() - started)
-    return len(examples), seconds
+    return result.examples, result.epoch_seconds
 
 
 def _memory_mib(field: str) -> float:
