@@ -61,6 +61,26 @@ def _db(args: argparse.Namespace) -> int:
     return 0
 
 
+# `teamu seed` flags that shape the synthetic world, each a SyntheticConfig field (its default when omitted):
+# name -> (type, help).
+WORLD_FLAGS: dict[str, tuple[type, str]] = {
+    "popularity_tail": (
+        float,
+        "spread (log scale) of each post's hidden appeal: the larger, the more views a few posts take",
+    ),
+    "latent_tastes": (int, "how many hidden tastes users have (a mix each) and posts appeal to"),
+    "taste_scale": (float, "spread (log scale) of a post's hidden appeal to each taste; 0: tastes play no part"),
+    "prolific_authors": (int, "this many accounts write --prolific-share of all posts (default: none)"),
+    "prolific_share": (float, "share of all posts written by the --prolific-authors accounts"),
+    "long_thread_share": (float, "share of posts that gather a thread of hundreds to thousands of comments"),
+    "active_days": (
+        float,
+        "mean days a user stays active; users then sign up across the whole span (multi-year --days need it); "
+        "default 0: everyone stays to the end",
+    ),
+}
+
+
 def _seed(args: argparse.Namespace) -> int:
     from teamu_assets.demo import seed
 
@@ -75,6 +95,7 @@ def _seed(args: argparse.Namespace) -> int:
             days=args.days,
             seed=args.seed,
             bad_fraction=args.bad_fraction,
+            **{name: getattr(args, name) for name in WORLD_FLAGS if getattr(args, name) is not None},
         )
     )
     return 0
@@ -141,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--seed", type=int, default=7)
         if name == "seed":
             sub.add_argument("--bad-fraction", type=float, default=0.0, help="share of bad Mixpanel lines")
+            for flag, (flag_type, flag_help) in WORLD_FLAGS.items():
+                sub.add_argument(f"--{flag.replace('_', '-')}", type=flag_type, help=flag_help)
         sub.set_defaults(func=func)
 
     rec = commands.add_parser("recommend", help="print a user's recommendations from ml.recommend_posts")

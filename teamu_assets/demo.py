@@ -8,11 +8,23 @@ import time
 from teamu_assets.settings import Settings
 
 
-def seed(settings: Settings, url: str, *, users: int, posts: int, days: int, seed: int, bad_fraction: float) -> str:
-    """Generate synthetic Teamu data into raw_supabase and the landing folder; return a one-line summary."""
+def seed(
+    settings: Settings,
+    url: str,
+    *,
+    users: int,
+    posts: int,
+    days: int,
+    seed: int,
+    bad_fraction: float,
+    **world: float,
+) -> str:
+    """Generate synthetic Teamu data into raw_supabase and the landing folder; return a one-line summary. `world`
+    holds other SyntheticConfig fields (popularity_tail, prolific_authors, active_days, ...)."""
     from teamu_assets.synthetic import SyntheticConfig, generate, save_truth, write_mixpanel_files, write_supabase
 
-    dataset = generate(SyntheticConfig(users=users, posts=posts, days=days, seed=seed, bad_fraction=bad_fraction))
+    config = SyntheticConfig(users=users, posts=posts, days=days, seed=seed, bad_fraction=bad_fraction, **world)
+    dataset = generate(config)
     counts = write_supabase(url, dataset)
     files = write_mixpanel_files(dataset, settings.mixpanel_landing_dir, bad_fraction=bad_fraction, seed=seed)
     save_truth(dataset.truth, settings.home / "synthetic" / "ground_truth.npz")

@@ -31,7 +31,30 @@ class SyntheticConfig:
     views_per_user_day: float = 0.55
     recency_half_life_days: float = 7.0
     # Spread of the latent post quality (log scale): how much popularity matters next to the topic affinity.
+    # Quality also shows in votes and view time, so a model can read it off a post's counts.
     quality_scale: float = 0.8
+    # Item appeal no content feature explains (truth.py has the engagement model). popularity_tail is the spread
+    # (log scale) of a per-post appeal that only shows in how often the post is viewed: log-normal, so a few posts
+    # collect a large share of the views, the more the larger it is (0: none).
+    popularity_tail: float = 1.0
+    # Users have hidden tastes (a mix over latent_tastes, unrelated to topics and profiles) and every post a
+    # hidden appeal to each taste, spread taste_scale on the log scale (0: none): which posts of a topic a user
+    # views depends on who they are beyond what they wrote, and only their history (and the post's other
+    # viewers) tells.
+    latent_tastes: int = 8
+    taste_scale: float = 1.0
+    # Prolific authors: this many accounts (the earliest writers, e.g. a brand or a bot) write prolific_share of
+    # all posts, on topics like everyone's (0, 0.0: no such accounts).
+    prolific_authors: int = 0
+    prolific_share: float = 0.0
+    # Share of posts that gather a long comment thread (LONG_THREAD_COMMENTS in generator.py: hundreds to
+    # thousands of comments, written by the post's viewers).
+    long_thread_share: float = 0.0
+    # Mean days a user stays active (exponential). 0: everyone stays until the end, and most users signed up
+    # shortly before the period (the demo). Above 0, as multi-year worlds need: users sign up at one rate from
+    # that many days before the period to its end, and each is active for a while only; those who sign up after
+    # the cutoff are the cold-start users (see cold_start_users).
+    active_days: float = 0.0
     # How much more a nearby user favours a local post over a non-local one of the same quality and age.
     local_boost: float = 3.0
     # Logit offsets of voting and commenting after a view (user of average affinity, post of average quality).
@@ -47,7 +70,7 @@ class SyntheticConfig:
     bad_fraction: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("users", "posts", "days", "topics", "cities", "recommendations_shown"):
+        for name in ("users", "posts", "days", "topics", "cities", "recommendations_shown", "latent_tastes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"SyntheticConfig.{name} must be at least 1, got {getattr(self, name)}")
         if self.topics > len(TOPICS):
@@ -63,6 +86,8 @@ class SyntheticConfig:
             "recommendation_feed_fraction",
             "untracked_view_fraction",
             "bad_fraction",
+            "prolific_share",
+            "long_thread_share",
         ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -76,6 +101,23 @@ class SyntheticConfig:
         for name in ("views_per_user_day", "recency_half_life_days", "local_boost"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"SyntheticConfig.{name} must be positive, got {getattr(self, name)}")
+        for name in ("quality_scale", "popularity_tail", "taste_scale", "active_days", "prolific_authors"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"SyntheticConfig.{name} must not be negative, got {getattr(self, name)}")
+        if (self.prolific_authors > 0) != (self.prolific_share > 0):
+            raise ValueError("SyntheticConfig.prolific_authors and prolific_share go together: both 0 or both set")
+        writers = self.users - self.cold_start_users
+        if self.prolific_authors > writers:
+            raise ValueError(f"SyntheticConfig.prolific_authors is at most the {writers} users who write")
+
+    @property
+    def cold_start_users(self) -> int:
+        """Users who sign up after the cutoff: cold_start_user_fraction of them, or with active_days > 0 the
+        holdout's share of the sign-up span, so users keep coming at one rate through the holdout."""
+        share = self.cold_start_user_fraction
+        if self.active_days > 0:
+            share = (self.end - self.cutoff) / (self.end - self.start + dt.timedelta(days=self.active_days))
+        return min(round(self.users * share), self.users - 1)
 
     @property
     def end(self) -> dt.datetime:

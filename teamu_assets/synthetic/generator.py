@@ -16,7 +16,7 @@ import pandas as pd
 
 from teamu_assets.synthetic import text
 from teamu_assets.synthetic.config import SyntheticConfig
-from teamu_assets.synthetic.truth import SECONDS_PER_DAY, GroundTruth, PostPool, static_post_weights
+from teamu_assets.synthetic.truth import SECONDS_PER_DAY, GroundTruth, PostPool, post_log_weights
 from teamu_assets.synthetic.vocabulary import CITIES, TOPICS
 
 TIMESTAMP_DTYPE = "datetime64[us, UTC]"
@@ -77,6 +77,15 @@ EARLY_SIGNUP_SHARE = 0.7
 MAX_PASSIONS = 5
 MEAN_EXTRA_PASSIONS = 1.5
 MEAN_PROJECTS = 1.2
+# Dirichlet concentration of a user's latent tastes: small, so most users lean to one or two.
+TASTE_CONCENTRATION = 0.3
+# With active_days > 0, an author who had stopped being active by a post's time is drawn again, this many times
+# at most (the rare post still without an active author keeps one who had signed up).
+AUTHOR_REDRAWS = 50
+# A long thread's comment count is log-uniform in this range; its comments come within THREAD_SPAN_DAYS of the
+# commenter's view.
+LONG_THREAD_COMMENTS = (200, 3000)
+THREAD_SPAN_DAYS = 3
 # Oddities written when config.bad_fraction > 0, each counted in SyntheticDataset.quality_issues.
 OUT_OF_RANGE_LATITUDE = 123.4
 OUT_OF_RANGE_LONGITUDE = 200.5
@@ -118,6 +127,7 @@ class _Users:
     created: np.ndarray
     updated: np.ndarray
     active_from: np.ndarray
+    active_until: np.ndarray
     activity: np.ndarray
     is_cold: np.ndarray
 
@@ -132,6 +142,8 @@ class _Posts:
     latitude: np.ndarray
     longitude: np.ndarray
     quality: np.ndarray
+    appeal: np.ndarray
+    taste_appeal: np.ndarray  # (posts, tastes)
     created: np.ndarray
     updated: np.ndarray
 
@@ -157,6 +169,7 @@ class _FollowUps:
 def generate(config: SyntheticConfig) -> SyntheticDataset:
     """The app tables (CONTRACT_COLUMNS), the Mixpanel events and the ground truth of one synthetic world;
     the same config gives byte-identical output (see checksums)."""
+    # Stages added later come last: spawn(n) gives the same first children whatever n is.
     (
         user_rng,
         post_rng,
@@ -166,24 +179,30 @@ def generate(config: SyntheticConfig) -> SyntheticDataset:
         event_rng,
         text_rng,
         oddity_rng,
-    ) = np.random.default_rng(config.seed).spawn(8)
+        taste_rng,
+        appeal_rng,
+        thread_rng,
+    ) = np.random.default_rng(config.seed).spawn(11)
     start, cutoff, end = _period(config)
     tau_seconds = config.recency_half_life_days * SECONDS_PER_DAY / np.log(2)
 
     users = _simulate_users(config, user_rng)
-    posts = _simulate_posts(config, post_rng, users)
+    user_taste = taste_rng.dirichlet(np.full(config.latent_tastes, TASTE_CONCENTRATION), config.users)
+    posts = _simulate_posts(config, post_rng, appeal_rng, users)
     pool = PostPool(
         topic=posts.topic,
         city=posts.city,
         is_local=posts.is_local,
         created=posts.created,
-        weight=static_post_weights(posts.quality, posts.created, end, tau_seconds, config.quality_scale),
+        log_weight=post_log_weights(
+            posts.quality, posts.appeal, posts.taste_appeal, posts.created, end, tau_seconds, config.quality_scale
+        ),
         n_topics=config.topics,
         n_cities=config.cities,
         origin=start,
         end=end,
     )
-    views = _simulate_views(config, view_rng, users, posts, pool, end)
+    views = _simulate_views(config, view_rng, taste_rng, users, user_taste, posts, pool, end)
     logit_affinity = np.log(views.relative_affinity)
     quality = posts.quality[views.post]
 
@@ -194,7 +213,11 @@ def generate(config: SyntheticConfig) -> SyntheticDataset:
     upvote_probability = _sigmoid(1.5 + quality + 0.5 * logit_affinity)[votes.view]
     vote_values = np.where(vote_rng.random(len(votes.view)) < upvote_probability, 1, -1).astype(np.int16)
     comment_probability = _sigmoid(config.comment_bias + 0.6 * logit_affinity + 0.4 * quality)
-    comments = _follow_views(comment_rng, views, comment_probability, delay_seconds=comment_delay, end=end)
+    comments = _with_long_threads(
+        _follow_views(comment_rng, views, comment_probability, delay_seconds=comment_delay, end=end),
+        _long_threads(config, thread_rng, views, end),
+        views,
+    )
 
     users_frame = _users_frame(users, text_rng)
     projects_frame = _projects_frame(users, text_rng, end)
@@ -214,8 +237,11 @@ def generate(config: SyntheticConfig) -> SyntheticDataset:
             post_ids=posts.ids,
             topic_names=np.array([topic.name for topic in TOPICS[: config.topics]]),
             affinity=users.affinity,
+            user_taste=user_taste,
             post_topic=posts.topic,
             post_quality=posts.quality,
+            post_appeal=posts.appeal,
+            post_taste_appeal=posts.taste_appeal,
             post_user_ids=users.ids[posts.author],
             post_is_local=posts.is_local,
             post_city=posts.city,
@@ -223,6 +249,7 @@ def generate(config: SyntheticConfig) -> SyntheticDataset:
             user_city=users.city,
             user_activity=users.activity,
             user_active_from=users.active_from,
+            user_active_until=users.active_until,
             start=start,
             cutoff=cutoff,
             end=end,
@@ -312,14 +339,18 @@ def _simulate_users(config: SyntheticConfig, rng: np.random.Generator) -> _Users
     affinity = raw_affinity / raw_affinity.sum(axis=1, keepdims=True)
 
     is_cold = np.zeros(n_users, dtype=bool)
-    n_cold = min(round(n_users * config.cold_start_user_fraction), n_users - 1)
+    n_cold = config.cold_start_users
     is_cold[rng.choice(n_users, n_cold, replace=False)] = True
-    signed_up_early = rng.random(n_users) < EARLY_SIGNUP_SHARE
-    created = np.where(
-        signed_up_early,
-        start - rng.integers(1, EARLY_SIGNUP_DAYS * SECONDS_PER_DAY, n_users),
-        rng.integers(start, cutoff, n_users),
-    )
+    if config.active_days > 0:
+        # Users come and go: sign-ups spread from one mean lifetime before the period to the cutoff.
+        created = rng.integers(start - round(config.active_days * SECONDS_PER_DAY), cutoff, n_users)
+    else:
+        signed_up_early = rng.random(n_users) < EARLY_SIGNUP_SHARE
+        created = np.where(
+            signed_up_early,
+            start - rng.integers(1, EARLY_SIGNUP_DAYS * SECONDS_PER_DAY, n_users),
+            rng.integers(start, cutoff, n_users),
+        )
     created[is_cold] = rng.integers(cutoff, end, n_cold)
     active_from = np.maximum(created, start)
     edited = rng.random(n_users) < 0.5
@@ -330,6 +361,11 @@ def _simulate_users(config: SyntheticConfig, rng: np.random.Generator) -> _Users
     sigma = 0.9
     activity = config.views_per_user_day * rng.lognormal(-0.5 * sigma**2, sigma, n_users)
     activity[is_cold & (rng.random(n_users) < config.cold_start_inactive_fraction)] = 0.0
+    active_until = np.full(n_users, end, dtype=np.int64)
+    if config.active_days > 0:
+        lifetime = rng.exponential(config.active_days * SECONDS_PER_DAY, n_users).astype(np.int64)
+        # Someone who left before the period was active for none of it.
+        active_until = np.clip(created + lifetime, active_from, end)
     return _Users(
         ids=np.arange(1, n_users + 1, dtype=np.int64),
         city=city.astype(np.int64),
@@ -340,12 +376,15 @@ def _simulate_users(config: SyntheticConfig, rng: np.random.Generator) -> _Users
         created=created.astype(np.int64),
         updated=updated.astype(np.int64),
         active_from=active_from.astype(np.int64),
+        active_until=active_until.astype(np.int64),
         activity=activity,
         is_cold=is_cold,
     )
 
 
-def _simulate_posts(config: SyntheticConfig, rng: np.random.Generator, users: _Users) -> _Posts:
+def _simulate_posts(
+    config: SyntheticConfig, rng: np.random.Generator, appeal_rng: np.random.Generator, users: _Users
+) -> _Posts:
     start, cutoff, end = _period(config)
     n_posts = config.posts
     created = rng.integers(start, cutoff, n_posts)
@@ -360,8 +399,26 @@ def _simulate_posts(config: SyntheticConfig, rng: np.random.Generator, users: _U
     eligible = np.searchsorted(users.created[writers], created, side="right")
     targets = rng.random(n_posts) * writer_weight[eligible - 1]
     author = writers[np.minimum(np.searchsorted(writer_weight, targets, side="right"), eligible - 1)]
+    if config.active_days > 0:
+        # Writers post while they are active.
+        for _ in range(AUTHOR_REDRAWS):
+            gone = np.flatnonzero(users.active_until[author] <= created)
+            if len(gone) == 0:
+                break
+            targets = rng.random(len(gone)) * writer_weight[eligible[gone] - 1]
+            redrawn = np.minimum(np.searchsorted(writer_weight, targets, side="right"), eligible[gone] - 1)
+            author[gone] = writers[redrawn]
+    topic_mix = users.affinity[author]
+    if config.prolific_authors > 0:
+        # The earliest writers (a brand, a catalogue, a bot) write prolific_share of the posts, each post by one
+        # of them who had signed up by then (the first always had), on topics like everyone's.
+        prolific = rng.choice(n_posts, round(config.prolific_share * n_posts), replace=False)
+        accounts = writers[: config.prolific_authors]
+        signed_up = np.searchsorted(users.created[accounts], created[prolific], side="right")
+        author[prolific] = accounts[(rng.random(len(prolific)) * signed_up).astype(np.int64)]
+        topic_mix[prolific] = users.affinity.mean(axis=0)
 
-    topic = _categorical(rng, users.affinity[author])
+    topic = _categorical(rng, topic_mix)
     is_local = rng.random(n_posts) < config.local_post_fraction
     latitude, longitude = _near(rng, users.latitude[author], users.longitude[author], POST_SPREAD_KM)
     quality = rng.normal(0.0, 1.0, n_posts)
@@ -376,6 +433,9 @@ def _simulate_posts(config: SyntheticConfig, rng: np.random.Generator, users: _U
         latitude=latitude,
         longitude=longitude,
         quality=quality,
+        # Drawn apart from everything else about the post: no content feature explains them.
+        appeal=appeal_rng.normal(0.0, config.popularity_tail, n_posts),
+        taste_appeal=appeal_rng.normal(0.0, config.taste_scale, (n_posts, config.latent_tastes)),
         created=created.astype(np.int64),
         updated=(created + np.where(edited, edit_delay, 0)).astype(np.int64),
     )
@@ -384,24 +444,29 @@ def _simulate_posts(config: SyntheticConfig, rng: np.random.Generator, users: _U
 def _simulate_views(
     config: SyntheticConfig,
     rng: np.random.Generator,
+    taste_rng: np.random.Generator,
     users: _Users,
+    user_taste: np.ndarray,
     posts: _Posts,
     pool: PostPool,
     end: int,
 ) -> _Views:
-    active_seconds = end - users.active_from
+    active_seconds = users.active_until - users.active_from
     counts = rng.poisson(users.activity * active_seconds / SECONDS_PER_DAY)
     user = np.repeat(np.arange(config.users), counts)
     time = users.active_from[user] + (rng.random(len(user)) * active_seconds[user]).astype(np.int64)
     topic = _categorical(rng, users.affinity[user])
+    taste = _categorical(taste_rng, user_taste[user])
 
-    # Topic first, then a post of that topic: non-local ones, or local ones of the viewer's city (boosted).
+    # Topic and taste first, then a post of that topic: non-local ones, or local ones of the viewer's city
+    # (boosted), weighted for the taste.
     global_group = topic
     local_group = pool.local_group(topic, users.city[user])
-    global_mass = pool.mass(global_group, time)
-    local_mass = config.local_boost * pool.mass(local_group, time)
-    use_local = rng.random(len(user)) * (global_mass + local_mass) < local_mass
-    post = pool.sample(np.where(use_local, local_group, global_group), time, rng.random(len(user)))
+    log_global = pool.log_mass(global_group, taste, time)
+    log_local = np.log(config.local_boost) + pool.log_mass(local_group, taste, time)
+    with np.errstate(divide="ignore"):
+        use_local = np.log(rng.random(len(user))) + np.logaddexp(log_global, log_local) < log_local
+    post = pool.sample(np.where(use_local, local_group, global_group), taste, time, rng.random(len(user)))
     duration_noise = rng.normal(0.0, 0.7, len(user))
     tracked = rng.random(len(user)) >= config.untracked_view_fraction
 
@@ -446,6 +511,29 @@ def _follow_views(
     return _FollowUps(view=view, time=time[view])
 
 
+def _long_threads(config: SyntheticConfig, rng: np.random.Generator, views: _Views, end: int) -> _FollowUps:
+    """The comments of the long threads: long_thread_share of the posts (drawn among the viewed ones) get
+    LONG_THREAD_COMMENTS each, every one by a viewer of the post (chosen among its views) within
+    THREAD_SPAN_DAYS after that view and before the end."""
+    viewed_posts, first, viewed = np.unique(np.sort(views.post), return_index=True, return_counts=True)
+    n_threads = min(round(config.long_thread_share * config.posts), len(viewed_posts))
+    threads = rng.choice(len(viewed_posts), n_threads, replace=False)
+    low, high = LONG_THREAD_COMMENTS
+    lengths = np.exp(rng.uniform(np.log(low), np.log(high), n_threads)).astype(np.int64)
+    thread = np.repeat(threads, lengths)
+    by_post = np.argsort(views.post, kind="stable")
+    view = by_post[first[thread] + (rng.random(len(thread)) * viewed[thread]).astype(np.int64)]
+    room = np.minimum(THREAD_SPAN_DAYS * SECONDS_PER_DAY, end - 1 - views.time[view])
+    return _FollowUps(view=view, time=views.time[view] + (rng.random(len(view)) * room).astype(np.int64))
+
+
+def _with_long_threads(comments: _FollowUps, threads: _FollowUps, views: _Views) -> _FollowUps:
+    view = np.concatenate([comments.view, threads.view])
+    time = np.concatenate([comments.time, threads.time])
+    order = np.lexsort((views.user[view], time))
+    return _FollowUps(view=view[order], time=time[order])
+
+
 def _mixpanel_events(
     config: SyntheticConfig,
     rng: np.random.Generator,
@@ -460,11 +548,12 @@ def _mixpanel_events(
     of the popularity model is what such a model really earns."""
     tracked = np.flatnonzero(views.tracked)
     day = (views.time - start) // SECONDS_PER_DAY
-    shown_by_day = _popularity_feeds(config, views, posts, tracked, day, start)
-    has_feed = np.array([len(shown) > 0 for shown in shown_by_day])
+    feed_offsets, feed_posts = _popularity_feeds(config, views, posts, tracked, day, start)
+    has_feed = np.diff(feed_offsets) > 0
     feed = tracked[(rng.random(len(tracked)) < config.recommendation_feed_fraction) & has_feed[day[tracked]]]
-    clicked = np.array([views.post[view] in shown_by_day[day[view]] for view in feed.tolist()], dtype=bool)
-    click = feed[clicked]
+    n_posts = len(posts.ids)
+    feed_day = np.repeat(np.arange(config.days), np.diff(feed_offsets))
+    click = feed[np.isin(day[feed] * n_posts + views.post[feed], feed_day * n_posts + feed_posts)]
 
     # One row per event: (time, kind rank so a feed precedes its click precedes the view, view index).
     view_kind, shown_kind, click_kind = 2, 0, 1
@@ -485,6 +574,10 @@ def _mixpanel_events(
 
     distinct_ids = users.ids.astype(str)
     post_ids = posts.ids.tolist()
+    shown_by_day = [
+        posts.ids[feed_posts[begin:stop]].tolist()
+        for begin, stop in zip(feed_offsets[:-1].tolist(), feed_offsets[1:].tolist(), strict=True)
+    ]
     events: list[dict] = []
     for insert_id, time, kind, view in zip(
         insert_ids, times[order].tolist(), kinds[order].tolist(), sources[order].tolist(), strict=True
@@ -498,8 +591,7 @@ def _mixpanel_events(
             properties.update(post_id=post_ids[views.post[view]], duration_ms=int(views.duration_ms[view]))
             events.append({"event": POST_VIEWED, "properties": properties})
         elif kind == shown_kind:
-            shown = [post_ids[post] for post in shown_by_day[day[view]]]
-            properties.update(post_ids=shown, request_id=request_ids[view])
+            properties.update(post_ids=shown_by_day[day[view]], request_id=request_ids[view])
             properties["model_version"] = PREVIOUS_MODEL_VERSION
             events.append({"event": RECOMMENDATION_SHOWN, "properties": properties})
         else:
@@ -510,21 +602,34 @@ def _mixpanel_events(
 
 def _popularity_feeds(
     config: SyntheticConfig, views: _Views, posts: _Posts, tracked: np.ndarray, day: np.ndarray, start: int
-) -> list[list[int]]:
+) -> tuple[np.ndarray, np.ndarray]:
     """What "v0-popularity" showed each day: the non-local posts with the most tracked views over the previous
-    days (newest first among equals), as post indices."""
-    n_days, n_posts = config.days, len(posts.ids)
-    daily = np.bincount(day[tracked] * n_posts + views.post[tracked], minlength=n_days * n_posts)
-    cumulative = daily.reshape(n_days, n_posts).cumsum(axis=0)
-    trailing = np.zeros_like(cumulative)
-    trailing[1:] = cumulative[:-1]
-    trailing[POPULARITY_WINDOW_DAYS + 1 :] -= cumulative[: -POPULARITY_WINDOW_DAYS - 1]
+    days (newest first among equals), as post indices: day d's feed is posts[offsets[d]:offsets[d + 1]].
+
+    Sparse, so memory follows the views, not days x posts: the candidates of a day are the posts viewed in its
+    window and the newest posts created before it (which fill a feed when few posts were viewed)."""
+    n_days, n_posts, shown = config.days, len(posts.ids), config.recommendations_shown
+    counted = tracked[~posts.is_local[views.post[tracked]]]
+    daily, daily_views = np.unique(day[counted] * n_posts + views.post[counted], return_counts=True)
+    # A day's views count on each of the POPULARITY_WINDOW_DAYS days after it.
+    later = (daily[:, None] + np.arange(1, POPULARITY_WINDOW_DAYS + 1)[None, :] * n_posts).ravel()
+    later_views = np.repeat(daily_views, POPULARITY_WINDOW_DAYS)
+    within = later < n_days * n_posts
+    non_local = np.flatnonzero(~posts.is_local)  # in creation order, as post indices are
     day_starts = start + np.arange(n_days) * SECONDS_PER_DAY
-    eligible = ~posts.is_local[None, :] & (posts.created[None, :] < day_starts[:, None])
-    newest_first = np.arange(n_posts) / n_posts  # post indices follow creation time
-    score = np.where(eligible, trailing + newest_first[None, :], -np.inf)
-    top = np.argsort(-score, axis=1, kind="stable")[:, : config.recommendations_shown]
-    return [row[eligible[d, row]].tolist() for d, row in enumerate(top)]
+    created_before = np.searchsorted(posts.created[non_local], day_starts, side="left")
+    newest = created_before[:, None] - np.arange(1, shown + 1)[None, :]
+    fill_day = np.broadcast_to(np.arange(n_days)[:, None], newest.shape)[newest >= 0]
+    fill = fill_day * n_posts + non_local[newest[newest >= 0]]
+    keys, inverse = np.unique(np.concatenate([later[within], fill]), return_inverse=True)
+    trailing = np.bincount(inverse, weights=np.concatenate([later_views[within], np.zeros(len(fill))]))
+    key_day, key_post = keys // n_posts, keys % n_posts
+    order = np.lexsort((-(trailing + key_post / n_posts), key_day))
+    key_day, key_post = key_day[order], key_post[order]
+    first_of_day = np.searchsorted(key_day, key_day, side="left")
+    top = np.arange(len(key_day)) - first_of_day < shown
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(key_day[top], minlength=n_days))])
+    return offsets, key_post[top]
 
 
 def _hex_ids(rng: np.random.Generator, count: int) -> list[str]:
