@@ -16,9 +16,6 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-# After each epoch: (epoch number from 1, user vectors, item vectors), aligned with the result's vocabularies.
-EpochCallback = Callable[[int, np.ndarray, np.ndarray], None]
-
 
 class IdOnlyTwoTower(tfrs.Model):
     def __init__(self, user_ids: list[str], item_ids: list[str], dim: int) -> None:
@@ -47,8 +44,8 @@ class IdOnlyTwoTower(tfrs.Model):
 
 @dataclass(frozen=True, eq=False)
 class IdOnlyResult:
-    """Vectors of every user and item seen in training (the vocabularies, sorted as strings), the examples
-    trained on and the wall time of each epoch."""
+    """Vectors of every user and item seen in training (the vocabularies: distinct ids as strings, sorted), the
+    examples trained on and the wall time of each epoch."""
 
     user_ids: np.ndarray
     user_vectors: np.ndarray  # float32 [users, dim]
@@ -56,6 +53,10 @@ class IdOnlyResult:
     item_vectors: np.ndarray  # float32 [items, dim]
     examples: int
     epoch_seconds: list[float]
+
+
+# After each epoch: (epoch number from 1, the model so far).
+EpochCallback = Callable[[int, IdOnlyResult], None]
 
 
 def train_id_only_two_tower(
@@ -70,7 +71,7 @@ def train_id_only_two_tower(
     after_epoch: EpochCallback | None = None,
 ) -> IdOnlyResult:
     """Train the tutorial's model on (user_ids[i], item_ids[i]) pairs, one example each; returns the towers'
-    vectors for the training vocabularies. after_epoch sees the vectors after every epoch (for validation)."""
+    vectors for the training vocabularies. after_epoch sees the model after every epoch (for validation)."""
     if len(user_ids) != len(item_ids) or len(user_ids) == 0:
         raise ValueError(f"need as many user as item ids, and some: got {len(user_ids)} and {len(item_ids)}")
     users = np.asarray(user_ids).astype(str)
@@ -86,25 +87,22 @@ def train_id_only_two_tower(
         .cache()
     )
 
-    def vectors() -> tuple[np.ndarray, np.ndarray]:
-        return (
-            model.query_tower(tf.constant(user_vocabulary)).numpy(),
-            model.candidate_tower(tf.constant(item_vocabulary)).numpy(),
+    seconds: list[float] = []
+
+    def snapshot() -> IdOnlyResult:
+        return IdOnlyResult(
+            user_ids=np.array(user_vocabulary),
+            user_vectors=model.query_tower(tf.constant(user_vocabulary)).numpy(),
+            item_ids=np.array(item_vocabulary),
+            item_vectors=model.candidate_tower(tf.constant(item_vocabulary)).numpy(),
+            examples=len(users),
+            epoch_seconds=list(seconds),
         )
 
-    seconds: list[float] = []
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()
         model.fit(dataset, epochs=1, verbose=0)
         seconds.append(time.perf_counter() - started)
         if after_epoch is not None:
-            after_epoch(epoch, *vectors())
-    user_vectors, item_vectors = vectors()
-    return IdOnlyResult(
-        user_ids=np.array(user_vocabulary),
-        user_vectors=user_vectors,
-        item_ids=np.array(item_vocabulary),
-        item_vectors=item_vectors,
-        examples=len(users),
-        epoch_seconds=seconds,
-    )
+            after_epoch(epoch, snapshot())
+    return snapshot()

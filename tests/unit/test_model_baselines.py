@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from teamu_assets.model.baselines import train_id_only_two_tower
+from teamu_assets.model.baselines import IdOnlyResult, train_id_only_two_tower
 
 
 def test_id_only_two_tower_separates_two_communities() -> None:
@@ -13,6 +13,11 @@ def test_id_only_two_tower_separates_two_communities() -> None:
     users = np.repeat(np.arange(40), 6)
     items = np.where(users < 20, 100, 200) + rng.integers(0, 10, len(users))
     epochs_seen: list[int] = []
+
+    def after_epoch(epoch: int, so_far: IdOnlyResult) -> None:
+        assert so_far.user_vectors.shape == (40, 8) and len(so_far.epoch_seconds) == epoch
+        epochs_seen.append(epoch)
+
     result = train_id_only_two_tower(
         users,
         items,
@@ -20,7 +25,7 @@ def test_id_only_two_tower_separates_two_communities() -> None:
         epochs=15,
         batch_size=32,
         learning_rate=0.05,
-        after_epoch=lambda epoch, user_vectors, item_vectors: epochs_seen.append(epoch),
+        after_epoch=after_epoch,
     )
     assert epochs_seen == list(range(1, 16)) and len(result.epoch_seconds) == 15
     assert result.examples == len(users)

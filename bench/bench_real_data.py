@@ -1,0 +1,529 @@
+"""Real data: what ml.recommend_posts serves on public data sets, against baselines on the same split.
+
+For each data set (HetRec Last.fm 2K, the quantumcomputing and cardano Stack Exchange dumps; see
+teamu_assets.realdata for the mappings): each user's last 20% of distinct engaged items by first-engagement time
+are held out (teamu_assets.realdata.per_user_holdout, users with >= 2 items); the training part goes through the
+raw contract (raw_supabase tables and Mixpanel export files) into a scratch database on the running server; the
+product's full_refresh job runs on it as documented (ingest, dbt, training with the DEFAULT model config, the
+promotion gate, embeddings); then every holdout user's ml.recommend_posts(user, 50) is scored. When the gate
+does not promote the model, serving falls back to popularity: the bench records it and scores what is served
+all the same, labelled "model (fallback: popularity)".
+
+Baselines, computed in the same run on the same training part and holdout, with the same exclusions (posts the
+user engaged with in training, own posts):
+- popularity: training engagements per post (distinct users);
+- itemitem: EASE (Steck 2019) on the binary training engagements, l2 picked from a small grid by recall@20 on a
+  validation slice of the training part (each user's last 20% of training items), never on the holdout;
+- two-tower id-only: the TFRS tutorial model (teamu_assets.model.baselines) on the training (user, post) pairs,
+  its epoch count picked on the same validation slice.
+Metrics per user: recall@10/20/50 and NDCG@10, reported as mean ± standard error over the holdout users, and a
+paired bootstrap 95% interval (1,000 resamples of users, seeded) of model minus each baseline for recall@20 and
+NDCG@10. The last line printed for each data set is
+    <dataset>: model R@20=<x> NDCG@10=<y> popularity R@20=<p> itemitem R@20=<e>
+Full results go to --out as JSON.
+
+Data: ../shared/data relative to the project root (override with --data-dir or TEAMU_REAL_DATA_DIR). Needs the
+embedded server running (`teamu db start`) or TEAMU_DATABASE_URL.
+
+    .venv/bin/python bench/bench_real_data.py [--datasets lastfm se-quantumcomputing se-cardano]
+        [--epochs N] [--embedding-dim D] [--out PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import teamu_assets  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is first imported)
+from teamu_assets.db import bootstrap, registry
+from teamu_assets.db.connection import connect, resolve_url, scratch_database
+from teamu_assets.evaluation.metrics import evaluate_ranked, ranked_from_lists
+from teamu_assets.evaluation.rankers import popularity_scores, rank
+from teamu_assets.model.baselines import IdOnlyResult, train_id_only_two_tower
+from teamu_assets.realdata import RealDataset, per_user_holdout, read_lastfm, read_stackexchange, write_real_dataset
+from teamu_assets.settings import PROJECT_ROOT, Settings
+
+DATASETS = ("lastfm", "se-quantumcomputing", "se-cardano")
+HOLDOUT_FRACTION = 0.2
+MIN_ITEMS = 2
+SERVED = 50
+K_VALUES = (10, 20, 50)
+REPORTED = ("recall@10", "recall@20", "recall@50", "ndcg@10")
+INTERVAL_METRICS = ("recall@20", "ndcg@10")
+RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
+EASE_L2_GRID = (5.0, 20.0, 50.0, 200.0, 500.0, 2000.0)
+# EASE's item-item matrix is dense: past this many items (the most engaged first) its inversion, not the data,
+# sets the run time. Last.fm has ~11k items with training engagements; the 5,000 most engaged hold the items
+# with three or more training users.
+EASE_MAX_ITEMS = 5000
+# The id-only two-tower: a small fixed setup; only the epoch count is picked, on the validation slice.
+TWO_TOWER = {"embedding_dim": 64, "batch_size": 256, "learning_rate": 0.005, "seed": 42}
+TWO_TOWER_MAX_EPOCHS = 30
+MODEL, POPULARITY, ITEMITEM, TWO_TOWER_ID_ONLY = "model", "popularity", "itemitem", "two-tower id-only"
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("TEAMU_REAL_DATA_DIR") or PROJECT_ROOT.parent / "shared" / "data")
+
+
+def read_dataset(name: str, data_dir: Path) -> RealDataset:
+    if name == "lastfm":
+        return read_lastfm(data_dir / "lastfm-2k", name)
+    site = name.removeprefix("se-")
+    return read_stackexchange(data_dir / "stackexchange" / site, name)
+
+
+@dataclass
+class Stopwatch:
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        _log(f"  {name} ...")
+        started = time.perf_counter()
+        yield
+        self.seconds[name] = round(time.perf_counter() - started, 2)
+        _log(f"  {name}: {self.seconds[name]:.1f} s")
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    """What every ranker is scored on: the holdout users (sorted), their held-out posts, and what each of them may
+    not be recommended (posts engaged with in training, own posts)."""
+
+    users: np.ndarray
+    relevant: dict[int, set[int]]
+    exclude: dict[int, set[int]]
+    catalogue: np.ndarray  # every post id
+
+
+def _items_by_user(frame: pd.DataFrame) -> dict[int, set[int]]:
+    return {int(user): set(posts) for user, posts in frame.groupby("user_id")["post_id"]}
+
+
+def make_split(train: RealDataset, holdout: pd.DataFrame) -> Split:
+    users = np.sort(holdout["user_id"].unique())
+    engaged = _items_by_user(train.engagements)
+    own = _items_by_user(train.posts)
+    return Split(
+        users=users,
+        relevant=_items_by_user(holdout),
+        exclude={int(user): engaged.get(int(user), set()) | own.get(int(user), set()) for user in users},
+        catalogue=train.posts["post_id"].to_numpy(),
+    )
+
+
+def per_user_metrics(lists: dict[int, list[int]], split: Split) -> dict[str, np.ndarray]:
+    """Recall@K and NDCG@10 of each holdout user (in split.users order), as metrics.py defines them."""
+    discount = 1.0 / np.log2(np.arange(2, SERVED + 2))
+    values: dict[str, list[float]] = {metric: [] for metric in REPORTED}
+    for user in split.users.tolist():
+        relevant = split.relevant[user]
+        ranked = list(dict.fromkeys(lists.get(user, [])))[:SERVED]
+        hits = np.array([post in relevant for post in ranked] + [False] * (SERVED - len(ranked)))
+        for k in K_VALUES:
+            values[f"recall@{k}"].append(hits[:k].sum() / len(relevant))
+        ideal = discount[: min(10, len(relevant))].sum()
+        values["ndcg@10"].append(float(hits[:10] @ discount[:10]) / ideal)
+    return {metric: np.asarray(series, dtype=np.float64) for metric, series in values.items()}
+
+
+def paired_bootstrap(differences: np.ndarray, seed: int) -> tuple[float, float]:
+    """95% percentile interval of the mean of per-user differences over RESAMPLES resamples of the users."""
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(differences), size=(RESAMPLES, len(differences)))
+    means = differences[draws].mean(axis=1)
+    low, high = np.quantile(means, [0.025, 0.975])
+    return float(low), float(high)
+
+
+def lists_from_scores(split: Split, item_ids: np.ndarray, scores: np.ndarray | Callable) -> dict[int, list[int]]:
+    ranked = rank(split.users, item_ids, scores, split.exclude, SERVED)
+    return {
+        int(user): [int(item_ids[p]) for p in row if p >= 0]
+        for user, row in zip(split.users.tolist(), ranked.positions, strict=True)
+    }
+
+
+# --- baselines ---------------------------------------------------------------------------------------------
+
+
+def popularity_lists(train: RealDataset, split: Split) -> dict[int, list[int]]:
+    counts = train.engagements.groupby("post_id").size().reindex(split.catalogue, fill_value=0).to_numpy()
+    return lists_from_scores(split, split.catalogue, popularity_scores(len(split.users), counts.astype(np.float64)))
+
+
+def ease_scores(
+    train_user_ids: np.ndarray,
+    train_item_ids: np.ndarray,
+    user_ids: np.ndarray,
+    item_ids: np.ndarray,
+    *,
+    l2: float,
+    max_items: int = EASE_MAX_ITEMS,
+) -> np.ndarray:
+    """EASE scores float32 [users x items]: B = I - P / diag(P), P = (X^T X + l2 I)^-1 over the max_items items
+    with the most training users; a user's scores are x_u B. Items outside them score -inf."""
+    pairs = pd.DataFrame({"user": train_user_ids, "item": train_item_ids}).drop_duplicates()
+    # Most training users first, ties by item id, so the covered set does not depend on row order.
+    covered = pairs.groupby("item").size().sort_values(ascending=False, kind="stable").index[:max_items]
+    pairs = pairs.loc[pairs["item"].isin(covered)]
+    user_index = pd.Index(np.unique(pairs["user"]))
+    item_index = pd.Index(covered)
+    x = np.zeros((len(user_index), len(item_index)), dtype=np.float64)
+    x[user_index.get_indexer(pairs["user"]), item_index.get_indexer(pairs["item"])] = 1.0
+    gram = x.T @ x
+    gram[np.diag_indices_from(gram)] += l2
+    precision = np.linalg.inv(gram)
+    weights = precision / -np.diag(precision)
+    weights[np.diag_indices_from(weights)] = 0.0
+    rows = user_index.get_indexer(user_ids)
+    history = np.where(rows[:, None] >= 0, x[np.maximum(rows, 0)], 0.0)
+    covered_scores = (history @ weights).astype(np.float32)
+    scores = np.full((len(user_ids), len(item_ids)), -np.inf, dtype=np.float32)
+    columns = pd.Index(item_ids).get_indexer(item_index)
+    scores[:, columns[columns >= 0]] = covered_scores[:, columns >= 0]
+    return scores
+
+
+def _validation(train: RealDataset) -> tuple[RealDataset, Split]:
+    """The training part's own leave-last-out split: what the baselines' settings are picked on."""
+    fit, valid = per_user_holdout(train, HOLDOUT_FRACTION, MIN_ITEMS)
+    return fit, make_split(fit, valid)
+
+
+def _mean_recall_at_20(lists: dict[int, list[int]], split: Split) -> float:
+    return float(per_user_metrics(lists, split)["recall@20"].mean())
+
+
+def itemitem_lists(train: RealDataset, split: Split) -> tuple[dict[int, list[int]], dict[str, Any]]:
+    fit, valid = _validation(train)
+    grid: dict[str, float] = {}
+    for l2 in EASE_L2_GRID:
+        scores = ease_scores(
+            fit.engagements["user_id"].to_numpy(),
+            fit.engagements["post_id"].to_numpy(),
+            valid.users,
+            valid.catalogue,
+            l2=l2,
+        )
+        grid[f"{l2:g}"] = _mean_recall_at_20(lists_from_scores(valid, valid.catalogue, scores), valid)
+        _log(f"    EASE l2={l2:g}: validation recall@20 {grid[f'{l2:g}']:.4f}")
+    best = max(EASE_L2_GRID, key=lambda l2: (grid[f"{l2:g}"], -l2))
+    scores = ease_scores(
+        train.engagements["user_id"].to_numpy(),
+        train.engagements["post_id"].to_numpy(),
+        split.users,
+        split.catalogue,
+        l2=best,
+    )
+    return lists_from_scores(split, split.catalogue, scores), {"l2": best, "validation_recall@20": grid}
+
+
+def _id_only_lists(
+    result_user_ids: np.ndarray,
+    user_vectors: np.ndarray,
+    result_item_ids: np.ndarray,
+    item_vectors: np.ndarray,
+    split: Split,
+) -> dict[int, list[int]]:
+    """Dot products of the holdout users' vectors with the posts' (posts without a vector are never served)."""
+    rows = pd.Index(result_user_ids.astype(np.int64)).get_indexer(split.users)
+    columns = pd.Index(result_item_ids.astype(np.int64)).get_indexer(split.catalogue)
+    scores = np.full((len(split.users), len(split.catalogue)), -np.inf, dtype=np.float32)
+    known = np.ix_(rows >= 0, columns >= 0)
+    scores[known] = user_vectors[rows[rows >= 0]] @ item_vectors[columns[columns >= 0]].T
+    return lists_from_scores(split, split.catalogue, scores)
+
+
+def two_tower_lists(train: RealDataset, split: Split) -> tuple[dict[int, list[int]], dict[str, Any]]:
+    fit, valid = _validation(train)
+    grid: list[float] = []
+
+    def validate(epoch: int, so_far: IdOnlyResult) -> None:
+        lists = _id_only_lists(so_far.user_ids, so_far.user_vectors, so_far.item_ids, so_far.item_vectors, valid)
+        grid.append(_mean_recall_at_20(lists, valid))
+
+    train_id_only_two_tower(
+        fit.engagements["user_id"].to_numpy(),
+        fit.engagements["post_id"].to_numpy(),
+        epochs=TWO_TOWER_MAX_EPOCHS,
+        after_epoch=validate,
+        **TWO_TOWER,
+    )
+    epochs = int(np.argmax(grid)) + 1
+    _log(f"    two-tower id-only: best validation recall@20 {max(grid):.4f} after {epochs} epochs")
+    result = train_id_only_two_tower(
+        train.engagements["user_id"].to_numpy(), train.engagements["post_id"].to_numpy(), epochs=epochs, **TWO_TOWER
+    )
+    lists = _id_only_lists(result.user_ids, result.user_vectors, result.item_ids, result.item_vectors, split)
+    return lists, {**TWO_TOWER, "epochs": epochs, "validation_recall@20_by_epoch": grid}
+
+
+# --- the product -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProductRun:
+    success: bool
+    failed_steps: list[str]
+    model_version: str | None
+    promoted: bool
+    gate_metrics: dict[str, Any]
+    serving_installed_by_bench: bool
+
+
+@contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """dbt's subprocess writes its log to file descriptor 1: sent to stderr, stdout keeps the results alone."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def run_full_refresh(home: Path, url: str, model_config: dict[str, Any]) -> ProductRun:
+    """The full_refresh job's assets and checks, materialized as tests/e2e/test_full_graph.py does, without
+    raising: a model the gate refuses (or a failed blocking check) still leaves something to serve."""
+    from dagster import DagsterInstance, materialize
+
+    from teamu_assets import definitions
+    from teamu_assets.sensors import full_refresh_job
+
+    run_config: dict[str, Any] = {"ops": {"teamu_dbt_models": {"config": {"full_refresh": True}}}}
+    if model_config:
+        run_config["ops"]["two_tower_model"] = {"config": model_config}
+    with _stdout_to_stderr():
+        result = materialize(
+            [*definitions.defs.assets, *definitions.defs.asset_checks],
+            instance=DagsterInstance.ephemeral(),
+            resources=definitions.build_resources(home, url),
+            selection=full_refresh_job.selection,
+            run_config=run_config,
+            raise_on_error=False,
+        )
+    failed = [event.step_key for event in result.all_events if event.is_step_failure]
+    evaluation = registry.latest_evaluation(url)
+    promoted = registry.promoted_model(url)
+    is_promoted = bool(
+        evaluation and evaluation.promoted and promoted and promoted.model_version == evaluation.model_version
+    )
+    return ProductRun(
+        success=result.success,
+        failed_steps=failed,
+        model_version=evaluation.model_version if evaluation else None,
+        promoted=is_promoted,
+        gate_metrics=dict(evaluation.metrics) if evaluation else {},
+        serving_installed_by_bench=_ensure_serving(url, model_config),
+    )
+
+
+def _ensure_serving(url: str, model_config: dict[str, Any]) -> bool:
+    """When no model was ever promoted, the run may leave neither embedding tables nor serving functions; then
+    empty tables and the functions are installed, so ml.recommend_posts serves its popularity fallback.
+    Returns whether that was needed."""
+    from teamu_assets.db.embeddings import ensure_embedding_tables
+    from teamu_assets.db.recommend import install_serving_functions
+
+    with connect(url) as conn:
+        function, table = conn.execute(
+            "select to_regprocedure('ml.recommend_posts(bigint, integer, double precision)') is not null,"
+            " to_regclass('ml.user_embeddings') is not null"
+        ).fetchone()
+    if function and table:
+        return False
+    ensure_embedding_tables(url, int(model_config.get("embedding_dim") or Settings.from_env().embedding_dim))
+    install_serving_functions(url)
+    return True
+
+
+def served_lists(url: str, split: Split) -> dict[int, list[int]]:
+    with connect(url) as conn:
+        return {
+            user: [row[0] for row in conn.execute("select post_id from ml.recommend_posts(%s, %s)", (user, SERVED))]
+            for user in split.users.tolist()
+        }
+
+
+# --- one data set ------------------------------------------------------------------------------------------
+
+
+def _summary(per_user: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    n = len(next(iter(per_user.values())))
+    return {
+        metric: {"mean": float(values.mean()), "se": float(values.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0}
+        for metric, values in per_user.items()
+    }
+
+
+def bench_dataset(name: str, data_dir: Path, server_url: str, model_config: dict[str, Any]) -> dict[str, Any]:
+    watch = Stopwatch()
+    _log(f"{name}:")
+    with watch.stage("read"):
+        dataset = read_dataset(name, data_dir)
+    with watch.stage("holdout"):
+        train, holdout = per_user_holdout(dataset, HOLDOUT_FRACTION, MIN_ITEMS)
+        split = make_split(train, holdout)
+
+    lists: dict[str, dict[int, list[int]]] = {}
+    settings: dict[str, Any] = {}
+    with (
+        tempfile.TemporaryDirectory(prefix=f"bench_real_{name}_") as home,
+        scratch_database(server_url, "teamu_bench_real") as url,
+    ):
+        home_path = Path(home)
+        with watch.stage("write raw contract"):
+            bootstrap.prepare_app_database(url)
+            written = write_real_dataset(url, train, home_path / "landing")
+        with watch.stage("full_refresh"):
+            product = run_full_refresh(home_path, url, model_config)
+        _log(f"    run success {product.success}, promoted {product.promoted} ({product.model_version})")
+        with watch.stage("serve"):
+            lists[MODEL] = served_lists(url, split)
+
+    with watch.stage("popularity"):
+        lists[POPULARITY] = popularity_lists(train, split)
+    with watch.stage("itemitem"):
+        lists[ITEMITEM], settings[ITEMITEM] = itemitem_lists(train, split)
+    with watch.stage("two-tower id-only"):
+        lists[TWO_TOWER_ID_ONLY], settings[TWO_TOWER_ID_ONLY] = two_tower_lists(train, split)
+
+    with watch.stage("metrics"):
+        per_user = {ranker: per_user_metrics(ranker_lists, split) for ranker, ranker_lists in lists.items()}
+        catalogue_metrics = {
+            ranker: evaluate_ranked(ranked_from_lists(ranker_lists, split.relevant, split.catalogue), split.relevant)
+            for ranker, ranker_lists in lists.items()
+        }
+        model_minus = {
+            baseline: {
+                metric: {
+                    "difference": float((per_user[MODEL][metric] - per_user[baseline][metric]).mean()),
+                    "ci95": paired_bootstrap(per_user[MODEL][metric] - per_user[baseline][metric], BOOTSTRAP_SEED),
+                }
+                for metric in INTERVAL_METRICS
+            }
+            for baseline in (POPULARITY, ITEMITEM, TWO_TOWER_ID_ONLY)
+        }
+    return {
+        "dataset": name,
+        "rows": dataset.row_counts(),
+        "train_rows": written,
+        "holdout": {"users": len(split.users), "pairs": len(holdout), "fraction": HOLDOUT_FRACTION},
+        "product": {
+            "label": MODEL if product.promoted else "model (fallback: popularity)",
+            "run_success": product.success,
+            "failed_steps": product.failed_steps,
+            "model_version": product.model_version,
+            "promoted": product.promoted,
+            "gate_metrics": product.gate_metrics,
+            "serving_installed_by_bench": product.serving_installed_by_bench,
+            "model_config_overrides": model_config,
+        },
+        "rankers": {
+            ranker: {
+                **_summary(per_user[ranker]),
+                "coverage@50": catalogue_metrics[ranker]["coverage@50"],
+                "users_evaluated": catalogue_metrics[ranker]["users_evaluated"],
+                **({"settings": settings[ranker]} if ranker in settings else {}),
+            }
+            for ranker in lists
+        },
+        "model_minus": model_minus,
+        "bootstrap": {"resamples": RESAMPLES, "seed": BOOTSTRAP_SEED, "confidence": 0.95, "paired_over": "users"},
+        "seconds": watch.seconds,
+    }
+
+
+def print_results(results: dict[str, Any]) -> None:
+    name, rankers, product = results["dataset"], results["rankers"], results["product"]
+    holdout = results["holdout"]
+    print(
+        f"\n{name}: {holdout['users']} holdout users, {holdout['pairs']} held-out (user, post) pairs, "
+        f"{results['rows']['posts']} posts; model {product['model_version']} "
+        f"{'promoted' if product['promoted'] else 'NOT promoted: serving falls back to popularity'}"
+    )
+    labels = {
+        MODEL: product["label"],
+        POPULARITY: POPULARITY,
+        ITEMITEM: f"itemitem (EASE, l2={rankers[ITEMITEM]['settings']['l2']:g})",
+        TWO_TOWER_ID_ONLY: f"two-tower id-only ({rankers[TWO_TOWER_ID_ONLY]['settings']['epochs']} epochs)",
+    }
+    print(f"  {'ranker':<36}" + "".join(f"{metric:>18}" for metric in REPORTED))
+    for ranker, label in labels.items():
+        cells = "".join(f"{rankers[ranker][m]['mean']:>10.4f} ± {rankers[ranker][m]['se']:.4f}" for m in REPORTED)
+        print(f"  {label:<36}{cells}")
+    for baseline, by_metric in results["model_minus"].items():
+        cells = "   ".join(
+            f"{metric} {entry['difference']:+.4f} [{entry['ci95'][0]:+.4f}, {entry['ci95'][1]:+.4f}]"
+            for metric, entry in by_metric.items()
+        )
+        print(f"  model - {baseline:<27} {cells}")
+    print("  seconds: " + ", ".join(f"{stage} {seconds:.1f}" for stage, seconds in results["seconds"].items()))
+    print(
+        f"{name}: model R@20={rankers[MODEL]['recall@20']['mean']:.4f} NDCG@10={rankers[MODEL]['ndcg@10']['mean']:.4f}"
+        f" popularity R@20={rankers[POPULARITY]['recall@20']['mean']:.4f}"
+        f" itemitem R@20={rankers[ITEMITEM]['recall@20']['mean']:.4f}",
+        flush=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
+    parser.add_argument("--data-dir", type=Path, default=None, help="default: TEAMU_REAL_DATA_DIR or ../shared/data")
+    parser.add_argument("--epochs", type=int, default=None, help="override the model's epochs (quick runs only)")
+    parser.add_argument("--embedding-dim", type=int, default=None, help="override the model's embedding dimension")
+    parser.add_argument("--out", type=Path, default=None, help="JSON results (default TEAMU_HOME/bench/real_data.json)")
+    args = parser.parse_args()
+    settings = Settings.from_env()
+    data_dir = (args.data_dir or default_data_dir()).resolve()
+    out = args.out or settings.home / "bench" / "real_data.json"
+    model_config = {
+        key: value
+        for key, value in (("epochs", args.epochs), ("embedding_dim", args.embedding_dim))
+        if value is not None
+    }
+    server_url = resolve_url(settings.database_url, settings.pgdata)
+    started = time.perf_counter()
+    report: dict[str, Any] = {
+        "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": " ".join(["bench/bench_real_data.py", *sys.argv[1:]]),
+        "data_dir": str(data_dir),
+        "datasets": {},
+    }
+    for name in args.datasets:
+        results = bench_dataset(name, data_dir, server_url, model_config)
+        report["datasets"][name] = results
+        print_results(results)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(f"\nresults: {out} ({report['seconds']:.0f} s in all)")
+
+
+if __name__ == "__main__":
+    main()
