@@ -12,8 +12,9 @@ all the same, labelled "model (fallback: popularity)".
 Baselines, computed in the same run on the same training part and holdout, with the same exclusions (posts the
 user engaged with in training, own posts):
 - popularity: training engagements per post (distinct users);
-- itemitem: EASE (Steck 2019) on the binary training engagements, l2 picked from a small grid by recall@20 on a
-  validation slice of the training part (each user's last 20% of training items), never on the holdout;
+- itemitem: EASE (Steck 2019, teamu_assets.evaluation.rankers.ease_scores) on the binary training engagements,
+  over the 5,000 most engaged posts, l2 picked from a small grid by recall@20 on a validation slice of the
+  training part (each user's last 20% of training items), never on the holdout;
 - two-tower id-only: the TFRS tutorial model (teamu_assets.model.baselines) on the training (user, post) pairs,
   its epoch count picked on the same validation slice.
 Metrics per user: recall@10/20/50 and NDCG@10, reported as mean ± standard error over the holdout users, and a
@@ -51,7 +52,7 @@ import teamu_assets  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow i
 from teamu_assets.db import bootstrap, registry
 from teamu_assets.db.connection import connect, resolve_url, scratch_database
 from teamu_assets.evaluation.metrics import evaluate_ranked, ranked_from_lists
-from teamu_assets.evaluation.rankers import popularity_scores, rank
+from teamu_assets.evaluation.rankers import DEFAULT_EASE_MAX_ITEMS, ease_scores, popularity_scores, rank
 from teamu_assets.model.baselines import IdOnlyResult, train_id_only_two_tower
 from teamu_assets.realdata import RealDataset, per_user_holdout, read_lastfm, read_stackexchange, write_real_dataset
 from teamu_assets.settings import PROJECT_ROOT, Settings
@@ -66,10 +67,6 @@ INTERVAL_METRICS = ("recall@20", "ndcg@10")
 RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
 EASE_L2_GRID = (5.0, 20.0, 50.0, 200.0, 500.0, 2000.0)
-# EASE's item-item matrix is dense: past this many items (the most engaged first) its inversion, not the data,
-# sets the run time. Last.fm has ~11k items with training engagements; the 5,000 most engaged hold the items
-# with three or more training users.
-EASE_MAX_ITEMS = 5000
 # The id-only two-tower: a small fixed setup; only the epoch count is picked, on the validation slice.
 TWO_TOWER = {"embedding_dim": 64, "batch_size": 256, "learning_rate": 0.005, "seed": 42}
 TWO_TOWER_MAX_EPOCHS = 30
@@ -171,39 +168,6 @@ def popularity_lists(train: RealDataset, split: Split) -> dict[int, list[int]]:
     return lists_from_scores(split, split.catalogue, popularity_scores(len(split.users), counts.astype(np.float64)))
 
 
-def ease_scores(
-    train_user_ids: np.ndarray,
-    train_item_ids: np.ndarray,
-    user_ids: np.ndarray,
-    item_ids: np.ndarray,
-    *,
-    l2: float,
-    max_items: int = EASE_MAX_ITEMS,
-) -> np.ndarray:
-    """EASE scores float32 [users x items]: B = I - P / diag(P), P = (X^T X + l2 I)^-1 over the max_items items
-    with the most training users; a user's scores are x_u B. Items outside them score -inf."""
-    pairs = pd.DataFrame({"user": train_user_ids, "item": train_item_ids}).drop_duplicates()
-    # Most training users first, ties by item id, so the covered set does not depend on row order.
-    covered = pairs.groupby("item").size().sort_values(ascending=False, kind="stable").index[:max_items]
-    pairs = pairs.loc[pairs["item"].isin(covered)]
-    user_index = pd.Index(np.unique(pairs["user"]))
-    item_index = pd.Index(covered)
-    x = np.zeros((len(user_index), len(item_index)), dtype=np.float64)
-    x[user_index.get_indexer(pairs["user"]), item_index.get_indexer(pairs["item"])] = 1.0
-    gram = x.T @ x
-    gram[np.diag_indices_from(gram)] += l2
-    precision = np.linalg.inv(gram)
-    weights = precision / -np.diag(precision)
-    weights[np.diag_indices_from(weights)] = 0.0
-    rows = user_index.get_indexer(user_ids)
-    history = np.where(rows[:, None] >= 0, x[np.maximum(rows, 0)], 0.0)
-    covered_scores = (history @ weights).astype(np.float32)
-    scores = np.full((len(user_ids), len(item_ids)), -np.inf, dtype=np.float32)
-    columns = pd.Index(item_ids).get_indexer(item_index)
-    scores[:, columns[columns >= 0]] = covered_scores[:, columns >= 0]
-    return scores
-
-
 def _validation(train: RealDataset) -> tuple[RealDataset, Split]:
     """The training part's own leave-last-out split: what the baselines' settings are picked on."""
     fit, valid = per_user_holdout(train, HOLDOUT_FRACTION, MIN_ITEMS)
@@ -235,7 +199,8 @@ def itemitem_lists(train: RealDataset, split: Split) -> tuple[dict[int, list[int
         split.catalogue,
         l2=best,
     )
-    return lists_from_scores(split, split.catalogue, scores), {"l2": best, "validation_recall@20": grid}
+    settings = {"l2": best, "max_items": DEFAULT_EASE_MAX_ITEMS, "validation_recall@20": grid}
+    return lists_from_scores(split, split.catalogue, scores), settings
 
 
 def _id_only_lists(
@@ -285,7 +250,7 @@ def two_tower_lists(train: RealDataset, split: Split) -> tuple[dict[int, list[in
 class ProductRun:
     success: bool
     failed_steps: list[str]
-    model_version: str | None
+    model_version: str
     promoted: bool
     gate_metrics: dict[str, Any]
     serving_installed_by_bench: bool
@@ -327,16 +292,17 @@ def run_full_refresh(home: Path, url: str, model_config: dict[str, Any]) -> Prod
         )
     failed = [event.step_key for event in result.all_events if event.is_step_failure]
     evaluation = registry.latest_evaluation(url)
+    if evaluation is None:
+        # Not the gate saying no (that is measured): the run broke before evaluating, nothing to measure.
+        raise RuntimeError(f"the full_refresh run stopped before the evaluation; failed steps: {failed}")
     promoted = registry.promoted_model(url)
-    is_promoted = bool(
-        evaluation and evaluation.promoted and promoted and promoted.model_version == evaluation.model_version
-    )
+    is_promoted = bool(evaluation.promoted and promoted and promoted.model_version == evaluation.model_version)
     return ProductRun(
         success=result.success,
         failed_steps=failed,
-        model_version=evaluation.model_version if evaluation else None,
+        model_version=evaluation.model_version,
         promoted=is_promoted,
-        gate_metrics=dict(evaluation.metrics) if evaluation else {},
+        gate_metrics=dict(evaluation.metrics),
         serving_installed_by_bench=_ensure_serving(url, model_config),
     )
 
@@ -417,6 +383,11 @@ def bench_dataset(name: str, data_dir: Path, server_url: str, model_config: dict
             ranker: evaluate_ranked(ranked_from_lists(ranker_lists, split.relevant, split.catalogue), split.relevant)
             for ranker, ranker_lists in lists.items()
         }
+        for ranker, metrics in catalogue_metrics.items():
+            for metric in REPORTED:
+                # The per-user values the intervals resample must average to metrics.py's figure.
+                if not np.isclose(per_user[ranker][metric].mean(), metrics[metric]):
+                    raise AssertionError(f"{ranker} {metric}: {per_user[ranker][metric].mean()} != {metrics[metric]}")
         model_minus = {
             baseline: {
                 metric: {
