@@ -215,11 +215,16 @@ class GroundTruth:
             locality = np.where(is_local[None, :], nearby_boost, 1.0)
             locality[self.user_ids[chunk][:, None] == author[None, :]] = 0.0
             # The integral over the user's active time once the post exists: suffix(from) - suffix(until), each
-            # times the post's weight (both products are at most the window's days, so neither overflows).
+            # times the post's weight. Both products are at most the window's days when the post is among the
+            # posts the user's views choose from and from <= until; other pairs point at the empty integral
+            # (the last grid point), where the weight over a mass without the post could overflow.
             from_position = np.searchsorted(
                 midpoints, np.maximum(created[None, :], self.user_active_from[chunk][:, None]), side="left"
             )
             until_position = np.searchsorted(midpoints, self.user_active_until[chunk], side="left")[:, None]
+            counted = (locality > 0) & (until_position > from_position)
+            from_position = np.where(counted, from_position, len(midpoints))
+            until_position = np.where(counted, until_position, len(midpoints))
             row = (topic[None, :] * n_cities + user_city) * n_tastes * width
             leaves = bool((until_position < len(midpoints)).any())  # someone stops viewing within the window
             tasted = np.zeros((len(chunk), len(posts)))
@@ -229,7 +234,6 @@ class GroundTruth:
                 if leaves:
                     integral -= np.exp(log_weight[None, :, taste] + flat_suffix[offset + until_position])
                 tasted += self.user_taste[chunk, taste][:, None] * integral
-            tasted[until_position <= from_position] = 0.0  # the user had left before the post came
             scores[chunk_start : chunk_start + len(chunk)] = (
                 self.user_activity[chunk][:, None] * self.affinity[chunk][:, topic] * locality * tasted
             )

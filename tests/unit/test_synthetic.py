@@ -501,6 +501,21 @@ def test_a_ten_year_world_spans_ten_years_with_users_coming_and_going() -> None:
     assert abs(holdout - expected_tracked) < 0.1 * expected_tracked
 
 
+def test_weights_neither_underflow_nor_overflow_over_many_half_lives() -> None:
+    """Ten years at a one-day half-life: a post's weight at the end is e^-2500 of its weight when new, beyond
+    float64, so the generator and the oracle work on the log scale."""
+    config = SyntheticConfig(users=300, posts=600, days=3650, active_days=120.0, recency_half_life_days=1.0, seed=4)
+    with np.errstate(over="raise", under="ignore", invalid="raise"):
+        dataset = generate(config)
+        scores = dataset.truth.expected_scores(dataset.truth.user_ids, dataset.truth.post_ids)
+    views = _events_frame(dataset, "Post Viewed")
+    first_year = views["time"] < dataset.truth.start + 365 * 86400
+    assert first_year.sum() > 0.03 * len(views), "posts of the first years are viewed as much as later ones"
+    holdout = (views["time"] >= dataset.truth.cutoff).sum()
+    expected_tracked = scores.sum() * (1 - config.untracked_view_fraction)
+    assert abs(holdout - expected_tracked) < 0.1 * expected_tracked
+
+
 def test_seed_flags_are_config_fields() -> None:
     fields = {field.name for field in dataclasses.fields(SyntheticConfig)}
     assert set(WORLD_FLAGS) <= fields
