@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 from teamu_assets.settings import Settings
 
@@ -62,7 +63,27 @@ def summary(url: str) -> str:
         record.segments,
         record.promoted,
         record.report_path,
+        record.gate,
     )
+
+
+def gate_refusal(result: Any) -> str | None:
+    """The promotion gate's reason when it alone stopped the run (its blocking check failed), else None."""
+    failures = [event for event in result.all_events if event.is_step_failure]
+    if any(event.event_specific_data.error.cls_name != "DagsterAssetCheckFailedError" for event in failures):
+        return None
+    # Only failed blocking checks fail steps (and runs); a non-blocking one is a warning in the UI.
+    blocking_failures = [check for check in result.get_asset_check_evaluations() if not check.passed and check.blocking]
+    if [check.asset_check_key.name for check in blocking_failures] != ["promotion_gate"]:
+        return None
+    return blocking_failures[0].description or "the promotion gate refused the model"
+
+
+def serving_now(url: str) -> str:
+    from teamu_assets.db.registry import promoted_model
+
+    promoted = promoted_model(url)
+    return "the popularity fallback (no model is promoted)" if promoted is None else promoted.model_version
 
 
 def run_demo(settings: Settings, *, users: int, posts: int, days: int, seed_value: int) -> int:
@@ -84,13 +105,22 @@ def run_demo(settings: Settings, *, users: int, posts: int, days: int, seed_valu
     print("3/4 materializing every asset (ingest, dbt, dataset, training, evaluation, embeddings)...")
     with DagsterInstance.get() as instance:
         # The seed rewrote the raw tables, so the incremental dbt models are rebuilt from scratch.
+        # raise_on_error=False: a refused model fails the gate's blocking check, which is an outcome to report,
+        # not a traceback.
         result = defs.get_job_def("full_refresh").execute_in_process(
-            instance=instance, run_config={"ops": {"teamu_dbt_models": {"config": {"full_refresh": True}}}}
+            instance=instance,
+            run_config={"ops": {"teamu_dbt_models": {"config": {"full_refresh": True}}}},
+            raise_on_error=False,
         )
-    if not result.success:
-        print("the full_refresh run failed; see the run in the Dagster UI (`make ui`)")
+    refusal = None if result.success else gate_refusal(result)
+    if result.success:
+        print(f"    run {result.run_id} succeeded")
+    elif refusal is None:
+        print(f"the full_refresh run {result.run_id} failed; see the run in the Dagster UI (`make ui`)")
         return 1
-    print(f"    run {result.run_id} succeeded")
+    else:
+        print(f"    run {result.run_id}: the model was not promoted: {refusal}")
+        print(f"    serving keeps {serving_now(ready.app_url)}")
 
     print("4/4 results\n")
     print(summary(ready.app_url))
@@ -99,4 +129,7 @@ def run_demo(settings: Settings, *, users: int, posts: int, days: int, seed_valu
         for rank, row in enumerate(recommend(ready.app_url, user_id, 5), start=1):
             print(f"  {rank}. {row.score:6.3f}  {row.title}")
     print(f"\nDone in {time.monotonic() - started:.0f} s. Explore it: `make ui`, then http://127.0.0.1:3000")
+    if refusal is not None:
+        print(f"Not promoted: {refusal}; serving keeps {serving_now(ready.app_url)}")
+        return 1
     return 0

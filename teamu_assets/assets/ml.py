@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 from dagster import (
+    AssetCheckExecutionContext,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetExecutionContext,
@@ -144,7 +145,8 @@ def two_tower_model(
 
 class GateConfig(Config):
     tolerance: float = 0.02
-    """A candidate is promoted unless its recall@20 is below the promoted model's by more than this."""
+    """Rule 2 of the gate: a candidate that beats popularity is promoted unless its recall@20 is below the
+    promoted model's by more than this (rule 1, beating popularity by the paired interval, has no knob)."""
 
 
 def _embeddings_as_of(
@@ -172,9 +174,13 @@ def evaluation_report(
     artifacts: ArtifactStore,
     two_tower_model: dict[str, str],
 ) -> MaterializeResult:
-    """Ranking metrics on the evaluation period against popularity, random, the promoted model and (synthetic
-    data) the oracle; segments, CTR, plots; the promotion gate. Rows in ml.model_evaluations."""
-    from teamu_assets.evaluation.gate import promotion_decision
+    """Ranking metrics on the evaluation period against popularity, item-item (EASE), random, the promoted model
+    and (synthetic data) the oracle, with bootstrap intervals; segments, CTR, plots; the promotion gate's
+    decision. Rows in ml.model_evaluations; the blocking check promotion_gate turns a refusal into a failed
+    check that stops the embedding assets."""
+    from teamu_assets.db.recommend import install_serving_functions
+    from teamu_assets.evaluation.gate import DEFAULT_GATE_METRIC, promotion_decision
+    from teamu_assets.evaluation.intervals import intervals_json
     from teamu_assets.evaluation.offline import evaluate_embeddings
     from teamu_assets.evaluation.report import render_report
     from teamu_assets.model.dataset import read_manifest
@@ -205,8 +211,14 @@ def evaluation_report(
         oracle_scores=oracle,
         recommendation_events=features.read_recommendation_events(url),
     )
-    promoted_metrics = result.baselines.get("previous")
-    decision = promotion_decision(result.metrics, promoted_metrics, tolerance=config.tolerance)
+    vs_popularity = None if result.intervals is None else result.intervals.model_minus["popularity"]
+    decision = promotion_decision(
+        result.metrics,
+        result.baselines.get("previous"),
+        None if vs_popularity is None else vs_popularity[DEFAULT_GATE_METRIC],
+        popularity_metrics=result.baselines["popularity"],
+        tolerance=config.tolerance,
+    )
     report = render_report(
         version,
         result.metrics,
@@ -216,38 +228,100 @@ def evaluation_report(
         decision,
         artifacts.path("reports", version),
         score_samples=result.score_samples,
+        intervals=result.intervals,
     )
+    metrics_json: dict[str, Any] = dict(result.metrics)
+    baselines_json: dict[str, Any] = {name: dict(values) for name, values in result.baselines.items()}
+    if result.intervals is not None:
+        model_intervals, baseline_intervals = intervals_json(result.intervals)
+        metrics_json |= model_intervals
+        for name, entries in baseline_intervals.items():
+            baselines_json[name] |= entries
     registry.record_evaluation(
         url,
         version,
-        metrics=result.metrics,
-        baselines=result.baselines,
+        metrics=metrics_json,
+        baselines=baselines_json,
         segments=result.segments,
         promote=decision.promote,
         report_path=str(report.markdown_path),
+        gate=decision.as_json(),
     )
+    # Whatever the gate decides, ml.recommend_posts must answer: with no model promoted it serves its popularity
+    # fallback. The functions are installed here, before the gate's check can stop the embedding assets.
+    install_serving_functions(url)
     (context.log.info if decision.promote else context.log.warning)(decision.reason)
     recall = float(result.metrics["recall@20"])
-    popularity = float(result.baselines["popularity"]["recall@20"])
-    oracle_recall = float(result.baselines["oracle"]["recall@20"]) if "oracle" in result.baselines else None
     metadata: dict[str, Any] = {
         "model_version": version,
         "promoted": decision.promote,
         "gate": decision.reason,
+        "gate_rule": decision.rule,
         "recall@20": recall,
         "ndcg@10": float(result.metrics["ndcg@10"]),
-        "popularity_recall@20": popularity,
-        "recall@20_vs_popularity": recall / popularity if popularity else float("inf"),
         "users_evaluated": result.users_evaluated,
         "cold_start_users": result.cold_start_users,
         "report": MetadataValue.md(_inline_images(report.markdown, report.markdown_path.parent)),
         "report_path": MetadataValue.path(str(report.markdown_path)),
     }
-    if oracle_recall is not None:
-        metadata["oracle_recall@20"] = oracle_recall
-        metadata["recall@20_vs_oracle"] = recall / oracle_recall if oracle_recall else 0.0
-    # The embedding assets read the decision from ml.model_evaluations, so nothing flows through an IO manager.
+    for name in ("popularity", "itemitem", "oracle"):
+        if name in result.baselines:
+            baseline_recall = float(result.baselines[name]["recall@20"])
+            metadata[f"{name}_recall@20"] = baseline_recall
+            metadata[f"recall@20_vs_{name}"] = recall / baseline_recall if baseline_recall else float("inf")
+    if result.intervals is not None:
+        own = result.intervals.means["model"][DEFAULT_GATE_METRIC]
+        metadata["recall@20_ci"] = MetadataValue.json(own.as_json())
+        for name, by_metric in result.intervals.model_minus.items():
+            difference = by_metric[DEFAULT_GATE_METRIC]
+            metadata[f"recall@20_minus_{name}"] = difference.value
+            metadata[f"recall@20_minus_{name}_ci"] = MetadataValue.json(difference.as_json())
+    # The embedding assets and the gate's check read the decision from ml.model_evaluations, so nothing flows
+    # through an IO manager.
     return MaterializeResult(metadata=metadata)
+
+
+def _serving_after(promoted: registry.ModelVersion | None) -> str:
+    if promoted is None:
+        return "serving keeps the popularity fallback (no model is promoted)"
+    return f"serving keeps {promoted.model_version}"
+
+
+@asset_check(
+    asset=evaluation_report,
+    blocking=True,
+    description="The promotion gate: the candidate beats popularity (paired bootstrap interval above 0) and is "
+    "not clearly worse than the promoted model. A failure stops the embedding assets of the run.",
+)
+def promotion_gate(context: AssetCheckExecutionContext, database: TeamuDatabase) -> AssetCheckResult:
+    """Reads the decision evaluation_report recorded for the model it evaluated."""
+    url = database.url()
+    event = context.instance.get_latest_materialization_event(evaluation_report.key)
+    materialization = None if event is None else event.asset_materialization
+    version_entry = None if materialization is None else materialization.metadata.get("model_version")
+    record = None if version_entry is None else registry.latest_evaluation(url, str(version_entry.value))
+    if record is None:
+        return AssetCheckResult(
+            passed=False,
+            severity=AssetCheckSeverity.ERROR,
+            description="no evaluation recorded for the latest evaluation_report: materialize it first",
+        )
+    gate = record.gate
+    figures = {name: float(value) for name, value in gate.get("figures", {}).items()}
+    return AssetCheckResult(
+        passed=record.promoted,
+        severity=AssetCheckSeverity.ERROR,
+        description=gate.get("reason") or ("promoted" if record.promoted else "not promoted"),
+        metadata={
+            "model_version": record.model_version,
+            "promoted": record.promoted,
+            "rule": str(gate.get("rule", "")),
+            "serving": f"{record.model_version} (promoted by this evaluation)"
+            if record.promoted
+            else _serving_after(registry.promoted_model(url)),
+            **figures,
+        },
+    )
 
 
 def _oracle(artifacts: ArtifactStore, cutoff: pd.Timestamp) -> Any:
@@ -299,23 +373,26 @@ def _write_embeddings(
     url = database.url()
     promoted = registry.promoted_model(url)
     ids = None
-    if config.incremental:
+    if config.incremental or config.rewrite_with_promoted:
         if promoted is None:
-            raise ValueError("no promoted model yet: run the full_refresh job first")
-        ids = features.changed_since_embedding(url, kind)
-        if not ids:
-            return MaterializeResult(metadata={"written": False, "reason": "no changed rows", "rows": 0})
-    elif config.rewrite_with_promoted:
-        if promoted is None:
-            raise ValueError("no promoted model yet: run the full_refresh job first")
+            # The gate has refused every model so far (or none was trained): nothing to embed with, and
+            # ml.recommend_posts serves its popularity fallback. Not an error: the sensor's refreshes go on.
+            message = f"nothing written: {_serving_after(None)}"
+            context.log.warning(message)
+            return MaterializeResult(metadata={"written": False, "reason": message, "rows": 0})
+        if config.incremental:
+            ids = features.changed_since_embedding(url, kind)
+            if not ids:
+                return MaterializeResult(metadata={"written": False, "reason": "no changed rows", "rows": 0})
     else:
         evaluated = registry.latest_evaluation(url)
         if evaluated is None:
             raise ValueError("no evaluated model yet: materialize evaluation_report first")
         if not evaluated.promoted:
-            message = f"{evaluated.model_version} was not promoted; serving keeps {promoted and promoted.model_version}"
+            # Reached only without the promotion_gate check in the run (it stops this asset when it fails).
+            message = f"{evaluated.model_version} was not promoted; {_serving_after(promoted)}"
             context.log.warning(message)
-            return MaterializeResult(metadata={"written": False, "reason": message})
+            return MaterializeResult(metadata={"written": False, "reason": message, "rows": 0})
         promoted = registry.model_version(url, evaluated.model_version)
     tower_preloader.wait()
     from teamu_assets.model.train import embed_posts, embed_users, read_model_config
@@ -383,6 +460,18 @@ def _embedding_check(database: TeamuDatabase, kind: str, mart: str) -> AssetChec
 
     url = database.url()
     stats = embedding_checks(url, kind)
+    if registry.promoted_model(url) is None:
+        # Nothing promoted: the serving path must not hold any model's vectors (the fallback serves everyone).
+        return AssetCheckResult(
+            passed=stats["row_count"] == 0,
+            severity=AssetCheckSeverity.ERROR,
+            description=(
+                "no model is promoted and no embeddings are served: ml.recommend_posts serves its popularity fallback"
+                if stats["row_count"] == 0
+                else f"no model is promoted, yet {stats['table']} holds {stats['row_count']} vectors"
+            ),
+            metadata={"row_count": stats["row_count"], "promoted_model": "none"},
+        )
     feature_rows = features.row_count(url, mart)
     problems = []
     if stats["row_count"] != feature_rows:

@@ -26,6 +26,7 @@ class EvaluationRecord:
     segments: dict[str, Any]
     promoted: bool
     report_path: str | None
+    gate: dict[str, Any]  # the gate's decision: promote, rule, reason, figures
 
 
 def register_model_version(url: str, model_version: str, params: dict[str, Any], artifact_path: str) -> None:
@@ -66,22 +67,39 @@ def record_evaluation(
     segments: dict[str, Any],
     promote: bool,
     report_path: str,
+    gate: dict[str, Any] | None = None,
 ) -> None:
-    """Store the evaluation and, when the gate says so, make this the one promoted version, atomically."""
+    """Store the evaluation and the gate's decision (promote, rule, reason, figures) and, when the gate says
+    so, make this the one promoted version, atomically."""
     with connect(url) as conn:
         conn.execute(
-            "insert into ml.model_evaluations (model_version, metrics, baselines, segments, promoted, report_path) "
-            "values (%s, %s, %s, %s, %s, %s)",
-            (model_version, Jsonb(metrics), Jsonb(baselines), Jsonb(segments), promote, report_path),
+            "insert into ml.model_evaluations"
+            " (model_version, metrics, baselines, segments, promoted, report_path, gate)"
+            " values (%s, %s, %s, %s, %s, %s, %s)",
+            (
+                model_version,
+                Jsonb(metrics),
+                Jsonb(baselines),
+                Jsonb(segments),
+                promote,
+                report_path,
+                Jsonb(gate or {}),
+            ),
         )
         if promote:
             conn.execute("update ml.model_versions set promoted = (model_version = %s)", (model_version,))
 
 
-def latest_evaluation(url: str) -> EvaluationRecord | None:
+_EVALUATION_COLUMNS = "model_version, evaluated_at, metrics, baselines, segments, promoted, report_path, gate"
+
+
+def latest_evaluation(url: str, model_version: str | None = None) -> EvaluationRecord | None:
+    """The latest evaluation of any model, or of model_version."""
     with connect(url) as conn:
         row = conn.execute(
-            "select model_version, evaluated_at, metrics, baselines, segments, promoted, report_path "
-            "from ml.model_evaluations order by evaluated_at desc, evaluation_id desc limit 1"
+            f"select {_EVALUATION_COLUMNS} from ml.model_evaluations"
+            " where %(version)s::text is null or model_version = %(version)s"
+            " order by evaluated_at desc, evaluation_id desc limit 1",
+            {"version": model_version},
         ).fetchone()
     return None if row is None else EvaluationRecord(*row)

@@ -38,6 +38,8 @@ DEFAULT_K_VALUES: tuple[int, ...] = (5, 10, 20, 50)
 _DIVERSITY_USER_BLOCK = 256
 
 Metrics = dict[str, float | int]
+# A metric's value for each evaluated user (precision@K, recall@K, ndcg@K, hitrate@K, mrr), float64.
+PerUser = dict[str, np.ndarray]
 
 
 @dataclass(frozen=True, eq=False)
@@ -91,25 +93,25 @@ def _mean(values: np.ndarray) -> float:
     return float(values.mean()) if len(values) else 0.0
 
 
-def _accuracy(hits: np.ndarray, relevant_counts: np.ndarray, k_values: tuple[int, ...]) -> Metrics:
+def _per_user_accuracy(hits: np.ndarray, relevant_counts: np.ndarray, k_values: tuple[int, ...]) -> PerUser:
     """hits: bool (users, max K) of users with relevant items; relevant_counts: (users,) all > 0."""
     max_k = k_values[-1]
     discount = 1.0 / np.log2(np.arange(2, max_k + 2))
     ideal_dcg_by_count = np.cumsum(discount)
-    metrics: Metrics = {}
+    per_user: PerUser = {}
     for k in k_values:
         hits_at_k = hits[:, :k]
         hit_counts = hits_at_k.sum(axis=1)
         dcg = hits_at_k @ discount[:k]
         ideal_dcg = ideal_dcg_by_count[np.minimum(k, relevant_counts) - 1]
-        metrics[f"precision@{k}"] = _mean(hit_counts / k)
-        metrics[f"recall@{k}"] = _mean(hit_counts / relevant_counts)
-        metrics[f"ndcg@{k}"] = _mean(dcg / ideal_dcg)
-        metrics[f"hitrate@{k}"] = _mean((hit_counts > 0).astype(np.float64))
+        per_user[f"precision@{k}"] = hit_counts / k
+        per_user[f"recall@{k}"] = hit_counts / relevant_counts
+        per_user[f"ndcg@{k}"] = dcg / ideal_dcg
+        per_user[f"hitrate@{k}"] = (hit_counts > 0).astype(np.float64)
     has_hit = hits.any(axis=1)
     first_hit_rank = hits.argmax(axis=1) + 1
-    metrics["mrr"] = _mean(np.where(has_hit, 1.0 / first_hit_rank, 0.0))
-    return metrics
+    per_user["mrr"] = np.where(has_hit, 1.0 / first_hit_rank, 0.0)
+    return per_user
 
 
 def _coverage(positions: np.ndarray, coverage_mask: np.ndarray, k_values: tuple[int, ...]) -> Metrics:
@@ -172,6 +174,20 @@ def _diversity(positions: np.ndarray, item_vectors: np.ndarray, k_values: tuple[
     return {f"diversity@{k}": _mean(np.concatenate(per_k[k])) if per_k[k] else 0.0 for k in k_values}
 
 
+@dataclass(frozen=True, eq=False)
+class RankedEvaluation:
+    """The metrics of ranked lists and the accuracy metrics of each evaluated user.
+
+    per_user[name][i] is user_ids[i]'s value; user_ids are the ranked users with relevant items, in the ranked
+    order. Rankers evaluated on the same users and relevance sets have the same user_ids, so their per-user
+    arrays are paired (what a paired bootstrap over users needs)."""
+
+    metrics: Metrics
+    user_ids: np.ndarray
+    per_user: PerUser
+    ranked: RankedItems
+
+
 def evaluate_ranked(
     ranked: RankedItems,
     relevant: Mapping[Hashable, Collection[Hashable]],
@@ -186,6 +202,26 @@ def evaluate_ranked(
     item_popularity: training interaction counts aligned with ranked.item_ids (adds novelty@K and
     popularity_percentile@K); item_vectors: (items, dim) aligned with ranked.item_ids (adds diversity@K);
     coverage_mask: bool over item_ids, the items coverage is measured against (default: the catalogue)."""
+    return evaluate_ranked_per_user(
+        ranked,
+        relevant,
+        k_values,
+        item_popularity=item_popularity,
+        item_vectors=item_vectors,
+        coverage_mask=coverage_mask,
+    ).metrics
+
+
+def evaluate_ranked_per_user(
+    ranked: RankedItems,
+    relevant: Mapping[Hashable, Collection[Hashable]],
+    k_values: Sequence[int] = DEFAULT_K_VALUES,
+    *,
+    item_popularity: np.ndarray | None = None,
+    item_vectors: np.ndarray | None = None,
+    coverage_mask: np.ndarray | None = None,
+) -> RankedEvaluation:
+    """evaluate_ranked's metrics together with the per-user accuracy values they average."""
     k_sorted = _validated_k_values(k_values)
     positions = _padded_positions(np.asarray(ranked.positions, dtype=np.int64), k_sorted[-1])
     n_items = len(ranked.item_ids)
@@ -194,7 +230,8 @@ def evaluate_ranked(
     rows = np.arange(len(positions), dtype=np.int64)[:, None]
     hits = (positions >= 0) & np.isin(rows * n_items + positions, relevant_keys)
 
-    metrics: Metrics = _accuracy(hits[evaluated], relevant_counts[evaluated], k_sorted)
+    per_user = _per_user_accuracy(hits[evaluated], relevant_counts[evaluated], k_sorted)
+    metrics: Metrics = {name: _mean(values) for name, values in per_user.items()}
     if coverage_mask is None:
         coverage_mask = np.arange(n_items) < ranked.catalog_size
     metrics.update(_coverage(positions, np.asarray(coverage_mask, dtype=bool), k_sorted))
@@ -204,7 +241,7 @@ def evaluate_ranked(
         metrics.update(_diversity(positions, item_vectors, k_sorted))
     metrics["users_evaluated"] = int(evaluated.sum())
     metrics["users_without_test_items"] = int((~evaluated).sum())
-    return metrics
+    return RankedEvaluation(metrics, np.asarray(ranked.user_ids)[evaluated], per_user, ranked)
 
 
 def ranked_from_lists(

@@ -12,8 +12,17 @@ import numpy as np
 import pandas as pd
 
 from teamu_assets.evaluation.ctr import CtrSummary, observed_ctr, replay_clicks_recovered
+from teamu_assets.evaluation.intervals import RankerIntervals, ranker_intervals
 from teamu_assets.evaluation.metrics import Metrics
-from teamu_assets.evaluation.rankers import evaluate_baselines, evaluate_scores, popularity_counts, rank
+from teamu_assets.evaluation.rankers import (
+    ScoreRows,
+    embedding_score_rows,
+    evaluate_baselines,
+    fit_ease,
+    popularity_counts,
+    rank,
+    score_evaluation,
+)
 from teamu_assets.evaluation.report import ScoreSamples, sample_scores
 from teamu_assets.evaluation.segments import evaluate_segments, segment_items, segment_users
 
@@ -42,6 +51,7 @@ class OfflineEvaluation:
     score_samples: ScoreSamples
     users_evaluated: int
     cold_start_users: int
+    intervals: RankerIntervals | None  # None when no user was evaluated
     ctr: CtrSummary | None = field(default=None)
 
 
@@ -68,6 +78,10 @@ def evaluate_embeddings(
     train/evaluation: interactions (user_id, post_id) before/after the cutoff; posts: post_id, user_id,
     created_at, is_local. `previous` are the promoted model's embeddings; `oracle_scores(user_ids, post_ids)`
     is the generator's expected-score matrix on synthetic data.
+
+    Baselines, on the same users, exclusions and relevant posts: popularity (training interaction counts),
+    itemitem (EASE fitted on the training interactions), random, previous (the promoted model) and oracle; the
+    intervals are bootstrap intervals over the evaluated users, paired for the model minus each baseline.
     """
     seen = _post_sets(train)
     own_posts = _post_sets(posts[["user_id", "post_id"]])
@@ -81,31 +95,46 @@ def evaluate_embeddings(
     post_ids = np.asarray(items.ids, dtype=np.int64)
     popularity = popularity_counts(post_ids, train["post_id"].tolist())
 
-    scores = users.rows(user_ids) @ items.vectors.T
-    metrics = evaluate_scores(
-        user_ids, post_ids, scores, relevant, exclude, k_values, item_popularity=popularity, item_vectors=items.vectors
+    # Every ranker scores a block of users at a time (rankers.rank): no users x posts matrix is ever whole.
+    user_vectors = users.rows(user_ids)
+    model = score_evaluation(
+        user_ids,
+        post_ids,
+        embedding_score_rows(user_vectors, items.vectors),
+        relevant,
+        exclude,
+        k_values,
+        item_popularity=popularity,
+        item_vectors=items.vectors,
     )
-    baselines = evaluate_baselines(
+    itemitem = fit_ease(train["user_id"].to_numpy(), train["post_id"].to_numpy())
+    evaluations = evaluate_baselines(
         user_ids,
         post_ids,
         relevant,
         exclude,
         popularity,
         k_values,
-        oracle_scores=None if oracle_scores is None else oracle_scores(user_ids, post_ids),
+        itemitem_scores=itemitem.score_rows(user_ids, post_ids),
+        oracle_scores=None if oracle_scores is None else _oracle_rows(oracle_scores, user_ids, post_ids),
         item_vectors=items.vectors,
     )
     if previous is not None:
         previous_users, previous_items = previous
-        previous_scores = previous_users.rows(user_ids) @ previous_items.rows(post_ids).T
-        baselines["previous"] = evaluate_scores(
-            user_ids, post_ids, previous_scores, relevant, exclude, k_values, item_popularity=popularity
+        evaluations["previous"] = score_evaluation(
+            user_ids,
+            post_ids,
+            embedding_score_rows(previous_users.rows(user_ids), previous_items.rows(post_ids)),
+            relevant,
+            exclude,
+            k_values,
+            item_popularity=popularity,
         )
+    intervals = ranker_intervals(model.per_user, {name: e.per_user for name, e in evaluations.items()})
 
     user_segments = segment_users(train, user_ids.tolist())
     item_segments = segment_items(posts.loc[posts["post_id"].isin(post_ids)], cutoff.to_pydatetime())
-    ranked = rank(user_ids, post_ids, scores, exclude, max(k_values))
-    segments = evaluate_segments(ranked, relevant, user_segments, item_segments, k_values)
+    segments = evaluate_segments(model.ranked, relevant, user_segments, item_segments, k_values)
 
     ctr = None
     if recommendation_events is not None and len(recommendation_events):
@@ -113,7 +142,9 @@ def evaluate_embeddings(
             sorted({int(u) for u in recommendation_events["distinct_id"]} & set(users.ids.tolist())), dtype=np.int64
         )
         # Replay lists are ranked without exclusions: excluding engaged posts would exclude the clicked ones.
-        replay_ranked = rank(clickers, post_ids, users.rows(clickers) @ items.vectors.T, {}, REPLAY_K)
+        replay_ranked = rank(
+            clickers, post_ids, embedding_score_rows(users.rows(clickers), items.vectors), {}, REPLAY_K
+        )
         lists = {
             int(user): [int(post_ids[p]) for p in row if p >= 0]
             for user, row in zip(replay_ranked.user_ids, replay_ranked.positions, strict=True)
@@ -123,11 +154,21 @@ def evaluate_embeddings(
             replay=replay_clicks_recovered(recommendation_events, lists, REPLAY_K),
         )
     return OfflineEvaluation(
-        metrics=metrics,
-        baselines=baselines,
+        metrics=model.metrics,
+        baselines={name: evaluation.metrics for name, evaluation in evaluations.items()},
         segments=segments,
-        score_samples=sample_scores(user_ids, post_ids, scores, relevant),
+        score_samples=sample_scores(user_ids, post_ids, user_vectors, items.vectors, relevant),
         users_evaluated=len(user_ids),
         cold_start_users=len(user_segments["cold_start"]),
+        intervals=intervals,
         ctr=ctr,
     )
+
+
+def _oracle_rows(
+    oracle_scores: Callable[[np.ndarray, np.ndarray], np.ndarray], user_ids: np.ndarray, post_ids: np.ndarray
+) -> ScoreRows:
+    def rows(start: int, stop: int) -> np.ndarray:
+        return oracle_scores(user_ids[start:stop], post_ids)
+
+    return rows

@@ -18,10 +18,19 @@ from matplotlib.figure import Figure
 
 from teamu_assets.evaluation.ctr import CtrSummary
 from teamu_assets.evaluation.gate import DEFAULT_GATE_METRIC, GateDecision
+from teamu_assets.evaluation.intervals import Interval, RankerIntervals
 from teamu_assets.evaluation.rankers import index_pairs
 
 REPORT_FILE = "report.md"
 MODEL_LABEL = "model"
+RANKER_DESCRIPTIONS = {
+    MODEL_LABEL: "the candidate two-tower model (user vector . post vector)",
+    "popularity": "training interaction counts, the same list for everyone",
+    "itemitem": "EASE item-item model fitted on the training interactions (Steck 2019)",
+    "random": "seeded uniform scores",
+    "previous": "the promoted model, on the same holdout",
+    "oracle": "the synthetic generator's expected engagement (an upper reference, synthetic data only)",
+}
 _METRIC_AT_K = re.compile(r"^(?P<family>[a-z_]+)@(?P<k>\d+)$")
 _FAMILY_ORDER = (
     "precision",
@@ -56,22 +65,28 @@ class Report:
 def sample_scores(
     user_ids: Sequence[Hashable] | np.ndarray,
     item_ids: Sequence[Hashable] | np.ndarray,
-    scores: np.ndarray,
+    user_vectors: np.ndarray,
+    item_vectors: np.ndarray,
     relevant: Mapping[Hashable, Collection[Hashable]],
     *,
     max_samples: int = 10_000,
     seed: int = 0,
 ) -> ScoreSamples:
-    """Up to max_samples scores of relevant pairs and as many of uniformly random (user, item) pairs."""
+    """Up to max_samples model scores (user vector . item vector; rows aligned with user_ids and item_ids) of
+    relevant pairs and as many of uniformly random (user, item) pairs. Only the sampled pairs are scored."""
     rng = np.random.default_rng(seed)
     rows, columns = index_pairs(user_ids, item_ids, relevant)
     if len(rows) > max_samples:
         keep = rng.choice(len(rows), size=max_samples, replace=False)
         rows, columns = rows[keep], columns[keep]
-    relevant_scores = scores[rows, columns]
-    n_random = max(len(relevant_scores), 1) if scores.size else 0
-    random_scores = scores[rng.integers(0, scores.shape[0], n_random), rng.integers(0, scores.shape[1], n_random)]
-    return ScoreSamples(np.asarray(relevant_scores, dtype=np.float64), np.asarray(random_scores, dtype=np.float64))
+    n_users, n_items = len(user_vectors), len(item_vectors)
+    n_random = max(len(rows), 1) if n_users and n_items else 0
+    random_rows, random_columns = rng.integers(0, n_users, n_random), rng.integers(0, n_items, n_random)
+
+    def pair_scores(pair_rows: np.ndarray, pair_columns: np.ndarray) -> np.ndarray:
+        return np.einsum("pd,pd->p", user_vectors[pair_rows], item_vectors[pair_columns]).astype(np.float64)
+
+    return ScoreSamples(pair_scores(rows, columns), pair_scores(random_rows, random_columns))
 
 
 def _metric_sort_key(name: str) -> tuple[int, int, str]:
@@ -186,6 +201,62 @@ def _plot_segments(segments: Mapping[str, Mapping[str, float]], k: int, path: Pa
     figure.savefig(path)
 
 
+def _plot_differences(intervals: RankerIntervals, path: Path) -> None:
+    """Model minus each baseline with its paired interval, one panel per metric: a bar clear of 0 is a win."""
+    metrics = list(next(iter(intervals.model_minus.values())))
+    figure = _new_figure(8.0, 1.2 + 0.6 * len(intervals.model_minus) * len(metrics))
+    axes_list = np.atleast_1d(figure.subplots(len(metrics), 1, squeeze=False)[:, 0])
+    names = list(intervals.model_minus)
+    for axes, metric in zip(axes_list, metrics, strict=True):
+        values = [intervals.model_minus[name][metric] for name in names]
+        centres = np.array([iv.value for iv in values])
+        errors = np.array([[iv.value - iv.low for iv in values], [iv.high - iv.value for iv in values]])
+        colours = ["C2" if iv.low > 0 else "C3" if iv.high < 0 else "C7" for iv in values]
+        axes.barh(names, centres, xerr=errors, color=colours, capsize=4)
+        axes.invert_yaxis()  # the first baseline (popularity) on top
+        axes.axvline(0.0, color="black", linewidth=1)
+        axes.set_xlabel(f"model {metric} minus the baseline's (paired {intervals.confidence:.0%} interval)")
+        axes.set_ylabel("baseline")
+        axes.grid(axis="x", alpha=0.3)
+    axes_list[0].set_title(
+        f"Model minus baselines, {intervals.users} users\ngreen: model better, red: worse, grey: interval holds 0"
+    )
+    figure.savefig(path)
+
+
+def _with_interval(interval: Interval | None, signed: bool = False) -> str:
+    if interval is None:
+        return "-"
+    sign = "+" if signed else ""
+    return f"{interval.value:{sign}.4f} [{interval.low:{sign}.4f}, {interval.high:{sign}.4f}]"
+
+
+def _intervals_section(intervals: RankerIntervals | None, image: Path | None) -> list[str]:
+    lines = ["## Intervals", ""]
+    if intervals is None:
+        return [*lines, "No user was evaluated: no intervals.", ""]
+    metrics = list(intervals.means[MODEL_LABEL])
+    lines += [
+        f"Means with {intervals.confidence:.0%} bootstrap intervals over the {intervals.users} evaluated users "
+        f"({intervals.resamples} resamples); model minus baseline with paired intervals (the same resampled "
+        "users for both). A difference whose interval holds 0 is not a win.",
+        "",
+    ]
+    header = ["ranker", *metrics, *(f"model minus ranker, {metric}" for metric in metrics)]
+    rows = [
+        [
+            name,
+            *(_with_interval(by_metric.get(metric)) for metric in metrics),
+            *(_with_interval(intervals.model_minus.get(name, {}).get(metric), signed=True) for metric in metrics),
+        ]
+        for name, by_metric in intervals.means.items()
+    ]
+    lines.append(_table(header, rows))
+    if image is not None:
+        lines += ["", f"![Model minus each baseline, with paired intervals]({image.name})"]
+    return [*lines, ""]
+
+
 def _ctr_section(ctr: CtrSummary | None) -> list[str]:
     lines = ["## Click-through rate", ""]
     if ctr is None:
@@ -240,6 +311,7 @@ def render_report(
     out_dir: Path,
     *,
     score_samples: ScoreSamples | None = None,
+    intervals: RankerIntervals | None = None,
     gate_metric: str = DEFAULT_GATE_METRIC,
 ) -> Report:
     """Write the PNG plots and report.md into out_dir (created if missing) and return their paths and the
@@ -262,6 +334,9 @@ def render_report(
     if score_samples is not None:
         images["score_distribution"] = out_dir / "score_distribution.png"
         _plot_score_distribution(score_samples, images["score_distribution"])
+    if intervals is not None and intervals.model_minus:
+        images["model_minus_baselines"] = out_dir / "model_minus_baselines.png"
+        _plot_differences(intervals, images["model_minus_baselines"])
 
     decision = "**Promoted**" if gate_decision.promote else "**Not promoted**"
     metric_names = sorted({name for values in rankers.values() for name in values}, key=_metric_sort_key)
@@ -274,6 +349,8 @@ def render_report(
         "",
         "## Offline ranking metrics (holdout interactions, seen posts excluded)",
         "",
+        *(f"- {name}: {RANKER_DESCRIPTIONS[name]}" for name in rankers if name in RANKER_DESCRIPTIONS),
+        "",
         _table(
             ["metric", *rankers],
             [[name, *(values.get(name) for values in rankers.values())] for name in metric_names],
@@ -283,6 +360,7 @@ def render_report(
         "",
         f"![Catalogue coverage@{focus_k}]({images['coverage'].name})",
         "",
+        *_intervals_section(intervals, images.get("model_minus_baselines")),
         "## Segments (model)",
         "",
     ]

@@ -333,6 +333,26 @@ def test_a_user_without_embedding_gets_popular_recent_posts(world: World) -> Non
     assert [s for _, s in rows] == sorted((s for _, s in rows), reverse=True)
 
 
+def test_without_embedding_tables_everyone_gets_the_popularity_fallback(world: World) -> None:
+    """Before any model is promoted (the gate refused the first one) the embedding tables don't exist; the
+    serving functions still answer: popularity for everyone, no similar posts."""
+    fallback_of_user_30 = [post_id for post_id, _ in recommend_rows(world.url, USER_WITHOUT_EMBEDDING, 20)]
+    with connect(world.url) as conn:
+        conn.execute("drop table ml.user_embeddings, ml.post_embeddings")
+        # The fallback's own formula, over user 1's eligible posts.
+        expected = conn.execute(
+            "select pf.post_id from marts.post_features pf where pf.post_id = any(%s)"
+            " order by (pf.view_count + greatest(pf.vote_count, 0))::float8"
+            " / power(1 + extract(epoch from now() - pf.created_at) / 86400, 1.5) desc, pf.post_id limit 20",
+            (sorted(eligible(world, USER_NEAR_EVERYTHING)),),
+        ).fetchall()
+        similar = conn.execute("select * from ml.similar_posts(%s)", (int(world.post_ids[0]),)).fetchall()
+    assert [post_id for post_id, _ in recommend_rows(world.url, USER_NEAR_EVERYTHING, 20)] == [p for (p,) in expected]
+    # Scores follow the clock (post age): the ranking is what stays.
+    assert [post_id for post_id, _ in recommend_rows(world.url, USER_WITHOUT_EMBEDDING, 20)] == fallback_of_user_30
+    assert similar == []
+
+
 def test_recommend_returns_titles_in_rank_order(world: World) -> None:
     recommendations = recommend(world.url, USER_NEAR_EVERYTHING, count=5)
     assert [(r.post_id, pytest.approx(r.score)) for r in recommendations] == recommend_rows(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from teamu_assets.evaluation.rankers import EASE_POPULARITY_TIE_BREAK, ease_scores, top_k_positions
+from teamu_assets.evaluation.rankers import EASE_POPULARITY_TIE_BREAK, ease_scores, fit_ease, top_k_positions
 
 
 def test_items_always_consumed_together_rank_each_other_first() -> None:
@@ -59,3 +59,14 @@ def test_max_items_keeps_the_most_interacted_items_and_unknown_users_get_popular
 def test_no_training_interactions_scores_nothing() -> None:
     scores = ease_scores(np.array([], dtype=np.int64), np.array([], dtype=np.int64), np.array([1]), np.array([10, 20]))
     assert np.isneginf(scores).all() and scores.shape == (1, 2)
+
+
+def test_score_rows_in_blocks_equal_the_whole_matrix() -> None:
+    rng = np.random.default_rng(9)
+    train_users, train_items = rng.integers(0, 50, 600), rng.integers(0, 40, 600)
+    users, items = np.arange(-5, 60), np.arange(45)  # users and items outside training too
+    whole = ease_scores(train_users, train_items, users, items, l2=10.0)
+    rows = fit_ease(train_users, train_items, l2=10.0).score_rows(users, items)
+    np.testing.assert_array_equal(np.vstack([rows(0, 7), rows(7, 40), rows(40, 65)]), whole)
+    # Users -5..-1 and 50..59 have no history: their rows are the popularity tie-break alone.
+    np.testing.assert_array_equal(whole[0], whole[-1])

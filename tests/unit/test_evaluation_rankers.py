@@ -10,13 +10,16 @@ import pytest
 
 from teamu_assets.evaluation.metrics import ranked_from_lists, ranking_metrics
 from teamu_assets.evaluation.rankers import (
+    embedding_score_rows,
     evaluate_baselines,
-    evaluate_scores,
     popularity_counts,
-    random_scores,
+    popularity_scores,
+    random_score_rows,
     rank,
+    score_evaluation,
     top_k_positions,
 )
+from teamu_assets.evaluation.rankers import index_pairs as index_pairs_of
 from teamu_assets.evaluation.segments import evaluate_segments, segment_items, segment_users
 
 
@@ -40,25 +43,25 @@ def test_rank_excludes_each_users_seen_items() -> None:
         rank([1], [10, 20, 30], scores, exclude={}, k=2)
 
 
-def test_evaluate_scores_exclusion_changes_the_hits() -> None:
+def test_score_evaluation_exclusion_changes_the_hits() -> None:
     # User 1 already saw item 10 (top score); its held-out item is 20, ranked second.
     scores = np.array([[0.9, 0.8, 0.1, 0.0]])
     relevant = {1: {20}}
-    without_exclusion = evaluate_scores([1], [10, 20, 30, 40], scores, relevant, exclude={}, k_values=(1,))
-    with_exclusion = evaluate_scores([1], [10, 20, 30, 40], scores, relevant, exclude={1: {10}}, k_values=(1,))
+    without_exclusion = score_evaluation([1], [10, 20, 30, 40], scores, relevant, {}, (1,)).metrics
+    with_exclusion = score_evaluation([1], [10, 20, 30, 40], scores, relevant, {1: {10}}, (1,)).metrics
     assert without_exclusion["recall@1"] == 0.0
     assert with_exclusion["recall@1"] == 1.0
     assert with_exclusion["mrr"] == 1.0
 
 
-def test_evaluate_scores_agrees_with_ranking_metrics_on_the_same_lists() -> None:
+def test_score_evaluation_agrees_with_ranking_metrics_on_the_same_lists() -> None:
     rng = np.random.default_rng(3)
     users, items = np.arange(30), np.arange(100, 140)
     scores = rng.normal(size=(30, 40))
     relevant = {int(u): set(rng.choice(items, 3, replace=False).tolist()) for u in users[:25]}
     exclude = {int(u): set(rng.choice(items, 5, replace=False).tolist()) for u in users}
     popularity = popularity_counts(items, rng.choice(items, 300))
-    from_scores = evaluate_scores(users, items, scores, relevant, exclude, (5, 10), item_popularity=popularity)
+    from_scores = score_evaluation(users, items, scores, relevant, exclude, (5, 10), item_popularity=popularity).metrics
 
     ranked = rank(users, items, scores, exclude, 10)
     lists = {int(u): [int(items[p]) for p in row if p >= 0] for u, row in zip(users, ranked.positions, strict=True)}
@@ -80,14 +83,56 @@ def test_popularity_counts_and_ranker() -> None:
     baselines = evaluate_baselines([1, 2], [10, 20, 30], {1: {30}, 2: {10}}, {1: {20}}, counts, k_values=(1, 2), seed=1)
     popularity = baselines["popularity"]
     # recall@1: user 1 hit (30), user 2 miss (20); recall@2: user 1 hit, user 2 miss ([20, 30]).
-    assert popularity["recall@1"] == pytest.approx(1 / 2)
-    assert popularity["recall@2"] == pytest.approx(1 / 2)
+    assert popularity.metrics["recall@1"] == pytest.approx(1 / 2)
+    assert popularity.metrics["recall@2"] == pytest.approx(1 / 2)
+    # Per user, in user order: the means above are their averages.
+    np.testing.assert_array_equal(popularity.user_ids, [1, 2])
+    np.testing.assert_array_equal(popularity.per_user["recall@1"], [1.0, 0.0])
     assert set(baselines) == {"popularity", "random"}
 
 
+def test_baselines_include_itemitem_and_are_paired_with_the_model() -> None:
+    rng = np.random.default_rng(8)
+    users, items = np.arange(20), np.arange(100, 130)
+    relevant = {int(u): {int(rng.choice(items))} for u in users[:15]}
+    itemitem = rng.normal(size=(20, 30))
+    baselines = evaluate_baselines(
+        users, items, relevant, {}, np.ones(30), (5,), itemitem_scores=itemitem, oracle_scores=itemitem * 2
+    )
+    assert list(baselines) == ["popularity", "itemitem", "random", "oracle"]
+    model = score_evaluation(users, items, rng.normal(size=(20, 30)), relevant, {}, (5,))
+    for evaluation in baselines.values():
+        np.testing.assert_array_equal(evaluation.user_ids, model.user_ids)
+        assert len(evaluation.per_user["recall@5"]) == 15
+    # A ranker is its scores' order: the oracle (itemitem x 2) ranks exactly like itemitem.
+    np.testing.assert_array_equal(baselines["oracle"].per_user["ndcg@5"], baselines["itemitem"].per_user["ndcg@5"])
+
+
 def test_random_scores_are_seeded() -> None:
-    np.testing.assert_array_equal(random_scores(3, 4, seed=5), random_scores(3, 4, seed=5))
-    assert not np.array_equal(random_scores(3, 4, seed=5), random_scores(3, 4, seed=6))
+    rows = random_score_rows(4, seed=5)
+    np.testing.assert_array_equal(rows(0, 3), random_score_rows(4, seed=5)(0, 3))
+    assert not np.array_equal(rows(0, 3), random_score_rows(4, seed=6)(0, 3))
+    assert rows(2, 5).shape == (3, 4)
+
+
+@pytest.mark.parametrize("block_rows", [1, 7, 64, 1024])
+def test_ranking_in_blocks_equals_ranking_at_once(block_rows: int) -> None:
+    rng = np.random.default_rng(21)
+    n_users, n_items, dim = 150, 90, 8
+    users, items = np.arange(n_users) * 3, np.arange(n_items) + 1000
+    user_vectors, item_vectors = rng.normal(size=(n_users, dim)), rng.normal(size=(n_items, dim))
+    # Ties too: popularity counts repeat.
+    popularity = rng.integers(0, 5, n_items).astype(np.float64)
+    exclude = {int(u): set(rng.choice(items, 10, replace=False).tolist()) for u in users[::2]}
+    for dense, rows in (
+        (user_vectors @ item_vectors.T, embedding_score_rows(user_vectors, item_vectors)),
+        (np.tile(popularity, (n_users, 1)), popularity_scores(n_users, popularity)),
+    ):
+        whole = top_k_positions(dense, 20, *index_pairs_of(users, items, exclude))
+        np.testing.assert_array_equal(rank(users, items, rows, exclude, 20, block_rows=block_rows).positions, whole)
+        np.testing.assert_array_equal(rank(users, items, dense, exclude, 20, block_rows=block_rows).positions, whole)
+    with pytest.raises(ValueError, match="shape"):
+        rank(users, items, lambda start, stop: np.zeros((stop - start, 3)), exclude, 5)
 
 
 def test_oracle_beats_random_when_relevance_follows_the_expected_scores() -> None:
@@ -99,8 +144,8 @@ def test_oracle_beats_random_when_relevance_follows_the_expected_scores() -> Non
     relevant = {int(u): set(rng.choice(items, 4, replace=False, p=probabilities[u]).tolist()) for u in users}
     popularity = np.zeros(n_items)
     baselines = evaluate_baselines(users, items, relevant, {}, popularity, (10,), oracle_scores=expected)
-    assert baselines["oracle"]["recall@10"] > baselines["random"]["recall@10"] + 0.2
-    assert baselines["oracle"]["ndcg@10"] > baselines["random"]["ndcg@10"]
+    assert baselines["oracle"].metrics["recall@10"] > baselines["random"].metrics["recall@10"] + 0.2
+    assert baselines["oracle"].metrics["ndcg@10"] > baselines["random"].metrics["ndcg@10"]
 
 
 def test_segment_users() -> None:

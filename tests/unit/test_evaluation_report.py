@@ -10,44 +10,72 @@ import pytest
 from matplotlib.image import imread
 
 from teamu_assets.evaluation.ctr import CtrSummary, ReplayEstimate
-from teamu_assets.evaluation.gate import GateDecision, promotion_decision
+from teamu_assets.evaluation.gate import RULE_MISSING, RULE_POPULARITY, RULE_PROMOTED, GateDecision, promotion_decision
+from teamu_assets.evaluation.intervals import Interval, RankerIntervals
 from teamu_assets.evaluation.report import ScoreSamples, render_report, sample_scores
 
+BEATS_POPULARITY = Interval(0.05, 0.01, 0.09)
 
-def test_gate_promotes_when_nothing_is_promoted() -> None:
-    decision = promotion_decision({"recall@20": 0.12}, None)
-    assert decision.promote
-    assert "0.1200" in decision.reason
+
+def test_gate_promotes_a_first_model_that_beats_popularity() -> None:
+    decision = promotion_decision({"recall@20": 0.12}, None, BEATS_POPULARITY, popularity_metrics={"recall@20": 0.07})
+    assert decision.promote and decision.rule == RULE_POPULARITY
+    assert "rule 1 (beats popularity) passed" in decision.reason
+    assert "0.1200" in decision.reason and "0.0700" in decision.reason and "[+0.0100, +0.0900]" in decision.reason
+    assert decision.figures["recall@20_minus_popularity_ci_low"] == 0.01
+
+
+@pytest.mark.parametrize(
+    "interval", [Interval(0.02, -0.01, 0.05), Interval(-0.09, -0.11, -0.08), Interval(0.0, 0.0, 0.0)]
+)
+def test_gate_refuses_a_candidate_that_does_not_beat_popularity_the_first_included(interval: Interval) -> None:
+    # A higher mean is not enough: the paired interval's lower bound must be above 0.
+    for promoted in (None, {"recall@20": 0.01}):
+        decision = promotion_decision({"recall@20": 0.2}, promoted, interval)
+        assert not decision.promote and decision.rule == RULE_POPULARITY
+        assert "rule 1 (beats popularity) failed" in decision.reason and "not promoted" in decision.reason
+
+
+def test_gate_refuses_without_a_popularity_interval() -> None:
+    decision = promotion_decision({"recall@20": 0.2}, None, None)
+    assert not decision.promote and "no paired interval" in decision.reason
 
 
 def test_gate_promotes_within_tolerance_including_the_bound() -> None:
     # 0.32 - 0.02 = 0.30: a candidate exactly at the bound passes despite binary floating point.
-    decision = promotion_decision({"recall@20": 0.30}, {"recall@20": 0.32}, tolerance=0.02)
-    assert decision.promote
-    assert "0.3000" in decision.reason and "0.3200" in decision.reason
+    decision = promotion_decision({"recall@20": 0.30}, {"recall@20": 0.32}, BEATS_POPULARITY, tolerance=0.02)
+    assert decision.promote and decision.rule == RULE_PROMOTED
+    assert "0.3000" in decision.reason and "0.3200" in decision.reason and "rule 2" in decision.reason
 
 
-def test_gate_rejects_a_clearly_worse_candidate() -> None:
-    decision = promotion_decision({"recall@20": 0.29}, {"recall@20": 0.32}, tolerance=0.02)
-    assert not decision.promote
+def test_gate_rejects_a_candidate_clearly_worse_than_the_promoted_model() -> None:
+    decision = promotion_decision({"recall@20": 0.29}, {"recall@20": 0.32}, BEATS_POPULARITY, tolerance=0.02)
+    assert not decision.promote and decision.rule == RULE_PROMOTED
+    assert "rule 2 (not worse than the promoted model) failed" in decision.reason
     assert "0.2900" in decision.reason and "0.3200" in decision.reason and "0.3000" in decision.reason
+    assert decision.figures["bound"] == pytest.approx(0.30)
+    assert decision.as_json()["promote"] is False
 
 
 def test_gate_uses_the_chosen_metric_and_handles_missing_values() -> None:
     candidate, promoted = {"recall@20": 0.5, "ndcg@10": 0.1}, {"recall@20": 0.4, "ndcg@10": 0.3}
-    assert promotion_decision(candidate, promoted).promote
-    assert not promotion_decision(candidate, promoted, metric="ndcg@10").promote
-    assert not promotion_decision({"ndcg@10": 0.4}, promoted).promote
-    assert not promotion_decision({"recall@20": float("nan")}, promoted).promote
-    assert promotion_decision({"recall@20": 0.1}, {"ndcg@10": 0.3}).promote
+    assert promotion_decision(candidate, promoted, BEATS_POPULARITY).promote
+    assert not promotion_decision(candidate, promoted, BEATS_POPULARITY, metric="ndcg@10").promote
+    assert not promotion_decision({"ndcg@10": 0.4}, promoted, BEATS_POPULARITY).promote
+    missing = promotion_decision({"recall@20": float("nan")}, promoted, BEATS_POPULARITY)
+    assert not missing.promote and missing.rule == RULE_MISSING
+    # A promoted model without the metric can't be compared: rule 2 is skipped, rule 1 still applies.
+    assert promotion_decision({"recall@20": 0.1}, {"ndcg@10": 0.3}, BEATS_POPULARITY).promote
     with pytest.raises(ValueError, match="tolerance"):
-        promotion_decision(candidate, promoted, tolerance=-0.1)
+        promotion_decision(candidate, promoted, BEATS_POPULARITY, tolerance=-0.1)
 
 
 def test_sample_scores_takes_relevant_pairs_and_as_many_random_ones() -> None:
-    scores = np.arange(12, dtype=np.float64).reshape(3, 4)
-    samples = sample_scores([1, 2, 3], [10, 20, 30, 40], scores, {1: {20}, 3: {40, 99}}, seed=0)
-    assert sorted(samples.relevant.tolist()) == [1.0, 11.0]
+    # One-dimensional vectors: score(u, i) = u_vector * i_vector = (u + 1) * (i + 1) for rows u, columns i.
+    user_vectors, item_vectors = np.array([[1.0], [2.0], [3.0]]), np.array([[1.0], [2.0], [3.0], [4.0]])
+    scores = user_vectors @ item_vectors.T
+    samples = sample_scores([1, 2, 3], [10, 20, 30, 40], user_vectors, item_vectors, {1: {20}, 3: {40, 99}}, seed=0)
+    assert sorted(samples.relevant.tolist()) == [2.0, 12.0]
     assert len(samples.random) == 2
     assert set(samples.random.tolist()) <= set(scores.ravel().tolist())
 
@@ -86,6 +114,20 @@ def test_render_report_writes_plots_and_markdown(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     samples = ScoreSamples(relevant=rng.normal(2, 1, 500), random=rng.normal(0, 1, 500))
     decision = GateDecision(True, "no model is promoted yet; candidate recall@20 = 0.3125")
+    intervals = RankerIntervals(
+        means={
+            "model": {"recall@20": Interval(0.3125, 0.28, 0.34)},
+            "popularity": {"recall@20": Interval(0.12, 0.1, 0.14)},
+            "random": {"recall@20": Interval(0.01, 0.0, 0.02)},
+        },
+        model_minus={
+            "popularity": {"recall@20": Interval(0.1925, 0.16, 0.22)},
+            "random": {"recall@20": Interval(0.3025, 0.27, 0.33)},
+        },
+        resamples=1000,
+        confidence=0.95,
+        users=40,
+    )
 
     report = render_report(
         "2026-03-01T00-00-00",
@@ -96,9 +138,10 @@ def test_render_report_writes_plots_and_markdown(tmp_path: Path) -> None:
         decision,
         tmp_path / "out",
         score_samples=samples,
+        intervals=intervals,
     )
 
-    assert set(report.images) == {"recall_at_k", "coverage", "segments", "score_distribution"}
+    assert set(report.images) == {"recall_at_k", "coverage", "segments", "score_distribution", "model_minus_baselines"}
     for path in report.images.values():
         assert path.parent == tmp_path / "out"
         _assert_valid_png(path)
@@ -111,7 +154,17 @@ def test_render_report_writes_plots_and_markdown(tmp_path: Path) -> None:
     assert "### Observed" in markdown and "| v1 | 4 | 40 | 3 | 0.0750 |" in markdown
     assert "### Estimated" in markdown and "| 20 | 8 | 2 | 1 | 0.2500 |" in markdown
     # Image links are relative to the report's folder.
-    for name in ("recall_at_k.png", "coverage.png", "segments.png", "score_distribution.png"):
+    # Intervals: each ranker's mean and the model minus it (paired), with the bounds.
+    assert "95% bootstrap intervals over the 40 evaluated users (1000 resamples)" in markdown
+    assert "| popularity | 0.1200 [0.1000, 0.1400] | +0.1925 [+0.1600, +0.2200] |" in markdown
+    assert "- popularity: training interaction counts" in markdown
+    for name in (
+        "recall_at_k.png",
+        "coverage.png",
+        "segments.png",
+        "score_distribution.png",
+        "model_minus_baselines.png",
+    ):
         assert f"]({name})" in markdown
     assert str(tmp_path) not in markdown
 
@@ -126,3 +179,4 @@ def test_render_report_without_optional_parts(tmp_path: Path) -> None:
     assert "No segments were evaluated." in report.markdown
     assert "No Mixpanel recommendation events were available." in report.markdown
     assert "No score samples were given." in report.markdown
+    assert "No user was evaluated: no intervals." in report.markdown

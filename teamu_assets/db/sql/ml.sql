@@ -20,8 +20,12 @@ create table if not exists ml.model_evaluations (
     baselines       jsonb not null default '{}'::jsonb,
     segments        jsonb not null default '{}'::jsonb,
     promoted        boolean not null default false,
-    report_path     text
+    report_path     text,
+    -- The promotion gate's decision: {"promote", "rule", "reason", "figures"} (teamu_assets/evaluation/gate.py).
+    gate            jsonb not null default '{}'::jsonb
 );
+-- Databases created before the gate was recorded.
+alter table ml.model_evaluations add column if not exists gate jsonb not null default '{}'::jsonb;
 
 create index if not exists model_evaluations_model_version_idx
     on ml.model_evaluations (model_version, evaluated_at desc);

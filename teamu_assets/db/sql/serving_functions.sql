@@ -67,12 +67,18 @@ begin
             coalesce(p_local_radius_km::text, 'null') using errcode = 'invalid_parameter_value';
     end if;
 
-    select ue.embedding into v_embedding from ml.user_embeddings ue where ue.user_id = p_user_id;
+    -- Before any model is promoted the embedding tables may not exist (their dimension comes from the first
+    -- promoted model): everyone gets the popularity fallback. PL/pgSQL plans a statement when it first runs
+    -- it, so a skipped select on a missing table is no error.
+    if to_regclass('ml.user_embeddings') is not null and to_regclass('ml.post_embeddings') is not null then
+        select ue.embedding into v_embedding from ml.user_embeddings ue where ue.user_id = p_user_id;
+    end if;
     select uf.latitude, uf.longitude into v_latitude, v_longitude
     from marts.user_features uf where uf.user_id = p_user_id;
 
     if v_embedding is null then
-        -- Popularity fallback for users the model hasn't embedded yet (new sign-ups): engagement (views plus
+        -- Popularity fallback for users the model hasn't embedded yet (new sign-ups), and for everyone while no
+        -- model is promoted (the promotion gate refused every candidate so far): engagement (views plus
         -- upvotes) divided by (1 + age in days)^1.5, so well-engaged recent posts lead and old hits fade.
         -- Same exclusions as the personal ranking.
         return query
@@ -125,7 +131,7 @@ $$;
 comment on function ml.recommend_posts(bigint, integer, double precision) is
     'Top p_count posts for a user by embedding inner product (score, highest first), excluding posts the user '
     'engaged with, the user''s own posts and local posts farther than p_local_radius_km; popularity for users '
-    'without an embedding.';
+    'without an embedding, and for everyone while no model is promoted.';
 
 -- Posts like a given one (a post page's "more like this"): nearest by inner product, the post itself excluded,
 -- local posts only near the given post's location. Empty for a post without an embedding yet.
@@ -160,6 +166,9 @@ begin
             coalesce(p_local_radius_km::text, 'null') using errcode = 'invalid_parameter_value';
     end if;
 
+    if to_regclass('ml.post_embeddings') is null then
+        return;  -- no model promoted yet (see ml.recommend_posts)
+    end if;
     select pe.embedding into v_embedding from ml.post_embeddings pe where pe.post_id = p_post_id;
     if v_embedding is null then
         return;
