@@ -52,7 +52,8 @@ import pandas as pd
 import teamu_assets  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is first imported)
 from teamu_assets.db import bootstrap, registry
 from teamu_assets.db.connection import connect, resolve_url, scratch_database
-from teamu_assets.evaluation.metrics import evaluate_ranked, ranked_from_lists
+from teamu_assets.evaluation.intervals import ranker_intervals
+from teamu_assets.evaluation.metrics import PerUser, RankedEvaluation, evaluate_ranked_per_user, ranked_from_lists
 from teamu_assets.evaluation.rankers import DEFAULT_EASE_MAX_ITEMS, ease_scores, popularity_scores, rank
 from teamu_assets.model.baselines import IdOnlyResult, train_id_only_two_tower
 from teamu_assets.realdata import RealDataset, per_user_holdout, read_lastfm, read_stackexchange, write_real_dataset
@@ -76,6 +77,7 @@ TWO_TOWER_GRID = ({"batch_size": 256, "learning_rate": 0.005}, {"batch_size": 10
 TWO_TOWER_MAX_EPOCHS = 30
 SERVING_CONNECTIONS = 4
 MODEL, POPULARITY, ITEMITEM, TWO_TOWER_ID_ONLY = "model", "popularity", "itemitem", "two-tower id-only"
+BASELINES = (POPULARITY, ITEMITEM, TWO_TOWER_ID_ONLY)
 
 
 def _log(message: str) -> None:
@@ -133,28 +135,13 @@ def make_split(train: RealDataset, holdout: pd.DataFrame) -> Split:
     )
 
 
-def per_user_metrics(lists: dict[int, list[int]], split: Split) -> dict[str, np.ndarray]:
-    """Recall@K and NDCG@10 of each holdout user (in split.users order), as metrics.py defines them."""
-    discount = 1.0 / np.log2(np.arange(2, SERVED + 2))
-    values: dict[str, list[float]] = {metric: [] for metric in REPORTED}
-    for user in split.users.tolist():
-        relevant = split.relevant[user]
-        ranked = list(dict.fromkeys(lists.get(user, [])))[:SERVED]
-        hits = np.array([post in relevant for post in ranked] + [False] * (SERVED - len(ranked)))
-        for k in K_VALUES:
-            values[f"recall@{k}"].append(hits[:k].sum() / len(relevant))
-        ideal = discount[: min(10, len(relevant))].sum()
-        values["ndcg@10"].append(float(hits[:10] @ discount[:10]) / ideal)
-    return {metric: np.asarray(series, dtype=np.float64) for metric, series in values.items()}
-
-
-def paired_bootstrap(differences: np.ndarray, seed: int) -> tuple[float, float]:
-    """95% percentile interval of the mean of per-user differences over RESAMPLES resamples of the users."""
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(differences), size=(RESAMPLES, len(differences)))
-    means = differences[draws].mean(axis=1)
-    low, high = np.quantile(means, [0.025, 0.975])
-    return float(low), float(high)
+def evaluate_lists(lists: dict[int, list[int]], split: Split) -> RankedEvaluation:
+    """metrics.py's figures of ranked lists, with each holdout user's values in split.users order (so that two
+    rankers' values are paired user by user)."""
+    ordered = {user: lists.get(user, []) for user in split.users.tolist()}
+    return evaluate_ranked_per_user(
+        ranked_from_lists(ordered, split.relevant, split.catalogue), split.relevant, K_VALUES
+    )
 
 
 def lists_from_scores(split: Split, item_ids: np.ndarray, scores: np.ndarray | Callable) -> dict[int, list[int]]:
@@ -180,7 +167,7 @@ def _validation(train: RealDataset) -> tuple[RealDataset, Split]:
 
 
 def _mean_recall_at_20(lists: dict[int, list[int]], split: Split) -> float:
-    return float(per_user_metrics(lists, split)["recall@20"].mean())
+    return float(evaluate_lists(lists, split).metrics["recall@20"])
 
 
 def itemitem_lists(train: RealDataset, split: Split) -> tuple[dict[int, list[int]], dict[str, Any]]:
@@ -272,8 +259,8 @@ class ProductRun:
     failed_steps: list[str]
     model_version: str
     promoted: bool
-    gate_metrics: dict[str, Any]
-    serving_installed_by_bench: bool
+    gate: dict[str, Any]  # the promotion gate's decision (rule, reason, figures)
+    evaluation_metrics: dict[str, Any]  # the product's own evaluation (its temporal split), as recorded
 
 
 @contextmanager
@@ -322,28 +309,9 @@ def run_full_refresh(home: Path, url: str, model_config: dict[str, Any]) -> Prod
         failed_steps=failed,
         model_version=evaluation.model_version,
         promoted=is_promoted,
-        gate_metrics=dict(evaluation.metrics),
-        serving_installed_by_bench=_ensure_serving(url, model_config),
+        gate=dict(evaluation.gate),
+        evaluation_metrics=dict(evaluation.metrics),
     )
-
-
-def _ensure_serving(url: str, model_config: dict[str, Any]) -> bool:
-    """When no model was ever promoted, the run may leave neither embedding tables nor serving functions; then
-    empty tables and the functions are installed, so ml.recommend_posts serves its popularity fallback.
-    Returns whether that was needed."""
-    from teamu_assets.db.embeddings import ensure_embedding_tables
-    from teamu_assets.db.recommend import install_serving_functions
-
-    with connect(url) as conn:
-        function, table = conn.execute(
-            "select to_regprocedure('ml.recommend_posts(bigint, integer, double precision)') is not null,"
-            " to_regclass('ml.user_embeddings') is not null"
-        ).fetchone()
-    if function and table:
-        return False
-    ensure_embedding_tables(url, int(model_config.get("embedding_dim") or Settings.from_env().embedding_dim))
-    install_serving_functions(url)
-    return True
 
 
 def served_lists(url: str, split: Split) -> dict[int, list[int]]:
@@ -367,12 +335,14 @@ def served_lists(url: str, split: Split) -> dict[int, list[int]]:
 # --- one data set ------------------------------------------------------------------------------------------
 
 
-def _summary(per_user: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
-    n = len(next(iter(per_user.values())))
-    return {
-        metric: {"mean": float(values.mean()), "se": float(values.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0}
-        for metric, values in per_user.items()
-    }
+def _summary(per_user: PerUser) -> dict[str, dict[str, float]]:
+    """Mean and standard error over users of each reported metric."""
+    summary = {}
+    for metric in REPORTED:
+        values = per_user[metric]
+        se = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
+        summary[metric] = {"mean": float(values.mean()), "se": se}
+    return summary
 
 
 def bench_dataset(name: str, data_dir: Path, server_url: str, model_config: dict[str, Any]) -> dict[str, Any]:
@@ -408,25 +378,22 @@ def bench_dataset(name: str, data_dir: Path, server_url: str, model_config: dict
         lists[TWO_TOWER_ID_ONLY], settings[TWO_TOWER_ID_ONLY] = two_tower_lists(train, split)
 
     with watch.stage("metrics"):
-        per_user = {ranker: per_user_metrics(ranker_lists, split) for ranker, ranker_lists in lists.items()}
-        catalogue_metrics = {
-            ranker: evaluate_ranked(ranked_from_lists(ranker_lists, split.relevant, split.catalogue), split.relevant)
-            for ranker, ranker_lists in lists.items()
-        }
-        for ranker, metrics in catalogue_metrics.items():
-            for metric in REPORTED:
-                # The per-user values the intervals resample must average to metrics.py's figure.
-                if not np.isclose(per_user[ranker][metric].mean(), metrics[metric]):
-                    raise AssertionError(f"{ranker} {metric}: {per_user[ranker][metric].mean()} != {metrics[metric]}")
+        evaluations = {ranker: evaluate_lists(ranker_lists, split) for ranker, ranker_lists in lists.items()}
+        intervals = ranker_intervals(
+            evaluations[MODEL].per_user,
+            {baseline: evaluations[baseline].per_user for baseline in BASELINES},
+            metrics=INTERVAL_METRICS,
+            resamples=RESAMPLES,
+            seed=BOOTSTRAP_SEED,
+        )
+        if intervals is None:
+            raise ValueError(f"{name}: no holdout user to evaluate")
         model_minus = {
             baseline: {
-                metric: {
-                    "difference": float((per_user[MODEL][metric] - per_user[baseline][metric]).mean()),
-                    "ci95": paired_bootstrap(per_user[MODEL][metric] - per_user[baseline][metric], BOOTSTRAP_SEED),
-                }
-                for metric in INTERVAL_METRICS
+                metric: {"difference": interval.value, "ci95": interval.as_json()}
+                for metric, interval in by_metric.items()
             }
-            for baseline in (POPULARITY, ITEMITEM, TWO_TOWER_ID_ONLY)
+            for baseline, by_metric in intervals.model_minus.items()
         }
     return {
         "dataset": name,
@@ -439,21 +406,26 @@ def bench_dataset(name: str, data_dir: Path, server_url: str, model_config: dict
             "failed_steps": product.failed_steps,
             "model_version": product.model_version,
             "promoted": product.promoted,
-            "gate_metrics": product.gate_metrics,
-            "serving_installed_by_bench": product.serving_installed_by_bench,
+            "gate": product.gate,
+            "evaluation_metrics": product.evaluation_metrics,
             "model_config_overrides": model_config,
         },
         "rankers": {
             ranker: {
-                **_summary(per_user[ranker]),
-                "coverage@50": catalogue_metrics[ranker]["coverage@50"],
-                "users_evaluated": catalogue_metrics[ranker]["users_evaluated"],
+                **_summary(evaluations[ranker].per_user),
+                "coverage@50": evaluations[ranker].metrics["coverage@50"],
+                "users_evaluated": evaluations[ranker].metrics["users_evaluated"],
                 **({"settings": settings[ranker]} if ranker in settings else {}),
             }
             for ranker in lists
         },
         "model_minus": model_minus,
-        "bootstrap": {"resamples": RESAMPLES, "seed": BOOTSTRAP_SEED, "confidence": 0.95, "paired_over": "users"},
+        "bootstrap": {
+            "resamples": intervals.resamples,
+            "seed": BOOTSTRAP_SEED,
+            "confidence": intervals.confidence,
+            "paired_over": "users",
+        },
         "seconds": watch.seconds,
     }
 
@@ -466,6 +438,7 @@ def print_results(results: dict[str, Any]) -> None:
         f"{results['rows']['posts']} posts; model {product['model_version']} "
         f"{'promoted' if product['promoted'] else 'NOT promoted: serving falls back to popularity'}"
     )
+    print(f"  promotion gate: {product['gate'].get('reason', '(no reason recorded)')}")
     labels = {
         MODEL: product["label"],
         POPULARITY: POPULARITY,
