@@ -25,6 +25,7 @@ from dagster import (
 )
 
 from teamu_assets.db import features, registry
+from teamu_assets.model.params import TrainParams
 from teamu_assets.resources import ArtifactStore, TeamuDatabase, TowerPreloader
 from teamu_assets.settings import Settings
 
@@ -95,13 +96,15 @@ def training_dataset(
 
 
 class TrainConfig(Config):
-    epochs: int = 30
-    batch_size: int = 1024
+    """The knobs of TrainParams a run may override; the defaults are TrainParams' own."""
+
+    epochs: int = TrainParams.epochs
+    batch_size: int = TrainParams.batch_size
     embedding_dim: int = DEFAULT_EMBEDDING_DIM
-    temperature: float = 0.35
-    learning_rate: float = 0.005
-    patience: int = 3
-    seed: int = 42
+    temperature: float = TrainParams.temperature
+    learning_rate: float = TrainParams.learning_rate
+    patience: int = TrainParams.patience
+    seed: int = TrainParams.seed
 
 
 @asset(group_name="ml", kinds={"tensorflow"})
@@ -115,7 +118,7 @@ def two_tower_model(
     """TFRS two-tower model trained on the dataset's train split with early stopping on validation recall@20;
     SavedModel towers, vocabularies and the serving index (BruteForce, ScaNN) under artifacts/models/<version>."""
     from teamu_assets.model.export import export_serving_indexes
-    from teamu_assets.model.train import TrainParams, train
+    from teamu_assets.model.train import train
 
     url = database.url()
     version = _version("tt")

@@ -8,7 +8,6 @@ query tower sees what a live system would have seen at that moment, never the fu
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,6 +44,7 @@ _EXAMPLE_SCHEMA = pa.schema(
         ("history", pa.list_(pa.int64())),
         *[(column, pa.int64()) for column in ACTIVITY_COUNT_COLUMNS],
         *[(column, pa.int64()) for column in ("post_view_count", "post_vote_count")],
+        ("first_engagement", pa.bool_()),
     ]
 )
 # The post's view and upvote counts (by everyone) strictly before the example: its popularity at that moment.
@@ -109,38 +109,109 @@ def _clean_interactions(
     return frame.sort_values(["user_id", "occurred_at", "kind", "post_id"], kind="stable").reset_index(drop=True)
 
 
-def _histories_before(frame: pd.DataFrame, history_length: int) -> tuple[list[list[int]], np.ndarray]:
-    """For each row of a (user, time)-sorted frame: distinct post ids engaged strictly before, newest first,
-    and the per-kind counts strictly before. Rows at the same instant see the same state."""
+# Users whose histories _histories_before replays together: its working arrays hold this many x history_length.
+_HISTORY_USER_BLOCK = 8192
+# Rows per chunk of the history column: a list array's int32 offsets overflow past 2**31 post ids in one chunk.
+_HISTORY_CHUNK_ROWS = 1 << 20
+
+
+def _exclusive_cumsum(flags: np.ndarray) -> np.ndarray:
+    """[n + 1]: element i is the sum of flags[:i]."""
+    total = np.zeros(len(flags) + 1, dtype=np.int64)
+    np.cumsum(flags, out=total[1:])
+    return total
+
+
+def _run_starts(*keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For rows sorted by keys: whether each row begins a run of equal keys, and the row its run begins at."""
+    starts = np.arange(len(keys[0])) == 0
+    for key in keys:
+        starts[1:] |= key[1:] != key[:-1]
+    return starts, np.maximum.accumulate(np.where(starts, np.arange(len(starts)), 0))
+
+
+def _histories_before(
+    frame: pd.DataFrame, history_length: int, order: np.ndarray
+) -> tuple[pd.arrays.ArrowExtensionArray, np.ndarray]:
+    """For each row of a (user, time)-sorted frame with its first_engagement column: distinct post ids engaged
+    strictly before, newest first, and the per-kind counts strictly before. Rows at the same instant see the same
+    state. The histories come in the order of `order` (a permutation of the frame's positions: the examples'
+    order), the counts in the frame's.
+
+    The histories are an Arrow list column over one flat int64 array, written in place in the examples' order:
+    8 bytes a post id, where a Python list of ints per row took about 40 (and most of the dataset's memory)."""
+    rows = len(frame)
     users = frame["user_id"].to_numpy()
-    times = frame["occurred_at"].to_numpy()
-    posts = frame["post_id"].to_numpy()
-    kind_columns = frame["kind"].map({k: i for i, k in enumerate(INTERACTION_KINDS)}).to_numpy()
-    histories: list[list[int]] = [[] for _ in range(len(frame))]
-    counts = np.zeros((len(frame), len(INTERACTION_KINDS)), dtype=np.int64)
-    start = 0
-    while start < len(frame):
-        user = users[start]
-        recent: OrderedDict[int, None] = OrderedDict()  # oldest first; trimmed to history_length
-        running = np.zeros(len(INTERACTION_KINDS), dtype=np.int64)
-        row = start
-        while row < len(frame) and users[row] == user:
-            group_end = row
-            while group_end < len(frame) and users[group_end] == user and times[group_end] == times[row]:
-                group_end += 1
-            snapshot = [int(post) for post in reversed(recent)]
-            for member in range(row, group_end):
-                histories[member] = snapshot
-                counts[member] = running
-            for member in range(row, group_end):
-                recent.pop(posts[member], None)
-                recent[posts[member]] = None
-                if len(recent) > history_length:
-                    recent.popitem(last=False)
-                running[kind_columns[member]] += 1
-            row = group_end
-        start = row
-    return histories, counts
+    user_starts, user_start = _run_starts(users)
+    _, instant_start = _run_starts(users, frame["occurred_at"].to_numpy(dtype="datetime64[ns]"))
+    counts = np.empty((rows, len(INTERACTION_KINDS)), dtype=np.int64)
+    for column, kind in enumerate(INTERACTION_KINDS):
+        before = _exclusive_cumsum((frame["kind"] == kind).to_numpy())
+        counts[:, column] = before[instant_start] - before[user_start]
+    # A row's history holds the user's distinct posts before its instant, at most history_length of them.
+    distinct = _exclusive_cumsum(frame["first_engagement"].to_numpy())
+    lengths = np.minimum(distinct[instant_start] - distinct[user_start], history_length)
+    del distinct, user_start
+    offsets = _exclusive_cumsum(lengths[order])
+    starts = np.empty(rows, dtype=np.int64)  # where each row's history goes in values
+    starts[order] = offsets[:-1]
+    values = np.empty(offsets[-1], dtype=np.int64)
+    if history_length > 0:
+        firsts = np.flatnonzero(user_starts)
+        row_counts = np.diff(np.append(firsts, rows))
+        posts = frame["post_id"].to_numpy(np.int64)
+        _replay_recent_posts(posts, firsts, row_counts, instant_start, history_length, starts, lengths, values)
+    chunks = []
+    for start in range(0, rows, _HISTORY_CHUNK_ROWS):
+        end = min(start + _HISTORY_CHUNK_ROWS, rows)
+        chunk_offsets = (offsets[start : end + 1] - offsets[start]).astype(np.int32)
+        chunks.append(pa.ListArray.from_arrays(chunk_offsets, values[offsets[start] : offsets[end]]))
+    return pd.arrays.ArrowExtensionArray(pa.chunked_array(chunks, type=pa.list_(pa.int64()))), counts
+
+
+def _replay_recent_posts(
+    posts: np.ndarray,
+    firsts: np.ndarray,
+    row_counts: np.ndarray,
+    instant_start: np.ndarray,
+    history_length: int,
+    starts: np.ndarray,
+    lengths: np.ndarray,
+    values: np.ndarray,
+) -> None:
+    """Writes each row's history into values[starts[row]:starts[row] + lengths[row]]: every user's distinct recent
+    posts (newest first) are replayed row by row, a block of users at a time. The work is rows x history length
+    whatever the data (a user who re-engages with the same posts again and again included), the working memory
+    a block's users x history length."""
+    positions = np.arange(history_length)
+    longest_first = np.argsort(-row_counts, kind="stable")
+    firsts, row_counts = firsts[longest_first], row_counts[longest_first]
+    for block in range(0, len(firsts), _HISTORY_USER_BLOCK):
+        block_firsts = firsts[block : block + _HISTORY_USER_BLOCK]
+        block_counts = row_counts[block : block + _HISTORY_USER_BLOCK]
+        recent = np.zeros((len(block_firsts), history_length), dtype=np.int64)
+        filled = np.zeros(len(block_firsts), dtype=np.int64)  # the first `filled` entries of a user's row are valid
+        for step in range(int(block_counts[0])):
+            active = int(np.count_nonzero(block_counts > step))  # longest first: the active users are a prefix
+            at = block_firsts[:active] + step
+            state, known = recent[:active], filled[:active]
+            targets = starts[at, None] + positions
+            written = positions < lengths[at, None]
+            # The first row of an instant records the state; the others at that instant copy its record.
+            opening = instant_start[at] == at
+            values[targets[opening][written[opening]]] = state[opening][written[opening]]
+            sources = starts[instant_start[at[~opening]], None] + positions
+            values[targets[~opening][written[~opening]]] = values[sources[written[~opening]]]
+            # Then the row's post moves to the front: the entries before its old place (all, if new) shift back.
+            post = posts[at]
+            match = (state == post[:, None]) & (positions < known[:, None])
+            seen = match.any(axis=1)
+            place = np.where(seen, match.argmax(axis=1), history_length - 1)
+            shifted = np.empty_like(state)
+            shifted[:, 0] = post
+            shifted[:, 1:] = state[:, :-1]
+            recent[:active] = np.where(positions > place[:, None], state, shifted)
+            filled[:active] = np.minimum(known + ~seen, history_length)
 
 
 def _post_counts_before(frame: pd.DataFrame) -> np.ndarray:
@@ -148,13 +219,39 @@ def _post_counts_before(frame: pd.DataFrame) -> np.ndarray:
     counts = np.zeros((len(frame), 2), dtype=np.int64)
     if len(frame) == 0:
         return counts
-    keys = frame[["post_id", "occurred_at"]].reset_index(drop=True)
+    times = frame["occurred_at"].to_numpy(dtype="datetime64[ns]")
+    posts = frame["post_id"].to_numpy()
+    order = np.lexsort((times, posts))
+    _, post_start = _run_starts(posts[order])
+    _, instant_start = _run_starts(posts[order], times[order])
     for column, kind in enumerate(("view", "upvote")):
-        hits = (frame["kind"].to_numpy() == kind).astype(np.int64)
-        per_instant = keys.assign(hits=hits).groupby(["post_id", "occurred_at"], sort=True)["hits"].sum()
-        before = per_instant.groupby(level="post_id").cumsum() - per_instant
-        counts[:, column] = before.reindex(pd.MultiIndex.from_frame(keys)).to_numpy(np.int64)
+        before = _exclusive_cumsum((frame["kind"] == kind).to_numpy()[order])
+        counts[order, column] = before[instant_start] - before[post_start]
     return counts
+
+
+# A user needs this many first engagements before one of them is held out for validation.
+MIN_ENGAGEMENTS_FOR_VALIDATION = 3
+
+
+def _last_engagements_per_user(frame: pd.DataFrame, fraction: float) -> pd.Series:
+    """Leave-last-out: True on each user's last `fraction` of first engagements (at least one, for users with
+    MIN_ENGAGEMENTS_FOR_VALIDATION or more), the way recommendations are judged: by what a user turns to next."""
+    firsts = frame.loc[frame["first_engagement"]]
+    if fraction == 0 or firsts.empty:
+        return pd.Series(False, index=frame.index)
+    by_user = firsts.groupby("user_id", sort=False)
+    counts = by_user["post_id"].transform("size").to_numpy()
+    # frame is sorted by user and time, so the cumulative count is each engagement's place in the user's order.
+    position = by_user.cumcount().to_numpy()
+    held = np.where(counts >= MIN_ENGAGEMENTS_FOR_VALIDATION, np.maximum(1, np.floor(fraction * counts + 1e-9)), 0)
+    return pd.Series(position >= counts - held, index=firsts.index).reindex(frame.index, fill_value=False)
+
+
+def _rows_of_pairs(frame: pd.DataFrame, pairs: pd.DataFrame) -> pd.Series:
+    """True on the rows of frame whose (user_id, post_id) is one of pairs."""
+    marked = frame[["user_id", "post_id"]].merge(pairs.assign(_held=True), on=["user_id", "post_id"], how="left")
+    return pd.Series(marked["_held"].notna().to_numpy(), index=frame.index)
 
 
 def build_training_examples(
@@ -166,42 +263,66 @@ def build_training_examples(
     history_length: int = 50,
     validation_fraction: float = 0.1,
 ) -> TrainingData:
-    """Temporal split: train before `cutoff`, evaluation from it on; validation is the last
-    `validation_fraction` of the training period (by time, whole instants kept together)."""
+    """Temporal split: train before `cutoff`, evaluation from it on. Validation is each user's last
+    `validation_fraction` of first engagements before the cutoff (leave-last-out, as the product is judged);
+    training keeps everything else, other users' later activity included."""
     if not 0.0 <= validation_fraction < 1.0:
         raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
     cutoff = pd.Timestamp(cutoff)
     cutoff = cutoff.tz_localize("UTC") if cutoff.tzinfo is None else cutoff.tz_convert("UTC")
     frame = _clean_interactions(interactions, user_features, post_features)
-    histories, counts = _histories_before(frame, history_length)
-    frame["history"] = histories
+
+    # Serving never recommends a post the user already engaged with, so an example whose post is already in the
+    # user's past (the upvote after the view, the second comment) would teach the towers to score the history
+    # highest: the one thing never shown. Training and validation read only first engagements; every row still
+    # counts in histories, activity and popularity.
+    frame["first_engagement"] = ~frame.duplicated(["user_id", "post_id"], keep="first")
+    before_cutoff = frame["occurred_at"] < cutoff
+    held = _last_engagements_per_user(
+        frame.loc[before_cutoff, ["user_id", "post_id", "first_engagement"]], validation_fraction
+    )
+    # Every row of a held-out (user, post) pair goes to validation (the upvote and the comment with the view), or
+    # the post's popularity in training would count the very engagement validation asks the model to predict.
+    held_pairs = frame.loc[held[held].index, ["user_id", "post_id"]].drop_duplicates()
+    in_validation = before_cutoff & _rows_of_pairs(frame, held_pairs)
+    validation_start = frame.loc[in_validation, "occurred_at"].min() if in_validation.any() else None
+
+    # Each split by time, user, kind and post: the frame is sorted by user, time, kind and post, so a stable sort
+    # of its positions by time and user is enough. The histories, most of the examples' memory, are written once,
+    # straight in that order, and each split's rows are copied once.
+    times, users = frame["occurred_at"].to_numpy(dtype="datetime64[ns]"), frame["user_id"].to_numpy()
+    split_rows = {"train": before_cutoff & ~in_validation, "validation": in_validation, "evaluation": ~before_cutoff}
+    orders = {}
+    for name, rows in split_rows.items():
+        positions = np.flatnonzero(rows.to_numpy())
+        orders[name] = positions[np.lexsort((users[positions], times[positions]))]
+    del times, users
+    histories, counts = _histories_before(frame, history_length, np.concatenate(list(orders.values())))
     for column_index, column in enumerate(ACTIVITY_COUNT_COLUMNS):
         frame[column] = counts[:, column_index]
+    del counts
     post_counts = _post_counts_before(frame)
     for column_index, column in enumerate(POST_COUNT_COLUMNS):
         frame[column] = post_counts[:, column_index]
-
-    before_cutoff = frame["occurred_at"] < cutoff
-    training_period = frame.loc[before_cutoff]
-    validation_start: pd.Timestamp | None = None
-    validation_rows = int(round(len(training_period) * validation_fraction))
-    in_validation = pd.Series(False, index=frame.index)
-    if validation_rows > 0:
-        times = training_period["occurred_at"].sort_values(kind="stable")
-        validation_start = times.iloc[len(times) - validation_rows]
-        in_validation = before_cutoff & (frame["occurred_at"] >= validation_start)
-
-    def by_time(rows: pd.DataFrame) -> pd.DataFrame:
-        return rows.sort_values(["occurred_at", "user_id", "kind", "post_id"], kind="stable").reset_index(drop=True)
-
-    return TrainingData(
-        train=by_time(frame.loc[before_cutoff & ~in_validation]),
-        validation=by_time(frame.loc[in_validation]),
-        evaluation=by_time(frame.loc[~before_cutoff]),
-        cutoff=cutoff,
-        validation_start=validation_start,
-        history_length=history_length,
-    )
+    del post_counts
+    # The splits take the frame's columns one at a time, each dropped once taken: the frame and the splits are
+    # never both whole in memory. The histories are sliced, not copied.
+    ends = np.cumsum([len(order) for order in orders.values()])
+    split_columns = {
+        name: {"history": histories[end - len(order) : end]}
+        for (name, order), end in zip(orders.items(), ends, strict=True)
+    }
+    for column in _EXAMPLE_SCHEMA.names:
+        if column in frame:
+            values = frame.pop(column).array
+            for name, order in orders.items():
+                split_columns[name][column] = values.take(order)
+            del values
+    examples = {
+        name: pd.DataFrame({column: columns[column] for column in _EXAMPLE_SCHEMA.names}, copy=False)
+        for name, columns in split_columns.items()
+    }
+    return TrainingData(**examples, cutoff=cutoff, validation_start=validation_start, history_length=history_length)
 
 
 def user_features_as_of(
@@ -247,6 +368,30 @@ def post_features_as_of(
     return result
 
 
+# Rows written at a time by write_dataset (a whole number of row groups, so the files' row groups are those of one
+# write): the examples are in Arrow without a copy, and only a chunk of them is copied (into the file's order).
+_WRITE_CHUNK_ROWS = 1 << 15
+
+
+def _write_rows(rows: pd.DataFrame, order: np.ndarray, path: Path, row_group_rows: int) -> None:
+    """Writes rows.iloc[order] to Parquet, in the example schema."""
+    table = pa.Table.from_pandas(rows, schema=_EXAMPLE_SCHEMA, preserve_index=False)
+    # The pandas metadata of a history column of Python lists, as the files always had: the histories are Arrow
+    # lists in memory, and readers of the files (pd.read_parquet) get what they got before.
+    empty = rows.iloc[:0].astype({"history": object})
+    schema = pa.Table.from_pandas(empty, schema=_EXAMPLE_SCHEMA, preserve_index=False).schema
+    chunk_rows = row_group_rows * max(1, _WRITE_CHUNK_ROWS // row_group_rows)
+    with pq.ParquetWriter(path, schema) as writer:
+        # An empty split is still written once: an empty row group, as a single write gives.
+        for start in range(0, max(len(order), 1), chunk_rows):
+            chunk = table.take(order[start : start + chunk_rows])
+            writer.write_table(chunk.replace_schema_metadata(schema.metadata), row_group_size=row_group_rows)
+
+
+def _distinct(columns: Iterator[pd.Series]) -> int:
+    return len(np.unique(np.concatenate([column.unique() for column in columns])))
+
+
 def write_dataset(data: TrainingData, out_dir: Path, *, seed: int = 0, row_group_rows: int = 8192) -> DatasetManifest:
     """Writes train/validation/evaluation Parquet files and manifest.json. Training rows are written in a
     seeded random order so that streaming row groups with a small shuffle buffer gives well-mixed batches
@@ -256,19 +401,15 @@ def write_dataset(data: TrainingData, out_dir: Path, *, seed: int = 0, row_group
     files: dict[str, str] = {}
     for name in SPLITS:
         rows = data.split(name)
-        if name == "train":
-            order = np.random.default_rng(seed).permutation(len(rows))
-            rows = rows.iloc[order].reset_index(drop=True)
-        table = pa.Table.from_pandas(rows[_EXAMPLE_SCHEMA.names], schema=_EXAMPLE_SCHEMA, preserve_index=False)
+        order = np.random.default_rng(seed).permutation(len(rows)) if name == "train" else np.arange(len(rows))
         files[name] = f"{name}.parquet"
-        pq.write_table(table, out_dir / files[name], row_group_size=row_group_rows)
-    every_split = pd.concat([data.split(name)[["user_id", "post_id"]] for name in SPLITS])
+        _write_rows(rows[_EXAMPLE_SCHEMA.names], order, out_dir / files[name], row_group_rows)
     manifest = DatasetManifest(
         directory=str(out_dir.resolve()),
         files=files,
         rows={name: len(data.split(name)) for name in SPLITS},
-        users=int(every_split["user_id"].nunique()),
-        posts=int(every_split["post_id"].nunique()),
+        users=_distinct(data.split(name)["user_id"] for name in SPLITS),
+        posts=_distinct(data.split(name)["post_id"] for name in SPLITS),
         cutoff=data.cutoff.isoformat(),
         validation_start=None if data.validation_start is None else data.validation_start.isoformat(),
         history_length=data.history_length,
@@ -295,6 +436,7 @@ class ExampleBatch:
     activity_counts: np.ndarray  # [n, 3] float32, the user's counts before the example
     occurred_days: np.ndarray | None = None  # [n] float64 epoch days of the example
     post_counts: np.ndarray | None = None  # [n, 2] float32 post views and upvotes before the example
+    first_engagement: np.ndarray | None = None  # [n] bool: the user's first row with this post
 
     def __len__(self) -> int:
         return len(self.user_ids)
@@ -313,13 +455,22 @@ def _padded_histories(column: pa.ChunkedArray | pa.Array, width: int) -> np.ndar
     return padded
 
 
+def _first_engagements(batch: pa.RecordBatch) -> pa.RecordBatch:
+    if "first_engagement" not in batch.schema.names:
+        return batch
+    return batch.filter(batch.column("first_engagement"))
+
+
 def iter_example_batches(
-    paths: Sequence[Path], *, batch_rows: int = 4096, history_length: int = 50
+    paths: Sequence[Path], *, batch_rows: int = 4096, history_length: int = 50, first_engagements_only: bool = False
 ) -> Iterator[ExampleBatch]:
-    """Streams examples from Parquet files a record batch at a time: memory is bounded by batch_rows."""
+    """Streams examples from Parquet files a record batch at a time: memory is bounded by batch_rows. With
+    first_engagements_only, only each user's first row with a post (what training and validation learn from)."""
     for path in paths:
         parquet = pq.ParquetFile(path)
         for batch in parquet.iter_batches(batch_size=batch_rows):
+            if first_engagements_only:
+                batch = _first_engagements(batch)
             yield ExampleBatch(
                 user_ids=batch.column("user_id").to_numpy().astype(np.int64),
                 post_ids=batch.column("post_id").to_numpy().astype(np.int64),
@@ -337,12 +488,18 @@ def iter_example_batches(
             )
 
 
-def count_posts_by_kind(paths: Sequence[Path], *, batch_rows: int = 65536) -> pd.DataFrame:
+def count_posts_by_kind(
+    paths: Sequence[Path], *, batch_rows: int = 65536, first_engagements_only: bool = False
+) -> pd.DataFrame:
     """Per post: rows of each kind and in total, streamed from example files (post_id, view, upvote, comment,
-    total). Memory grows with the number of posts only."""
+    total); with first_engagements_only, the training examples only. Memory grows with the number of posts."""
     totals: dict[tuple[int, str], int] = {}
     for path in paths:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=["post_id", "kind"]):
+        parquet = pq.ParquetFile(path)
+        columns = ["post_id", "kind", *(["first_engagement"] if "first_engagement" in parquet.schema.names else [])]
+        for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
+            if first_engagements_only:
+                batch = _first_engagements(batch)
             counted = batch.to_pandas().groupby(["post_id", "kind"]).size()
             for key, count in counted.items():
                 totals[key] = totals.get(key, 0) + int(count)
@@ -388,7 +545,10 @@ def tf_example_dataset(
     def generate() -> Iterator[dict[str, np.ndarray]]:
         rng = np.random.default_rng([seed, epochs_started[0]])
         epochs_started[0] += 1
-        for batch in iter_example_batches(paths, batch_rows=read_rows, history_length=history_length):
+        batches = iter_example_batches(
+            paths, batch_rows=read_rows, history_length=history_length, first_engagements_only=True
+        )
+        for batch in batches:
             histories, activity_counts = batch.histories, batch.activity_counts
             if history_dropout > 0:
                 forgotten = rng.random(len(batch)) < history_dropout

@@ -82,10 +82,11 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-# The towers read at most TEXT_TOKENS (64) words of a text; a few thousand characters hold far more than that.
+# The towers read at most 64 words of a text (towers.TEXT_TOKENS): 1,000 characters hold them, and tokenizing
+# more is wasted work.
 # Joining a prolific author's every post title (or a long thread's every comment) in full would make memory grow
 # with the longest text: one account with thousands of posts took a 22 GB machine down.
-MAX_TEXT_CHARS = 4_000
+MAX_TEXT_CHARS = 1_000
 
 
 def _join_texts(values: Iterable[Any], max_chars: int = MAX_TEXT_CHARS) -> str:

@@ -7,15 +7,17 @@ one D-dimensional vector, user [content / temperature, appetite, 1] and post [co
 the inner product that pgvector ranks by is exactly the trained score. (A first version kept the vectors
 unit-norm with recency folded into the cosine, which made recency and content compete for one norm.)
 
-Cold start works by construction: every id feature sits next to content features (text, passions, location,
-counts), and id embeddings are switched off where they carry nothing (a user without history; a post outside
-the training vocabulary).
+Posts have learned id embeddings, and a user is placed by the learned, position-weighted pool of the same
+vectors over their history (PostIdSpace, HistoryPooling): item-item structure, which real data rewards. Cold start
+still works: the content MLPs (text, passions, location, counts) sit beside the ids, a share of training posts is
+fed as the out-of-vocabulary id (id dropout) so a post without interactions is placed by its content, and a user
+without history by the profile. The freshness terms and a popularity prior are chosen on validation after
+training (train._choose_serving_terms): kept only where they help.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import tensorflow as tf
@@ -25,6 +27,7 @@ from teamu_assets.model.features import (
     ACTIVITY_COUNT_COLUMNS,
     H3_RESOLUTIONS,
     POST_NUMERIC_FEATURES,
+    VIEW_COUNT_INDEX,
     post_h3_feature,
     user_h3_feature,
 )
@@ -83,16 +86,17 @@ class TowerConfig:
     feature_dim: int
     hidden_units: int
     history_decay: float
-    user_id_hash_bins: int
+    history_length: int
     use_id_features: bool
+    use_time_terms: bool
+    # Weight of the post's log view count added to its quality when serving (never in training): a popularity
+    # prior chosen on validation after training, 0 where it does not help.
+    popularity_weight: float
     temperature: float
     user_count_mean: list[float]
     user_count_variance: list[float]
     post_numeric_mean: list[float]
     post_numeric_variance: list[float]
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
 
 
 def _masked_mean(embeddings: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
@@ -158,15 +162,63 @@ def _age_features(age_days: tf.Tensor) -> tf.Tensor:
     return tf.concat([tf.math.log1p(age), age / 30.0, tf.exp(-age / 3.0), tf.exp(-age / 10.0)], axis=-1)
 
 
-class QueryTower(tf.keras.Model):
-    """User tower: decayed history pool, passions, H3 cells, profile text, activity counts, user id."""
+class PostIdSpace(tf.keras.layers.Layer):
+    """Learned post-id embeddings projected into the content space, shared by both towers: a post is placed by
+    its own id in the candidate tower and by the same vector inside a user's history pool, so what the model
+    learns about a post from one side serves the other (item-item structure, as EASE or item-kNN find it).
+    Index 0 is the out-of-vocabulary id: posts without training interactions (and history padding) share it."""
 
-    def __init__(self, config: TowerConfig, vocabularies: Vocabularies, **kwargs) -> None:
+    def __init__(self, post_ids: list[int], feature_dim: int, output_dim: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.lookup = tf.keras.layers.IntegerLookup(vocabulary=post_ids or [0])
+        self.embedding = tf.keras.layers.Embedding(len(post_ids or [0]) + 1, feature_dim)
+        self.projection = tf.keras.layers.Dense(output_dim, use_bias=False)
+
+    def call(self, post_ids: tf.Tensor) -> tf.Tensor:
+        return self.projection(self.embed(post_ids))
+
+    def embed(self, post_ids: tf.Tensor) -> tf.Tensor:
+        """The unprojected id embeddings ([..., feature_dim]): pool these, then project (the projection is
+        linear, so that equals pooling projected vectors at a fraction of the cost)."""
+        return self.embedding(self.lookup(post_ids))
+
+
+class HistoryPooling(tf.keras.layers.Layer):
+    """A weighted mean of the history's post vectors, with one learned weight per position (newest first),
+    initialised to a geometric decay: how much an older engagement counts is learned from the data."""
+
+    def __init__(self, history_length: int, initial_decay: float, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.history_length = history_length
+        self.initial_decay = initial_decay
+
+    def build(self, input_shape: tf.TensorShape) -> None:
+        steps = tf.range(self.history_length, dtype=tf.float32)
+        self.position_logits = self.add_weight(
+            name="position_logits",
+            shape=[self.history_length],
+            initializer=tf.keras.initializers.Constant((steps * tf.math.log(self.initial_decay)).numpy()),
+        )
+
+    def call(self, vectors: tf.Tensor, engaged: tf.Tensor) -> tf.Tensor:
+        """vectors [n, h, d], engaged [n, h] (False for padding) -> [n, d]; zeros for an empty history."""
+        width = tf.minimum(tf.shape(vectors)[1], self.history_length)
+        vectors, engaged = vectors[:, :width], engaged[:, :width]
+        weights = tf.exp(self.position_logits[:width])[tf.newaxis, :] * tf.cast(engaged, tf.float32)
+        total = tf.maximum(tf.reduce_sum(weights, axis=1, keepdims=True), 1e-9)
+        return tf.reduce_sum(vectors * (weights / total)[..., tf.newaxis], axis=1)
+
+
+class QueryTower(tf.keras.Model):
+    """User tower: an MLP over the profile (passions, H3 cells, profile text, activity counts) plus the learned
+    pool of the history's post-id vectors, shared with the candidate tower."""
+
+    def __init__(self, config: TowerConfig, vocabularies: Vocabularies, post_ids: PostIdSpace, **kwargs) -> None:
         super().__init__(**kwargs)
         self.config = config
         dim = config.feature_dim
-        self.history_lookup = tf.keras.layers.IntegerLookup(vocabulary=vocabularies.post_ids or [0])
-        self.history_embedding = tf.keras.layers.Embedding(len(vocabularies.post_ids or [0]) + 1, dim)
+        self.post_ids = post_ids
+        self.history_pooling = HistoryPooling(config.history_length, config.history_decay)
         self.passion_lookup = tf.keras.layers.StringLookup(
             vocabulary=vocabularies.passions or ["[none]"], mask_token=""
         )
@@ -176,8 +228,6 @@ class QueryTower(tf.keras.Model):
         self.count_normalization = tf.keras.layers.Normalization(
             mean=config.user_count_mean, variance=config.user_count_variance
         )
-        self.user_id_hashing = tf.keras.layers.Hashing(num_bins=config.user_id_hash_bins)
-        self.user_id_embedding = tf.keras.layers.Embedding(config.user_id_hash_bins, dim)
         self.head = _projection_head(config)
         # How strongly this user prefers fresh posts; starts at 1 so both recency factors get gradients.
         self.recency_appetite = tf.keras.layers.Dense(1, bias_initializer=tf.keras.initializers.Constant(1.0))
@@ -193,41 +243,41 @@ class QueryTower(tf.keras.Model):
         """(unit content vector [n, D-1], recency appetite in (-1, 1) [n])."""
         history = inputs["history"]
         engaged = history >= 0
-        steps = tf.cast(tf.range(tf.shape(history)[1]), tf.float32)
-        # Position 0 is the newest engagement; every step back weighs history_decay times less.
-        recency = tf.pow(self.config.history_decay, steps)[tf.newaxis, :] * tf.cast(engaged, tf.float32)
-        history_embeddings = self.history_embedding(self.history_lookup(history))
-        pooled_history = tf.reduce_sum(history_embeddings * recency[..., tf.newaxis], axis=1) / tf.maximum(
-            tf.reduce_sum(recency, axis=1, keepdims=True), 1e-6
-        )
         has_history = tf.cast(tf.reduce_any(engaged, axis=1, keepdims=True), tf.float32)
 
         passions = inputs["passions"]
         passion_bag = _masked_mean(self.passion_embedding(self.passion_lookup(passions)), passions != "")
 
         parts = [
-            pooled_history,
             has_history,
             passion_bag,
             self.location([inputs[user_h3_feature(res)] for res in H3_RESOLUTIONS]),
             self.profile(inputs["profile_text"]),
             self.count_normalization(inputs["activity_counts"]),
         ]
-        if self.config.use_id_features:
-            # A user id embedding is learned from interactions only: for a user without any it is noise.
-            user_id_embedding = self.user_id_embedding(self.user_id_hashing(inputs["user_id"]))
-            parts.append(user_id_embedding * has_history)
         features = tf.concat(parts, axis=1)
-        return tf.math.l2_normalize(self.head(features), axis=1), self.recency_appetite(features)[:, 0]
+        content = self.head(features)
+        if self.config.use_id_features:
+            # The history's own post vectors, in the space the candidate tower places those posts: the user is
+            # where the posts they engaged with are. (A per-user id embedding, or a second history embedding fed
+            # through the MLP head, overfit on every real data set tried: they memorise the training period.)
+            content += self.post_ids.projection(self.history_pooling(self.post_ids.embed(history), engaged))
+        return tf.math.l2_normalize(content, axis=1), self._appetite(features)
+
+    def _appetite(self, features: tf.Tensor) -> tf.Tensor:
+        if not self.config.use_time_terms:
+            return tf.zeros_like(features[:, 0])
+        return self.recency_appetite(features)[:, 0]
 
 
 class CandidateTower(tf.keras.Model):
     """Post tower: title, description and comments text, length, local flag, H3 cells, popularity, post id."""
 
-    def __init__(self, config: TowerConfig, vocabularies: Vocabularies, **kwargs) -> None:
+    def __init__(self, config: TowerConfig, vocabularies: Vocabularies, post_ids: PostIdSpace, **kwargs) -> None:
         super().__init__(**kwargs)
         self.config = config
         dim = config.feature_dim
+        self.post_ids = post_ids
         shared_text_embedding = _text_embedding(vocabularies.text, dim)
         self.title = _TextEncoder(vocabularies.text, TITLE_TOKENS, shared_text_embedding)
         self.description = _TextEncoder(vocabularies.text, TEXT_TOKENS, shared_text_embedding)
@@ -236,9 +286,6 @@ class CandidateTower(tf.keras.Model):
         self.numeric_normalization = tf.keras.layers.Normalization(
             mean=config.post_numeric_mean, variance=config.post_numeric_variance
         )
-        # Index 0 is the out-of-vocabulary id: posts without training interactions share it.
-        self.post_id_lookup = tf.keras.layers.IntegerLookup(vocabulary=vocabularies.post_ids or [0])
-        self.post_id_embedding = tf.keras.layers.Embedding(len(vocabularies.post_ids or [0]) + 1, dim)
         self.head = _projection_head(config)
         # Freshness of a post as a function of its age only, so that training can score every post in a batch
         # at each example's moment (see TwoTowerModel).
@@ -247,11 +294,14 @@ class CandidateTower(tf.keras.Model):
         self.quality = tf.keras.layers.Dense(1)
 
     def freshness(self, age_days: tf.Tensor) -> tf.Tensor:
-        """Freshness in (-1, 1) of posts of the given ages in days (any shape)."""
+        """Freshness of posts of the given ages in days (any shape); 0 without time terms."""
+        if not self.config.use_time_terms:
+            return tf.zeros_like(tf.cast(age_days, tf.float32))
         return self.freshness_net(_age_features(age_days))[..., 0]
 
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         content, quality = self.parts(inputs, training=training)
+        quality += self.config.popularity_weight * inputs["post_numeric"][:, VIEW_COUNT_INDEX]
         freshness = self.freshness(inputs["post_age_days"])
         return tf.concat([content, freshness[:, tf.newaxis], quality[:, tf.newaxis]], axis=1)
 
@@ -264,10 +314,11 @@ class CandidateTower(tf.keras.Model):
             self.location([inputs[post_h3_feature(res)] for res in H3_RESOLUTIONS]),
             self.numeric_normalization(inputs["post_numeric"]),
         ]
-        if self.config.use_id_features:
-            parts.append(self.post_id_embedding(self.post_id_lookup(inputs["post_id"])))
         features = tf.concat(parts, axis=1)
-        return tf.math.l2_normalize(self.head(features), axis=1), self.quality(features)[:, 0]
+        content = self.head(features)
+        if self.config.use_id_features:
+            content += self.post_ids(inputs["post_id"])
+        return tf.math.l2_normalize(content, axis=1), self.quality(features)[:, 0]
 
 
 class TwoTowerModel(tfrs.Model):

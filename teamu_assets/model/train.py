@@ -13,7 +13,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +36,11 @@ from teamu_assets.model.features import (
     UserFeatureTable,
     slice_inputs,
 )
+from teamu_assets.model.params import TrainParams
 from teamu_assets.model.towers import (
+    SCORE_TERMS,
     CandidateTower,
+    PostIdSpace,
     QueryTower,
     ServingTower,
     TowerConfig,
@@ -51,31 +54,12 @@ QUERY_TOWER_DIR = "query_tower"
 CANDIDATE_TOWER_DIR = "candidate_tower"
 VOCABULARIES_DIR = "vocabularies"
 MODEL_CONFIG_FILE = "model_config.json"
+# The validation recall without the freshness terms must exceed this multiple of the recall with them.
+TIME_TERMS_MARGIN = 1.05
+# Popularity-prior weights tried on validation after training (see _choose_serving_terms).
+POPULARITY_WEIGHTS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
 # Keras' "loss" from a TFRS model is the last batch's; this metric is the mean over the epoch's batches.
 BATCH_LOSS_METRIC = "batch_loss"
-
-
-@dataclass(frozen=True)
-class TrainParams:
-    epochs: int = 30
-    batch_size: int = 1024
-    embedding_dim: int = 512
-    temperature: float = 0.35
-    learning_rate: float = 0.005
-    seed: int = 42
-    history_length: int = 50
-    patience: int = 3
-    feature_dim: int = 64
-    hidden_units: int = 256
-    history_decay: float = 0.95
-    id_dropout: float = 0.5
-    history_dropout: float = 0.25
-    use_id_features: bool = False
-    user_id_hash_bins: int = 100_000
-    max_text_tokens: int = 20_000
-    max_passions: int = 8
-    shuffle_buffer: int = 10_000
-    validation_k: int = 20
 
 
 @dataclass
@@ -143,7 +127,8 @@ def _validation_recall(
     posts: PostFeatureTable,
     k: int,
 ) -> float | None:
-    """Share of validation examples whose post is in the top k of all posts for that user at that moment."""
+    """Share of validation examples whose post is in the top k of all posts for that user at that moment, the
+    posts of the user's history excluded as serving excludes them."""
     if manifest.rows["validation"] == 0:
         return None
     candidates = _embed(
@@ -153,20 +138,29 @@ def _validation_recall(
         model.candidate_tower.config.embedding_dim,
     )
     candidate_ids = tf.constant(posts.post_ids)
+    candidate_index = pd.Index(posts.post_ids)
     k = min(k, len(posts.post_ids))
     hits = 0
     total = 0
     for batch in iter_example_batches(
-        [manifest.path("validation")], batch_rows=1024, history_length=users.layout.history_length
+        [manifest.path("validation")],
+        batch_rows=1024,
+        history_length=users.layout.history_length,
+        first_engagements_only=True,
     ):
         queries = model.query_tower(
             _to_tensors(users.inputs(batch.user_ids, batch.histories, batch.activity_counts)), training=False
         )
-        top = tf.math.top_k(tf.linalg.matmul(queries, candidates, transpose_b=True), k=k).indices
+        scores = tf.linalg.matmul(queries, candidates, transpose_b=True).numpy()
+        history_columns = candidate_index.get_indexer(batch.histories.ravel()).reshape(batch.histories.shape)
+        rows = np.broadcast_to(np.arange(len(batch))[:, None], history_columns.shape)
+        known = history_columns >= 0
+        scores[rows[known], history_columns[known]] = -np.inf
+        top = tf.math.top_k(scores, k=k).indices
         top_ids = tf.gather(candidate_ids, top).numpy()
         hits += int((top_ids == batch.post_ids[:, None]).any(axis=1).sum())
         total += len(batch)
-    return hits / total
+    return hits / total if total else None
 
 
 def _fix_seeds(seed: int) -> None:
@@ -190,11 +184,15 @@ def train(
     manifest = read_manifest(dataset_dir)
     out_dir = Path(out_dir)
     train_files = [manifest.path("train")]
-    train_counts = count_posts_by_kind(train_files)
-    before_cutoff_counts = count_posts_by_kind(train_files + [manifest.path("validation")])
-    # Validation queries fall after validation_start: post ages for validation are measured there. Training
-    # examples see each post as it was at the example's moment (age and popularity then).
-    validation_reference = pd.Timestamp(manifest.validation_start or manifest.cutoff)
+    # The training examples (first engagements): the post vocabulary and the sampling probabilities of logQ.
+    train_counts = count_posts_by_kind(train_files, first_engagements_only=True)
+    # Every training row: the posts' popularity as validation sees it (without the held-out engagements, as
+    # serving sees a post without the engagements it is judged on).
+    before_cutoff_counts = count_posts_by_kind(train_files)
+    # Validation holds each user's last engagements, ranked among the posts as they are at the end of the
+    # training period (age and popularity then), as serving ranks them. Training examples see each post as it
+    # was at the example's moment.
+    validation_reference = pd.Timestamp(manifest.cutoff)
     posts = PostFeatureTable(
         post_features_as_of(before_cutoff_counts, post_features), reference_time=validation_reference
     )
@@ -216,16 +214,21 @@ def train(
         feature_dim=params.feature_dim,
         hidden_units=params.hidden_units,
         history_decay=params.history_decay,
+        history_length=layout.history_length,
+        use_time_terms=params.use_time_terms,
+        popularity_weight=0.0,
         temperature=params.temperature,
-        user_id_hash_bins=params.user_id_hash_bins,
         use_id_features=params.use_id_features,
         user_count_mean=user_count_mean,
         user_count_variance=user_count_variance,
         post_numeric_mean=post_numeric_mean,
         post_numeric_variance=post_numeric_variance,
     )
+    post_ids = PostIdSpace(vocabularies.post_ids, params.feature_dim, params.embedding_dim - SCORE_TERMS)
     model = TwoTowerModel(
-        QueryTower(config, vocabularies), CandidateTower(config, vocabularies), temperature=params.temperature
+        QueryTower(config, vocabularies, post_ids),
+        CandidateTower(config, vocabularies, post_ids),
+        temperature=params.temperature,
     )
     model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=params.learning_rate))
 
@@ -281,6 +284,8 @@ def train(
             log(f"early stop: no validation gain for {params.patience} epochs; keeping epoch {best_epoch}")
             break
     model.set_weights(best_weights)
+    if best_recall is not None:
+        config = _choose_serving_terms(model, config, best_recall, manifest, users, posts, params, log)
 
     _save(model, vocabularies, config, layout, params, manifest, history, best_epoch, out_dir)
     return TrainResult(
@@ -292,6 +297,74 @@ def train(
         train_examples=total_train,
         model=model,
     )
+
+
+def _set_tower_config(model: TwoTowerModel, config: TowerConfig) -> None:
+    model.query_tower.config = config
+    model.candidate_tower.config = config
+
+
+def _choose_serving_terms(
+    model: TwoTowerModel,
+    config: TowerConfig,
+    recall: float,
+    manifest: DatasetManifest,
+    users: UserFeatureTable,
+    posts: PostFeatureTable,
+    params: TrainParams,
+    log: Callable[[str], None],
+) -> TowerConfig:
+    """Terms of the served score that are kept only where validation shows they help, tried one after the
+    other on the trained weights. The freshness terms (appetite x freshness at the post's age): where what people
+    engage with next is not what is freshest (a catalogue of artists, a Q&A site), ranking by age costs accuracy.
+    A popularity prior (POPULARITY_WEIGHTS x the post's log view count): where taste is thin (a few engagements
+    per user), what many engaged with is the better guess."""
+    if config.use_time_terms:
+        # Dropped only on a clear gain: validation holds each user's last engagements with posts that existed
+        # before the cutoff, so it cannot see what freshness does for the posts that appear later.
+        trial = replace(config, use_time_terms=False)
+        without = _trial_recall(model, config, trial, manifest, users, posts, params, log)
+        if without > recall * TIME_TERMS_MARGIN:
+            config, recall = trial, without
+    for weight in POPULARITY_WEIGHTS:
+        trial = replace(config, popularity_weight=weight)
+        config, recall = _better(model, config, recall, trial, manifest, users, posts, params, log)
+    _set_tower_config(model, config)
+    return config
+
+
+def _better(
+    model: TwoTowerModel,
+    config: TowerConfig,
+    recall: float,
+    trial: TowerConfig,
+    manifest: DatasetManifest,
+    users: UserFeatureTable,
+    posts: PostFeatureTable,
+    params: TrainParams,
+    log: Callable[[str], None],
+) -> tuple[TowerConfig, float]:
+    trial_recall = _trial_recall(model, config, trial, manifest, users, posts, params, log)
+    return (trial, trial_recall) if trial_recall > recall else (config, recall)
+
+
+def _trial_recall(
+    model: TwoTowerModel,
+    config: TowerConfig,
+    trial: TowerConfig,
+    manifest: DatasetManifest,
+    users: UserFeatureTable,
+    posts: PostFeatureTable,
+    params: TrainParams,
+    log: Callable[[str], None],
+) -> float:
+    """Validation recall with the trial's serving terms; the towers are left on `config`."""
+    _set_tower_config(model, trial)
+    recall = _validation_recall(model, manifest, users, posts, params.validation_k) or 0.0
+    _set_tower_config(model, config)
+    change = f"time terms {'on' if trial.use_time_terms else 'off'}, popularity weight {trial.popularity_weight}"
+    log(f"serving terms ({change}): validation recall@{params.validation_k} {recall:.4f}")
+    return recall
 
 
 def _save(

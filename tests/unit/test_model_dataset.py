@@ -85,18 +85,52 @@ def test_every_history_is_a_subset_of_earlier_engagements_and_capped(world: Synt
             assert row.history == expected.head(5).tolist()
 
 
-def test_split_is_temporal_and_validation_is_the_end_of_the_training_period(world: SyntheticWorld) -> None:
+def test_split_is_temporal_and_validation_is_each_users_last_first_engagements(world: SyntheticWorld) -> None:
     data = build_training_examples(
         world.interactions, world.user_features, world.post_features, world.cutoff, validation_fraction=0.2
     )
-    assert data.train["occurred_at"].max() < data.validation_start <= data.validation["occurred_at"].min()
     assert data.validation["occurred_at"].max() < world.cutoff <= data.evaluation["occurred_at"].min()
+    assert data.train["occurred_at"].max() < world.cutoff
+    assert data.validation_start == data.validation["occurred_at"].min()
     training_period = len(data.train) + len(data.validation)
-    assert abs(len(data.validation) - 0.2 * training_period) <= 3
     assert training_period + len(data.evaluation) == len(world.interactions)
+    # Every row of a held-out (user, post) pair is in validation, none in training (no popularity leak).
+    held_pairs = set(zip(data.validation["user_id"], data.validation["post_id"], strict=True))
+    assert not held_pairs & set(zip(data.train["user_id"], data.train["post_id"], strict=True))
+    assert data.validation["first_engagement"].sum() == len(held_pairs)
+    # Leave-last-out: per user, the validation posts are the last 20% of the user's first engagements (at
+    # least one), and nothing the user first engaged with in training comes after them.
+    firsts = data.train.loc[data.train["first_engagement"]]
+    validation_firsts = data.validation.loc[data.validation["first_engagement"]]
+    for user, held in validation_firsts.groupby("user_id"):
+        trained = firsts.loc[firsts["user_id"] == user]
+        assert len(held) == max(1, int(0.2 * (len(held) + len(trained)) + 1e-9))
+        assert trained["occurred_at"].max() <= held["occurred_at"].min()
+    # Users with fewer than three first engagements keep all of them for training.
+    per_user = firsts.groupby("user_id").size()
+    few = per_user[per_user < 2].index
+    assert not set(few) & set(data.validation["user_id"])
     # Cold-start users have no example before the cutoff.
     assert not set(world.cold_user_ids) & (set(data.train["user_id"]) | set(data.validation["user_id"]))
     assert set(world.cold_user_ids) <= set(data.evaluation["user_id"])
+
+
+def test_repeat_engagements_are_marked_so_training_learns_only_new_posts() -> None:
+    interactions = pd.DataFrame(
+        [
+            (1, 10, "view", T0),
+            (1, 10, "upvote", T0 + pd.Timedelta(hours=1)),
+            (1, 11, "view", T0 + pd.Timedelta(hours=2)),
+        ],
+        columns=["user_id", "post_id", "kind", "occurred_at"],
+    )
+    users, posts = _features([1], [10, 11])
+    data = build_training_examples(interactions, users, posts, T0 + pd.Timedelta(days=1), validation_fraction=0)
+    assert data.train[["post_id", "kind", "first_engagement"]].values.tolist() == [
+        [10, "view", True],
+        [10, "upvote", False],
+        [11, "view", True],
+    ]
 
 
 def test_interactions_with_unknown_users_or_posts_are_dropped() -> None:
@@ -146,7 +180,7 @@ def test_streaming_reader_yields_every_row_exactly_once(world: SyntheticWorld, t
         assert (padded[len(history) :] == -1).all()
 
 
-def test_tf_dataset_streams_all_rows_once_joined_with_features(world: SyntheticWorld, tmp_path: Path) -> None:
+def test_tf_dataset_streams_first_engagements_once_with_features(world: SyntheticWorld, tmp_path: Path) -> None:
     from teamu_assets.model.dataset import tf_example_dataset
     from teamu_assets.model.features import PostFeatureTable, UserFeatureTable
 
@@ -164,7 +198,9 @@ def test_tf_dataset_streams_all_rows_once_joined_with_features(world: SyntheticW
         titles = dict(zip(world.post_features["post_id"], world.post_features["title"], strict=True))
         assert [t.decode() for t in batch["title"].numpy()] == [titles[p] for p in batch["post_id"].numpy()]
         seen.update(zip(batch["user_id"].numpy().tolist(), batch["post_id"].numpy().tolist(), strict=True))
-    assert seen == Counter(zip(data.train["user_id"].tolist(), data.train["post_id"].tolist(), strict=True))
+    firsts = data.train.loc[data.train["first_engagement"]]
+    assert len(firsts) < len(data.train)
+    assert seen == Counter(zip(firsts["user_id"].tolist(), firsts["post_id"].tolist(), strict=True))
 
 
 def test_post_counts_and_user_state_as_of_a_time(world: SyntheticWorld, tmp_path: Path) -> None:
