@@ -122,6 +122,10 @@ def ensure_embedding_tables(url: str, dim: int) -> None:
     if not 1 <= dim <= 2000:
         raise EmbeddingWriteError(f"the dimension must be between 1 and 2000 (pgvector's limit), got {dim}")
     with connect(url) as conn:
+        # The post and user embedding steps run in parallel and both get here: without the lock, two concurrent
+        # `create table` of the same table race on the catalog (a unique violation in pg_type). The lock is held
+        # to the end of this transaction, so the second caller sees the tables the first created.
+        conn.execute("select pg_advisory_xact_lock(hashtext('teamu.ensure_embedding_tables'))")
         conn.execute("create schema if not exists ml")
         for kind in KINDS:
             _ensure_table(conn, kind, dim)
