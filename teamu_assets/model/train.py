@@ -319,52 +319,28 @@ def _choose_serving_terms(
     engage with next is not what is freshest (a catalogue of artists, a Q&A site), ranking by age costs accuracy.
     A popularity prior (POPULARITY_WEIGHTS x the post's log view count): where taste is thin (a few engagements
     per user), what many engaged with is the better guess."""
+
+    def recall_with(trial: TowerConfig) -> float:
+        _set_tower_config(model, trial)
+        trial_recall = _validation_recall(model, manifest, users, posts, params.validation_k) or 0.0
+        change = f"time terms {'on' if trial.use_time_terms else 'off'}, popularity weight {trial.popularity_weight}"
+        log(f"serving terms ({change}): validation recall@{params.validation_k} {trial_recall:.4f}")
+        return trial_recall
+
     if config.use_time_terms:
         # Dropped only on a clear gain: validation holds each user's last engagements with posts that existed
         # before the cutoff, so it cannot see what freshness does for the posts that appear later.
         trial = replace(config, use_time_terms=False)
-        without = _trial_recall(model, config, trial, manifest, users, posts, params, log)
+        without = recall_with(trial)
         if without > recall * TIME_TERMS_MARGIN:
             config, recall = trial, without
     for weight in POPULARITY_WEIGHTS:
         trial = replace(config, popularity_weight=weight)
-        config, recall = _better(model, config, recall, trial, manifest, users, posts, params, log)
+        weighted = recall_with(trial)
+        if weighted > recall:
+            config, recall = trial, weighted
     _set_tower_config(model, config)
     return config
-
-
-def _better(
-    model: TwoTowerModel,
-    config: TowerConfig,
-    recall: float,
-    trial: TowerConfig,
-    manifest: DatasetManifest,
-    users: UserFeatureTable,
-    posts: PostFeatureTable,
-    params: TrainParams,
-    log: Callable[[str], None],
-) -> tuple[TowerConfig, float]:
-    trial_recall = _trial_recall(model, config, trial, manifest, users, posts, params, log)
-    return (trial, trial_recall) if trial_recall > recall else (config, recall)
-
-
-def _trial_recall(
-    model: TwoTowerModel,
-    config: TowerConfig,
-    trial: TowerConfig,
-    manifest: DatasetManifest,
-    users: UserFeatureTable,
-    posts: PostFeatureTable,
-    params: TrainParams,
-    log: Callable[[str], None],
-) -> float:
-    """Validation recall with the trial's serving terms; the towers are left on `config`."""
-    _set_tower_config(model, trial)
-    recall = _validation_recall(model, manifest, users, posts, params.validation_k) or 0.0
-    _set_tower_config(model, config)
-    change = f"time terms {'on' if trial.use_time_terms else 'off'}, popularity weight {trial.popularity_weight}"
-    log(f"serving terms ({change}): validation recall@{params.validation_k} {recall:.4f}")
-    return recall
 
 
 def _save(
