@@ -48,6 +48,7 @@ db-stop: venv
 bench: venv
 	$(BIN)/teamu db start
 	$(BIN)/python bench/bench_ingest.py
+	$(BIN)/python bench/bench_faults.py
 	$(BIN)/python bench/bench_serving.py --posts 100000
 	$(BIN)/python bench/bench_training.py
 	$(BIN)/python bench/bench_freshness.py --trials 20

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from teamu_assets.db.connection import connect
+from teamu_assets.ingest.loader import landed_files, pending_files
 
 SUPABASE_WATERMARKS_SQL = """
 select (select coalesce(max(vote_id), 0) from raw_supabase.votes),
@@ -17,21 +18,37 @@ select (select coalesce(max(vote_id), 0) from raw_supabase.votes),
 
 @dataclass(frozen=True)
 class Watermarks:
-    """Ids grow with new votes/comments; updated_at moves with new or edited users/posts; the newest export
-    file name moves with new Mixpanel files (export files are named by date, so names sort by time)."""
+    """Ids grow with new votes/comments; updated_at moves with new or edited users/posts; the export files the
+    ledger doesn't reflect yet (new, or grown since they were loaded), with their sizes, so a file that grows
+    again after a load is news again."""
 
     max_vote_id: int = 0
     max_comment_id: int = 0
     users_updated_at: str = ""
     posts_updated_at: str = ""
     pending_mixpanel_files: tuple[str, ...] = ()
+    pending_mixpanel_sizes: tuple[int, ...] = ()
 
     def as_dict(self) -> dict[str, object]:
-        return {**asdict(self), "pending_mixpanel_files": list(self.pending_mixpanel_files)}
+        return {
+            **asdict(self),
+            "pending_mixpanel_files": list(self.pending_mixpanel_files),
+            "pending_mixpanel_sizes": list(self.pending_mixpanel_sizes),
+        }
 
     @classmethod
     def from_dict(cls, raw: dict[str, object]) -> Watermarks:
-        return cls(**{**raw, "pending_mixpanel_files": tuple(raw.get("pending_mixpanel_files", ()))})
+        # A cursor stored before sizes were kept has none: its files then all count as news once.
+        return cls(
+            **{
+                **raw,
+                "pending_mixpanel_files": tuple(raw.get("pending_mixpanel_files", ())),
+                "pending_mixpanel_sizes": tuple(raw.get("pending_mixpanel_sizes", ())),
+            }
+        )
+
+    def _pending(self) -> set[tuple[str, int]]:
+        return set(zip(self.pending_mixpanel_files, self.pending_mixpanel_sizes, strict=False))
 
     def moved_from(self, earlier: Watermarks) -> bool:
         """Any Supabase position changed, either way, or an export file arrived that was not pending before.
@@ -41,16 +58,17 @@ class Watermarks:
         return (
             (self.max_vote_id, self.max_comment_id, self.users_updated_at, self.posts_updated_at)
             != (earlier.max_vote_id, earlier.max_comment_id, earlier.users_updated_at, earlier.posts_updated_at)
-        ) or bool(set(self.pending_mixpanel_files) - set(earlier.pending_mixpanel_files))
+        ) or bool(self._pending() - earlier._pending())
 
 
 def current_watermarks(url: str, landing_dir: Path) -> Watermarks:
-    """Supabase positions, and the export files in the landing folder that the ingester has not loaded yet."""
+    """Supabase positions, and the export files of the landing folder that the ingester has not loaded as they
+    are now (by size and mtime, as the ingester itself picks them)."""
     with connect(url) as conn:
         votes, comments, users, posts = conn.execute(SUPABASE_WATERMARKS_SQL).fetchone()
-        loaded = {row[0] for row in conn.execute("select source_file from raw_mixpanel.loaded_files")}
-    present = sorted(path.name for path in landing_dir.glob("*.jsonl")) if landing_dir.is_dir() else []
-    return Watermarks(votes, comments, users, posts, tuple(name for name in present if name not in loaded))
+    pending = pending_files(url, landed_files(landing_dir)[0]) if landing_dir.is_dir() else []
+    names = tuple(landed.source_file for landed in pending)
+    return Watermarks(votes, comments, users, posts, names, tuple(landed.size_bytes for landed in pending))
 
 
 def interactions_since_last_training(url: str) -> tuple[int, str | None]:

@@ -6,26 +6,36 @@ Pure Python (psycopg and mixpanel-utils); the Dagster assets in teamu_assets/ass
 from teamu_assets.ingest.export import MixpanelExportError, export_live
 from teamu_assets.ingest.loader import (
     EXPORT_FILE_PATTERN,
+    FileProblem,
+    FolderLoad,
     IngestError,
+    LandedFile,
     LoadResult,
     file_sha256,
+    landed_files,
     load_export_file,
     load_landing_folder,
+    pending_files,
 )
 from teamu_assets.ingest.validation import TEAMU_EVENTS, InvalidLine, ValidEvent, decode_line, validate_line
 
 __all__ = [
     "EXPORT_FILE_PATTERN",
     "TEAMU_EVENTS",
+    "FileProblem",
+    "FolderLoad",
     "IngestError",
     "InvalidLine",
+    "LandedFile",
     "LoadResult",
     "MixpanelExportError",
     "ValidEvent",
     "decode_line",
     "export_live",
     "file_sha256",
+    "landed_files",
     "load_export_file",
     "load_landing_folder",
+    "pending_files",
     "validate_line",
 ]

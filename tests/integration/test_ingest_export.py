@@ -56,7 +56,7 @@ def test_live_export_lands_a_file_the_loader_loads(db_url: str, tmp_path: Path) 
     assert query["project_id"] == ["3141592"]
     assert sorted(json.loads(query["event"][0])) == sorted(TEAMU_EVENTS)
 
-    [result] = load_landing_folder(db_url, landing)
+    [result] = load_landing_folder(db_url, landing).results
 
     assert (result.lines_read, result.loaded, result.duplicates, result.quarantined) == (4, 3, 0, 1)
     with connect(db_url) as conn:

@@ -31,7 +31,7 @@ def test_write_real_dataset_writes_the_raw_tables_and_ingestible_views(module_db
     assert {name: counts[name] for name in TABLES} == expected == _raw_counts(module_db_url)
     assert counts["events"] == len(train.views) and counts["files"] >= 1
 
-    loaded = load_landing_folder(module_db_url, tmp_path / "landing")
+    loaded = load_landing_folder(module_db_url, tmp_path / "landing").results
     assert sum(result.loaded for result in loaded) == len(train.views)
     assert sum(result.quarantined + result.duplicates for result in loaded) == 0
     with connect(module_db_url) as conn:

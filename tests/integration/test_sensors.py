@@ -8,6 +8,7 @@ from dagster import DagsterInstance, SensorResult, SkipReason, build_sensor_cont
 
 from teamu_assets.db import bootstrap
 from teamu_assets.db.connection import connect
+from teamu_assets.ingest import load_landing_folder
 from teamu_assets.instance import write_dagster_yaml
 from teamu_assets.resources import MixpanelExport, TeamuDatabase
 from teamu_assets.sensors import new_interactions_sensor
@@ -87,3 +88,26 @@ def test_no_new_rows_no_run_new_rows_one_run_same_rows_none(module_db_url: str, 
     recurring = _tick(instance, after_reseed.cursor, module_db_url, landing)
     assert isinstance(recurring, SensorResult) and len(recurring.run_requests) == 1
     assert recurring.run_requests[0].run_key != burst.run_requests[0].run_key
+
+
+def test_an_export_file_that_grows_after_its_load_is_news_again(module_db_url: str, instance, tmp_path: Path) -> None:
+    bootstrap.prepare_app_database(module_db_url)
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    export = landing / "mixpanel-export-2026-06-02.jsonl"
+    event = {"event": "Signed Up", "properties": {"time": 1_717_200_000, "distinct_id": "1", "$insert_id": "a"}}
+    first = _tick(instance, None, module_db_url, landing)
+    export.write_text(json.dumps(event) + "\n")
+    new_file = _tick(instance, first.cursor, module_db_url, landing)
+    assert isinstance(new_file, SensorResult) and len(new_file.run_requests) == 1
+
+    assert [result.loaded for result in load_landing_folder(module_db_url, landing).results] == [1]
+    assert isinstance(_tick(instance, new_file.cursor, module_db_url, landing), SkipReason)
+
+    # The same name, more lines (a file completed after it was first loaded): a run, as for a new file.
+    event["properties"]["$insert_id"] = "b"
+    with export.open("a") as export_file:
+        export_file.write(json.dumps(event) + "\n")
+    grown = _tick(instance, new_file.cursor, module_db_url, landing)
+    assert isinstance(grown, SensorResult) and len(grown.run_requests) == 1
+    assert json.loads(grown.cursor)["pending_mixpanel_sizes"] == [export.stat().st_size]

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
 
-from teamu_assets.ingest.validation import InvalidLine, ValidEvent, decode_line, validate_line
+from teamu_assets.ingest.validation import (
+    FUTURE_TOLERANCE_SECONDS,
+    MAX_KEY_TEXT_BYTES,
+    InvalidLine,
+    ValidEvent,
+    decode_line,
+    validate_line,
+)
 
 TIME = 1_717_200_000  # 2024-06-01T00:00:00Z
 
@@ -24,9 +32,9 @@ def event_line(event: str = "Post Viewed", **properties: Any) -> str:
     return json.dumps({"event": event, "properties": {k: v for k, v in base.items() if v is not ...}})
 
 
-def reason_for(line: str) -> str:
+def reason_for(line: str, latest: float | None = None) -> str:
     with pytest.raises(InvalidLine) as rejected:
-        validate_line(line)
+        validate_line(line, latest)
     return rejected.value.reason
 
 
@@ -82,8 +90,8 @@ def test_envelope_reasons(line: str, reason: str) -> None:
         ({"distinct_id": True}, "properties.distinct_id is not a Teamu user id (digits): True"),
         ({"time": ...}, "missing properties.time"),
         ({"time": "2024-06-01"}, "properties.time is not a number: '2024-06-01'"),
-        ({"time": 86_400}, "properties.time is out of range (years 2000-2099): 86400"),
-        ({"time": 5_000_000_000}, "properties.time is out of range (years 2000-2099): 5000000000"),
+        ({"time": 86_400}, "properties.time is out of range (2000-01-01 to 1 day from now): 86400"),
+        ({"time": 5_000_000_000}, "properties.time is out of range (2000-01-01 to 1 day from now): 5000000000"),
         ({"$insert_id": ...}, "missing properties.$insert_id"),
         ({"$insert_id": ""}, "properties.$insert_id is not a non-empty string: ''"),
         ({"$insert_id": 12}, "properties.$insert_id is not a non-empty string: 12"),
@@ -93,6 +101,7 @@ def test_envelope_reasons(line: str, reason: str) -> None:
         ({"duration_ms": ...}, "missing properties.duration_ms"),
         ({"duration_ms": -1}, "properties.duration_ms is negative: -1"),
         ({"duration_ms": "long"}, "properties.duration_ms is not a number: 'long'"),
+        ({"duration_ms": 10**15}, "properties.duration_ms is out of range (below 1e15): 1000000000000000"),
     ],
 )
 def test_post_viewed_reasons(properties: dict[str, Any], reason: str) -> None:
@@ -109,6 +118,9 @@ SHOWN = "Recommendation Shown"
         (SHOWN, {"post_ids": [1, "2"]}, "properties.post_ids is not a list of integer ids: [1, '2']"),
         (SHOWN, {"post_ids": 3}, "properties.post_ids is not a list of integer ids: 3"),
         (SHOWN, {"request_id": ...}, "missing properties.request_id"),
+        # Optional on a shown event, but read with the clicks' post_id, which evaluation casts to bigint.
+        (SHOWN, {"post_id": "x"}, "properties.post_id is not an integer id: 'x'"),
+        (SHOWN, {"post_id": 7.0}, "properties.post_id is not an integer id: 7.0"),
         ("Recommendation Clicked", {"request_id": 5}, "properties.request_id is not a non-empty string: 5"),
         ("Recommendation Clicked", {"post_id": ...}, "missing properties.post_id"),
     ],
@@ -139,3 +151,48 @@ def test_decode_line_names_the_bad_byte() -> None:
     with pytest.raises(InvalidLine) as rejected:
         decode_line(b'{"event": "\xff"}')
     assert rejected.value.reason == "invalid UTF-8: invalid start byte at byte 11"
+
+
+def test_a_shown_event_with_an_integer_post_id_or_none_is_fine() -> None:
+    assert validate_line(event_line(SHOWN, post_id=7)).event == SHOWN
+    assert validate_line(event_line(SHOWN, post_id=None)).event == SHOWN
+
+
+def test_times_before_2000_or_more_than_a_day_ahead_are_refused() -> None:
+    now = time.time()
+    assert validate_line(event_line(time=int(now) + 3600)).epoch_seconds == int(now) + 3600
+    ahead = int(now + FUTURE_TOLERANCE_SECONDS + 3600)
+    assert reason_for(event_line(time=ahead)).startswith("properties.time is out of range (2000-01-01 to 1 day")
+    assert reason_for(event_line(time=ahead * 1000)).startswith("properties.time is out of range")
+    assert reason_for(event_line(time=946_684_799)).startswith("properties.time is out of range")
+    # The loader passes one bound for a whole file.
+    assert reason_for(event_line(), latest=TIME - 1).startswith("properties.time is out of range")
+
+
+@pytest.mark.parametrize(
+    ("literal", "reason"),
+    [
+        ("1e200000", "number out of range: '1e200000'"),  # infinity to Python
+        ("-1e400", "number out of range: '-1e400'"),
+        ("0e-20000", "number out of range: '0e-20000'"),  # Postgres' numeric refuses it
+        ("1." + "0" * 20_000, "number out of range: '1.0000000000000000000000000000000000..."),
+        ("9" * 5000, "number out of range: an integer of more than 4300 digits"),
+    ],
+)
+def test_numbers_python_or_postgres_cannot_hold_are_refused(literal: str, reason: str) -> None:
+    line = event_line(note="N").replace('"N"', literal)
+    assert reason_for(line) == reason
+
+
+@pytest.mark.parametrize("literal", ["1e-400", "1.5e3", "-0.0", "0e999", "9" * 4000])
+def test_numbers_both_can_hold_are_fine(literal: str) -> None:
+    assert validate_line(event_line(note="N").replace('"N"', literal)).insert_id == "ins-1"
+
+
+def test_key_texts_too_long_for_the_primary_key_are_refused() -> None:
+    assert reason_for(event_line(**{"$insert_id": "i" * 3000})).startswith(
+        f"properties.$insert_id is longer than {MAX_KEY_TEXT_BYTES} bytes (3000 bytes): 'iii"
+    )
+    assert reason_for(event_line("é" * 600)).startswith(f"event is longer than {MAX_KEY_TEXT_BYTES} bytes (1200 bytes)")
+    # Mixpanel's own caps (255 characters for a name, 36 for an insert id) fit, in any script.
+    assert validate_line(event_line("😀" * 255, **{"$insert_id": "i" * 36})).event == "😀" * 255

@@ -25,8 +25,8 @@ create table if not exists raw_mixpanel.events_quarantine (
     primary key (source_file, line_number)
 );
 
--- One row per export file loaded, so no file is loaded twice, with counts that reconcile:
--- lines_read = loaded + duplicates + quarantined.
+-- One row per export file loaded, so no line is loaded twice, with counts over all of the file read so far
+-- that reconcile: lines_read = loaded + duplicates + quarantined.
 create table if not exists raw_mixpanel.loaded_files (
     source_file  text primary key,
     sha256       text not null,
@@ -37,3 +37,16 @@ create table if not exists raw_mixpanel.loaded_files (
     loaded_at    timestamptz not null default now(),
     check (lines_read = loaded + duplicates + quarantined)
 );
+-- What was read of each file, so a file that grew is read on from there and one that changed is an error
+-- (teamu_assets/ingest/loader.py). Added after the table: a row of an older loader has NULL sizes, and its
+-- sha256 covers the whole file.
+alter table raw_mixpanel.loaded_files
+    -- bytes of the file read so far; sha256 is theirs
+    add column if not exists size_bytes bigint,
+    -- the file's mtime when it was read: a folder scan hashes only files whose size or mtime moved
+    add column if not exists mtime_ns bigint,
+    -- physical lines read so far, a last line without newline included
+    add column if not exists line_count integer,
+    -- length of that last line when it is no event yet (quarantined or blank): read again as the file grows
+    add column if not exists open_tail_bytes integer not null default 0,
+    add column if not exists updated_at timestamptz;
