@@ -10,14 +10,17 @@ from teamu_assets.db.connection import ensure_database, ensure_pgvector, with_da
 from teamu_assets.instance import write_dagster_yaml
 from teamu_assets.settings import Settings
 
-# Applied in this order on every start; each file is idempotent.
-OWNED_SCHEMAS = ("raw_supabase", "raw_mixpanel", "ml", "analyst_role")
+# Applied in this order on every start; each file is idempotent. The Supabase shim comes first: the roles it
+# creates (anon, authenticated, service_role) are named by the migrations applied after these files.
+OWNED_SCHEMAS = ("supabase_shim", "raw_supabase", "raw_mixpanel", "ml", "analyst_role")
 
 
 def prepare_app_database(app_url: str) -> str:
-    """Ensure pgvector (>= 0.8) and the owned schemas in the app database; return the pgvector version."""
+    """Ensure pgvector (>= 0.8), the owned schemas and the Supabase migrations (the app-facing API and its grants)
+    in the app database; return the pgvector version."""
     version = ensure_pgvector(app_url)
     schema.apply(app_url, *[name for name in OWNED_SCHEMAS if name in schema.available()])
+    schema.apply_migrations(app_url)
     return version
 
 
