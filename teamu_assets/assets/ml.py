@@ -105,6 +105,20 @@ class TrainConfig(Config):
     learning_rate: float = TrainParams.learning_rate
     patience: int = TrainParams.patience
     seed: int = TrainParams.seed
+    refit: bool = True
+    """Serve a model retrained on every example up to now (the evaluated run's epochs and serving terms); the
+    evaluated model, trained before the evaluation period, stays beside it under evaluated/. Off: serve the
+    evaluated model itself (half the training time, but the newest period's posts and taste never trained)."""
+
+
+# Under a served model's directory: the model trained before the evaluation period, which the gate judged.
+EVALUATED_MODEL_DIR = "evaluated"
+
+
+def evaluated_model_dir(model_dir: Path) -> Path:
+    """The model the evaluation period judged: the refit's evaluated/ sibling, or the model itself."""
+    evaluated = Path(model_dir) / EVALUATED_MODEL_DIR
+    return evaluated if evaluated.is_dir() else Path(model_dir)
 
 
 @asset(group_name="ml", kinds={"tensorflow"})
@@ -115,26 +129,43 @@ def two_tower_model(
     artifacts: ArtifactStore,
     training_dataset: str,
 ) -> Output[dict[str, str]]:
-    """TFRS two-tower model trained on the dataset's train split with early stopping on validation recall@20;
-    SavedModel towers, vocabularies and the serving index (BruteForce, ScaNN) under artifacts/models/<version>."""
+    """TFRS two-tower model trained on the dataset's train split with early stopping on validation recall@20
+    (the model evaluation_report judges), then refit on every example for serving; SavedModel towers,
+    vocabularies and the serving index (BruteForce, ScaNN) under artifacts/models/<version>."""
     from teamu_assets.model.export import export_serving_indexes
-    from teamu_assets.model.train import train
+    from teamu_assets.model.train import refit, train
 
     url = database.url()
     version = _version("tt")
     model_dir = artifacts.path("artifacts", "models", version)
-    params = TrainParams(**config.model_dump())
+    params = TrainParams(**config.model_dump(exclude={"refit"}))
     user_features = features.read_user_features(url)
     post_features = features.read_post_features(url)
-    result = train(Path(training_dataset), user_features, post_features, params, model_dir, log=context.log.info)
+    dataset_dir = Path(training_dataset)
+    evaluated_dir = model_dir / EVALUATED_MODEL_DIR if config.refit else model_dir
+    result = train(dataset_dir, user_features, post_features, params, evaluated_dir, log=context.log.info)
+    if config.refit:
+        context.log.info(f"refit on every example for serving: {result.best_epoch} epochs")
+        served = refit(dataset_dir, user_features, post_features, result, model_dir, log=context.log.info)
+    else:
+        served = result
     indexes = export_serving_indexes(model_dir, post_features, model_dir / "serving")
     registry.register_model_version(url, version, {**config.model_dump(), "dataset": training_dataset}, str(model_dir))
     history = result.history
     return Output(
-        {"model_version": version, "model_dir": str(model_dir), "dataset_dir": training_dataset},
+        {
+            "model_version": version,
+            "model_dir": str(model_dir),
+            "evaluated_model_dir": str(evaluated_dir),
+            "dataset_dir": training_dataset,
+        },
         metadata={
             "model_version": version,
             "path": MetadataValue.path(str(model_dir)),
+            "refit": config.refit,
+            "refit_examples": served.train_examples,
+            "time_terms": served.tower_config.use_time_terms,
+            "popularity_weight": served.tower_config.popularity_weight,
             "epochs_run": len(history),
             "best_epoch": result.best_epoch,
             "best_validation_recall@20": result.best_validation_recall or 0.0,
@@ -189,7 +220,8 @@ def evaluation_report(
     from teamu_assets.model.dataset import read_manifest
 
     url = database.url()
-    version, model_dir = two_tower_model["model_version"], Path(two_tower_model["model_dir"])
+    # The model trained before the evaluation period: the refit served beside it has seen that period.
+    version, model_dir = two_tower_model["model_version"], evaluated_model_dir(Path(two_tower_model["model_dir"]))
     manifest = read_manifest(Path(two_tower_model["dataset_dir"]))
     cutoff = pd.Timestamp(manifest.cutoff)
     interactions = features.read_interactions(url)
@@ -201,7 +233,8 @@ def evaluation_report(
     promoted = registry.promoted_model(url)
     previous = None
     if promoted is not None and promoted.model_version != version:
-        previous = _embeddings_as_of(Path(promoted.artifact_path), interactions, users, posts, cutoff)
+        previous_dir = evaluated_model_dir(Path(promoted.artifact_path))
+        previous = _embeddings_as_of(previous_dir, interactions, users, posts, cutoff)
     oracle = _oracle(artifacts, cutoff)
     result = evaluate_embeddings(
         train=train,

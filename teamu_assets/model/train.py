@@ -21,6 +21,7 @@ import pandas as pd
 import tensorflow as tf
 
 from teamu_assets.model.dataset import (
+    SPLITS,
     DatasetManifest,
     count_posts_by_kind,
     iter_example_batches,
@@ -31,6 +32,7 @@ from teamu_assets.model.dataset import (
 from teamu_assets.model.features import (
     H3_RESOLUTIONS,
     UNKNOWN_H3_CELL,
+    VIEW_COUNT_INDEX,
     FeatureLayout,
     PostFeatureTable,
     UserFeatureTable,
@@ -70,6 +72,9 @@ class TrainResult:
     best_validation_recall: float | None
     stopped_early: bool
     train_examples: int
+    # The tower config as saved, with the serving terms chosen on validation (or carried over by refit).
+    tower_config: TowerConfig
+    params: TrainParams
     # The trained model in memory (best weights restored), for exporting or comparing without a reload.
     model: TwoTowerModel = field(repr=False)
 
@@ -120,27 +125,34 @@ def _embed(
     return np.concatenate(parts).astype(np.float32)
 
 
-def _validation_recall(
+def _validation_recalls(
     model: TwoTowerModel,
     manifest: DatasetManifest,
     users: UserFeatureTable,
     posts: PostFeatureTable,
     k: int,
-) -> float | None:
-    """Share of validation examples whose post is in the top k of all posts for that user at that moment, the
-    posts of the user's history excluded as serving excludes them."""
+) -> dict[float, float] | None:
+    """Recall@k on validation for each popularity-prior weight (0 and POPULARITY_WEIGHTS): the share of
+    validation examples whose post is in the top k of all posts for that user at that moment, the posts of the
+    user's history excluded as serving excludes them. One pass: the prior only adds weight x log view count to
+    every score. Trained with logQ correction, the model's own scores discount popular posts on purpose; the prior
+    is what puts back as much popularity as the data calls for, so every decision looks at the best of them."""
     if manifest.rows["validation"] == 0:
         return None
+    config = model.candidate_tower.config
+    _set_tower_config(model, replace(config, popularity_weight=0.0))
     candidates = _embed(
         lambda x: model.candidate_tower(x, training=False),
         posts.serving_inputs(),
         len(posts.post_ids),
-        model.candidate_tower.config.embedding_dim,
+        config.embedding_dim,
     )
-    candidate_ids = tf.constant(posts.post_ids)
+    _set_tower_config(model, config)
+    log_views = posts.numeric[:, VIEW_COUNT_INDEX][np.newaxis, :]
+    weights = (0.0, *POPULARITY_WEIGHTS)
     candidate_index = pd.Index(posts.post_ids)
     k = min(k, len(posts.post_ids))
-    hits = 0
+    hits = dict.fromkeys(weights, 0)
     total = 0
     for batch in iter_example_batches(
         [manifest.path("validation")],
@@ -156,11 +168,21 @@ def _validation_recall(
         rows = np.broadcast_to(np.arange(len(batch))[:, None], history_columns.shape)
         known = history_columns >= 0
         scores[rows[known], history_columns[known]] = -np.inf
-        top = tf.math.top_k(scores, k=k).indices
-        top_ids = tf.gather(candidate_ids, top).numpy()
-        hits += int((top_ids == batch.post_ids[:, None]).any(axis=1).sum())
+        targets = candidate_index.get_indexer(batch.post_ids)
+        for weight in weights:
+            weighted = scores + weight * log_views
+            top = np.argpartition(-weighted, k - 1, axis=1)[:, :k]
+            hits[weight] += int((top == targets[:, None]).any(axis=1).sum())
         total += len(batch)
-    return hits / total if total else None
+    return {weight: hits[weight] / total for weight in weights} if total else None
+
+
+def _best_recall(recalls: dict[float, float] | None) -> tuple[float | None, float]:
+    """(best recall, the popularity weight that reaches it; the smallest among equals)."""
+    if recalls is None:
+        return None, 0.0
+    weight = max(recalls, key=lambda w: (recalls[w], -w))
+    return recalls[weight], weight
 
 
 def _fix_seeds(seed: int) -> None:
@@ -176,14 +198,53 @@ def train(
     out_dir: Path,
     log: Callable[[str], None] = print,
 ) -> TrainResult:
-    """Trains on the dataset written by write_dataset, early-stops on validation recall@k and saves the towers
-    and vocabularies under out_dir. Each training example sees its post as of the example's moment
-    (popularity and age then); validation sees popularity as of the dataset's cutoff, so neither training nor
-    evaluation sees later popularity."""
+    """Trains on the dataset's train split, early-stops on validation recall@k, chooses the serving terms on
+    validation and saves the towers and vocabularies under out_dir. Each training example sees its post as of
+    the example's moment (popularity and age then); validation sees popularity as of the dataset's cutoff, so
+    neither training nor evaluation sees later popularity. This is the model the evaluation period judges."""
+    return _fit(dataset_dir, user_features, post_features, params, out_dir, log, splits=("train",), serving=None)
+
+
+def refit(
+    dataset_dir: Path,
+    user_features: pd.DataFrame,
+    post_features: pd.DataFrame,
+    evaluated: TrainResult,
+    out_dir: Path,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
+    """The model to serve: the evaluated run's recipe (its params, its best epoch count and the serving terms it
+    chose on validation) trained on every example of the dataset, validation and evaluation periods included.
+    The evaluated model measures how well the recipe carries to later interactions; serving it instead would
+    leave out the latest period, which holds the newest posts (untrained ids) and the users' current taste."""
+    # Terms the evaluated run dropped (during training or after it) are not trained in the refit either.
+    params = replace(
+        evaluated.params,
+        epochs=max(evaluated.best_epoch, 1),
+        use_time_terms=evaluated.params.use_time_terms and evaluated.tower_config.use_time_terms,
+    )
+    serving = (evaluated.tower_config.use_time_terms, evaluated.tower_config.popularity_weight)
+    return _fit(dataset_dir, user_features, post_features, params, out_dir, log, splits=SPLITS, serving=serving)
+
+
+def _fit(
+    dataset_dir: Path,
+    user_features: pd.DataFrame,
+    post_features: pd.DataFrame,
+    params: TrainParams,
+    out_dir: Path,
+    log: Callable[[str], None],
+    *,
+    splits: tuple[str, ...],
+    serving: tuple[bool, float] | None,
+) -> TrainResult:
+    """Trains on `splits`. Without `serving` (use_time_terms, popularity_weight) it monitors validation
+    (early stopping, then the serving terms); with it, it runs params.epochs and applies those terms."""
     _fix_seeds(params.seed)
     manifest = read_manifest(dataset_dir)
     out_dir = Path(out_dir)
-    train_files = [manifest.path("train")]
+    train_files = [manifest.path(split) for split in splits if manifest.rows[split]]
+    monitored = manifest if serving is None else replace(manifest, rows={**manifest.rows, "validation": 0})
     # The training examples (first engagements): the post vocabulary and the sampling probabilities of logQ.
     train_counts = count_posts_by_kind(train_files, first_engagements_only=True)
     # Every training row: the posts' popularity as validation sees it (without the held-out engagements, as
@@ -192,7 +253,8 @@ def train(
     # Validation holds each user's last engagements, ranked among the posts as they are at the end of the
     # training period (age and popularity then), as serving ranks them. Training examples see each post as it
     # was at the example's moment.
-    validation_reference = pd.Timestamp(manifest.cutoff)
+    # A refit has no validation; its posts are as they are at the end of the data.
+    validation_reference = pd.Timestamp(manifest.cutoff) if serving is None else None
     posts = PostFeatureTable(
         post_features_as_of(before_cutoff_counts, post_features), reference_time=validation_reference
     )
@@ -249,43 +311,75 @@ def train(
         history_dropout=params.history_dropout,
     )
     log(
-        f"training on {total_train} examples ({manifest.rows['validation']} validation), "
+        f"training on {total_train} examples ({monitored.rows['validation']} validation), "
         f"{len(users.user_ids)} users, {len(posts.post_ids)} posts, dim {params.embedding_dim}"
     )
 
     history: list[dict[str, float | int | None]] = []
     best_recall: float | None = None
     best_epoch = 0
+    best_popularity_weight = 0.0
     best_weights: list[np.ndarray] = []  # filled after the first epoch, when the weights exist
     stopped_early = False
+    k = params.validation_k
     for epoch in range(1, params.epochs + 1):
         started = time.perf_counter()
         loss = float(model.fit(train_dataset, epochs=1, verbose=0).history[BATCH_LOSS_METRIC][-1])
         seconds = time.perf_counter() - started
-        recall = _validation_recall(model, manifest, users, posts, params.validation_k)
+        recall, popularity_weight = _best_recall(_validation_recalls(model, monitored, users, posts, k))
+        switched = False
+        if recall is not None and config.use_time_terms:
+            without, without_weight = _recall_without_time_terms(model, config, monitored, users, posts, k)
+            # Decided during training, not after it: where the terms learn an artefact of the data (a catalogue
+            # whose items are all first engaged at age 0, say), every further epoch with them bends the content
+            # part around that artefact.
+            if without > recall * TIME_TERMS_MARGIN:
+                config, recall, popularity_weight, switched = (
+                    replace(config, use_time_terms=False),
+                    without,
+                    without_weight,
+                    True,
+                )
+                _set_tower_config(model, config)
+                # The compiled training step read the old config when it was traced: trace it again.
+                model.train_function = None
+                # The earlier epochs were scored with another score function; the comparison starts again here.
+                best_recall = None
         history.append(
             {
                 "epoch": epoch,
                 "loss": loss,
-                f"validation_recall@{params.validation_k}": recall,
+                f"validation_recall@{k}": recall,
+                "popularity_weight": popularity_weight,
                 "train_seconds": seconds,
                 "examples_per_second": total_train / seconds if seconds > 0 else None,
             }
         )
-        recall_text = "n/a" if recall is None else f"{recall:.4f}"
-        log(f"epoch {epoch}/{params.epochs}: loss {loss:.4f}, validation recall@{params.validation_k} {recall_text}")
+        recall_text = "n/a" if recall is None else f"{recall:.4f} (popularity weight {popularity_weight})"
+        log(f"epoch {epoch}/{params.epochs}: loss {loss:.4f}, validation recall@{k} {recall_text}")
+        if switched:
+            gain = f"{TIME_TERMS_MARGIN - 1:.0%}"
+            log(f"time terms off from epoch {epoch + 1}: validation gains more than {gain} without")
         if recall is None:
             best_epoch, best_weights = epoch, model.get_weights()
             continue
         if best_recall is None or recall > best_recall:
             best_recall, best_epoch, best_weights = recall, epoch, model.get_weights()
+            best_popularity_weight = popularity_weight
         elif epoch - best_epoch >= params.patience:
             stopped_early = True
             log(f"early stop: no validation gain for {params.patience} epochs; keeping epoch {best_epoch}")
             break
     model.set_weights(best_weights)
-    if best_recall is not None:
-        config = _choose_serving_terms(model, config, best_recall, manifest, users, posts, params, log)
+    if serving is not None:
+        config = replace(config, use_time_terms=serving[0], popularity_weight=serving[1])
+    elif best_recall is not None:
+        config = _choose_serving_terms(model, config, best_recall, best_popularity_weight, monitored, users, posts, k)
+        log(
+            f"serving terms: time terms {'on' if config.use_time_terms else 'off'}, "
+            f"popularity weight {config.popularity_weight}"
+        )
+    _set_tower_config(model, config)
 
     _save(model, vocabularies, config, layout, params, manifest, history, best_epoch, out_dir)
     return TrainResult(
@@ -295,6 +389,8 @@ def train(
         best_validation_recall=best_recall,
         stopped_early=stopped_early,
         train_examples=total_train,
+        tower_config=config,
+        params=params,
         model=model,
     )
 
@@ -304,43 +400,43 @@ def _set_tower_config(model: TwoTowerModel, config: TowerConfig) -> None:
     model.candidate_tower.config = config
 
 
+def _recall_without_time_terms(
+    model: TwoTowerModel,
+    config: TowerConfig,
+    manifest: DatasetManifest,
+    users: UserFeatureTable,
+    posts: PostFeatureTable,
+    k: int,
+) -> tuple[float, float]:
+    """(best validation recall@k without the freshness terms, its popularity weight); the model keeps config."""
+    _set_tower_config(model, replace(config, use_time_terms=False))
+    recall, weight = _best_recall(_validation_recalls(model, manifest, users, posts, k))
+    _set_tower_config(model, config)
+    return recall or 0.0, weight
+
+
 def _choose_serving_terms(
     model: TwoTowerModel,
     config: TowerConfig,
     recall: float,
+    popularity_weight: float,
     manifest: DatasetManifest,
     users: UserFeatureTable,
     posts: PostFeatureTable,
-    params: TrainParams,
-    log: Callable[[str], None],
+    k: int,
 ) -> TowerConfig:
-    """Terms of the served score that are kept only where validation shows they help, tried one after the
-    other on the trained weights. The freshness terms (appetite x freshness at the post's age): where what people
-    engage with next is not what is freshest (a catalogue of artists, a Q&A site), ranking by age costs accuracy.
-    A popularity prior (POPULARITY_WEIGHTS x the post's log view count): where taste is thin (a few engagements
-    per user), what many engaged with is the better guess."""
-
-    def recall_with(trial: TowerConfig) -> float:
-        _set_tower_config(model, trial)
-        trial_recall = _validation_recall(model, manifest, users, posts, params.validation_k) or 0.0
-        change = f"time terms {'on' if trial.use_time_terms else 'off'}, popularity weight {trial.popularity_weight}"
-        log(f"serving terms ({change}): validation recall@{params.validation_k} {trial_recall:.4f}")
-        return trial_recall
-
+    """Terms of the served score kept only where validation shows they help, on the kept weights. The freshness
+    terms (appetite x freshness at the post's age): where what people engage with next is not what is freshest
+    (a catalogue of artists, a Q&A site), ranking by age costs accuracy. The popularity prior (weight x the post's
+    log view count, the weight that validation liked best): the training's logQ correction takes popularity out
+    of the model's scores, and the prior puts back as much as the data calls for."""
     if config.use_time_terms:
         # Dropped only on a clear gain: validation holds each user's last engagements with posts that existed
         # before the cutoff, so it cannot see what freshness does for the posts that appear later.
-        trial = replace(config, use_time_terms=False)
-        without = recall_with(trial)
+        without, without_weight = _recall_without_time_terms(model, config, manifest, users, posts, k)
         if without > recall * TIME_TERMS_MARGIN:
-            config, recall = trial, without
-    for weight in POPULARITY_WEIGHTS:
-        trial = replace(config, popularity_weight=weight)
-        weighted = recall_with(trial)
-        if weighted > recall:
-            config, recall = trial, weighted
-    _set_tower_config(model, config)
-    return config
+            config, popularity_weight = replace(config, use_time_terms=False), without_weight
+    return replace(config, popularity_weight=popularity_weight)
 
 
 def _save(

@@ -40,6 +40,7 @@ PARAMS = {
 class Trained:
     world: SyntheticWorld
     result: TrainResult
+    dataset_dir: Path
     model_dir: Path
     users_at_cutoff: pd.DataFrame
     posts_at_cutoff: pd.DataFrame
@@ -68,6 +69,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     return Trained(
         world=world,
         result=result,
+        dataset_dir=root / "dataset",
         model_dir=root / "model",
         users_at_cutoff=user_features_as_of(world.interactions, world.user_features, world.cutoff),
         posts_at_cutoff=post_features_as_of(post_counts, world.post_features, as_of=world.cutoff),
@@ -210,3 +212,63 @@ def test_same_seed_gives_the_same_model(tmp_path: Path) -> None:
         )
         vectors.append(embed_posts(tmp_path / run, world.post_features)[1])
     np.testing.assert_allclose(vectors[0], vectors[1], atol=1e-5)
+
+
+def test_refit_trains_the_evaluated_recipe_on_every_period(trained: Trained, tmp_path: Path) -> None:
+    from teamu_assets.model.train import read_model_config, refit
+
+    evaluated = trained.result
+    world = trained.world
+    served_dir = tmp_path / "served"
+    served = refit(trained.dataset_dir, world.user_features, world.post_features, evaluated, served_dir, log=print)
+    # The evaluated run's epoch count, no validation to stop on, and the serving terms it chose.
+    assert len(served.history) == evaluated.best_epoch
+    assert all(h["validation_recall@20"] is None for h in served.history)
+    assert served.tower_config.popularity_weight == evaluated.tower_config.popularity_weight
+    assert served.tower_config.use_time_terms == evaluated.tower_config.use_time_terms
+    # Trained on the validation and evaluation periods too: posts first engaged after the cutoff have ids.
+    assert served.train_examples > evaluated.train_examples
+    after = world.interactions.loc[world.interactions["occurred_at"] >= world.cutoff, "post_id"]
+    before = world.interactions.loc[world.interactions["occurred_at"] < world.cutoff, "post_id"]
+    only_later = set(after) - set(before)
+    assert only_later
+    vocabulary = {int(i) for i in (served_dir / "vocabularies" / "post_ids.txt").read_text().split()}
+    evaluated_vocabulary = {int(i) for i in (trained.model_dir / "vocabularies" / "post_ids.txt").read_text().split()}
+    assert only_later <= vocabulary
+    assert not only_later & evaluated_vocabulary
+    assert read_model_config(served_dir)["best_epoch"] == evaluated.best_epoch
+
+
+def test_time_terms_dropped_during_training_stop_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where validation gains without the freshness terms, the following epochs train without them: their
+    weights stay as they were after the epoch that decided (the compiled step is traced again)."""
+    from teamu_assets.model import train as training
+
+    calls = iter(range(1_000))
+
+    def recalls_preferring_no_time_terms(model: training.TwoTowerModel, *args: object) -> dict[float, float]:
+        # Better without the terms, and better with every call, so that each later epoch is kept as the best.
+        recall = (0.1 if model.query_tower.config.use_time_terms else 0.2) + next(calls) / 10_000
+        return {0.0: recall, 1.0: recall / 2}
+
+    monkeypatch.setattr(training, "_validation_recalls", recalls_preferring_no_time_terms)
+    world = make_world(warm_users=30, cold_users=0, posts=60, events_per_user=10)
+    data = build_training_examples(world.interactions, world.user_features, world.post_features, world.cutoff)
+    write_dataset(data, tmp_path / "dataset")
+    params = training.TrainParams(**{**PARAMS, "batch_size": 64, "embedding_dim": 16, "patience": 10})
+    freshness = []
+    logged: list[str] = []
+    for epochs in (1, 3):
+        result = training.train(
+            tmp_path / "dataset",
+            world.user_features,
+            world.post_features,
+            training.replace(params, epochs=epochs),
+            tmp_path / f"epochs{epochs}",
+            log=logged.append,
+        )
+        freshness.append(result.model.candidate_tower.freshness_net.get_weights())
+        assert not result.tower_config.use_time_terms
+    assert "time terms off from epoch 2: validation gains more than 5% without" in logged
+    for after_one, after_three in zip(*freshness, strict=True):
+        np.testing.assert_array_equal(after_one, after_three)
