@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from teamu_assets.settings import Settings
 
@@ -108,14 +109,36 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _recommend(args: argparse.Namespace) -> int:
-    from teamu_assets.db.recommend import recommend
+    from psycopg import errors
 
-    rows = recommend(_app_url(_settings()), args.user, args.k)
+    from teamu_assets.db.recommend import is_known_user, recommend
+
+    url = _app_url(_settings())
+    try:
+        rows = recommend(url, args.user, args.k)
+        known = is_known_user(url, args.user)
+    except (errors.UndefinedFunction, errors.UndefinedTable, errors.InvalidColumnReference) as exc:
+        # Nothing materialized in this database yet (no marts, no serving functions), or serving functions older
+        # than this code (evaluation_report installs them).
+        problem = str(exc).splitlines()[0]
+        print(
+            f"teamu: the serving functions or the marts are missing or out of date ({problem}): run `make demo`, "
+            "or materialize evaluation_report",
+            file=sys.stderr,
+        )
+        return 1
+    if not known:
+        print(
+            f"teamu: user {args.user} is not in marts.user_features (unknown, or signed up after the last dbt run): "
+            "these are the popularity fallback's posts",
+            file=sys.stderr,
+        )
     if not rows:
         print(f"no recommendations for user {args.user}")
         return 1
+    print(f"{'#':>3}  {'score':>9}  {'source':<19}  {'post':>7}  title")
     for rank, row in enumerate(rows, start=1):
-        print(f"{rank:>3}. {row.score:7.3f}  post {row.post_id:>6}  {row.title}")
+        print(f"{rank:>3}  {row.score:9.3f}  {row.source:<19}  {row.post_id:>7}  {row.title}")
     return 0
 
 
@@ -137,8 +160,33 @@ def _dbt(args: argparse.Namespace) -> int:
     os.execv(dbt, [dbt, *args.psql_args, "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)])
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, with where the help is, and argparse's exit code 2. Subcommands' parsers are of
+    this class too (add_subparsers makes them of the parent's class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
+def _int_between(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high], or a message that says which integers are allowed."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {value}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="teamu", description=__doc__)
+    from teamu_assets.db.recommend import MAX_COUNT, MAX_USER_ID
+
+    parser = _Parser(prog="teamu", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     db = commands.add_parser("db", help="the Postgres server: start|stop|status|url|psql")
@@ -166,9 +214,16 @@ def build_parser() -> argparse.ArgumentParser:
                 sub.add_argument(f"--{flag.replace('_', '-')}", type=flag_type, help=flag_help)
         sub.set_defaults(func=func)
 
-    rec = commands.add_parser("recommend", help="print a user's recommendations from ml.recommend_posts")
-    rec.add_argument("--user", type=int, required=True)
-    rec.add_argument("-k", type=int, default=20)
+    rec = commands.add_parser(
+        "recommend",
+        help="print a user's recommendations from ml.recommend_posts, with each one's score and source",
+        description="A user's recommendations from ml.recommend_posts, best first. source: 'model' (score: the "
+        "model's inner product of the user's and the post's vectors) or 'popularity fallback' (score: views plus "
+        "upvotes over (1 + age in days)^1.5), for users the model has no vector for. Higher is better; the two "
+        "scales don't compare.",
+    )
+    rec.add_argument("--user", type=_int_between(1, MAX_USER_ID), required=True, help="the user's id")
+    rec.add_argument("-k", type=_int_between(1, MAX_COUNT), default=20, help="how many posts (default 20)")
     rec.set_defaults(func=_recommend)
 
     dbt = commands.add_parser("dbt", help="run dbt on this project and database; arguments go to dbt")

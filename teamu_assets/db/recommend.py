@@ -8,6 +8,9 @@ from pathlib import Path
 from teamu_assets.db.connection import connect
 
 SERVING_FUNCTIONS_SQL = Path(__file__).parent / "sql" / "serving_functions.sql"
+# The bounds ml.recommend_posts enforces on p_count and p_user_id (a bigint).
+MAX_COUNT = 1000
+MAX_USER_ID = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -15,6 +18,7 @@ class Recommendation:
     post_id: int
     score: float
     title: str | None
+    source: str  # 'model' or 'popularity fallback' (ml.recommend_posts decides per call)
 
 
 def install_serving_functions(url: str) -> None:
@@ -30,12 +34,25 @@ def install_serving_functions(url: str) -> None:
 
 def recommend(url: str, user_id: int, count: int = 20) -> list[Recommendation]:
     """ml.recommend_posts(user_id, count) with each post's title, best first."""
+    # psycopg binds a Python int past the bigint range as numeric, for which no ml.recommend_posts exists: with
+    # the casts such a value fails as 'bigint out of range' instead.
     with connect(url) as conn:
         rows = conn.execute(
-            "select r.post_id, r.score, pf.title"
-            " from ml.recommend_posts(%s, %s) with ordinality as r(post_id, score, rank)"
+            "select r.post_id, r.score, pf.title, r.source"
+            " from ml.recommend_posts(%s::bigint, %s::integer) with ordinality as r(post_id, score, source, rank)"
             " left join marts.post_features pf on pf.post_id = r.post_id"
             " order by r.rank",
             (user_id, count),
         ).fetchall()
-    return [Recommendation(post_id=post_id, score=float(score), title=title) for post_id, score, title in rows]
+    return [
+        Recommendation(post_id=post_id, score=float(score), title=title, source=source)
+        for post_id, score, title, source in rows
+    ]
+
+
+def is_known_user(url: str, user_id: int) -> bool:
+    """Whether the user has a row in marts.user_features: an unknown id (or a sign-up the marts haven't seen yet)
+    gets the popularity fallback, the same as a known user without an embedding."""
+    with connect(url) as conn:
+        row = conn.execute("select exists (select from marts.user_features where user_id = %s::bigint)", (user_id,))
+        return bool(row.fetchone()[0])

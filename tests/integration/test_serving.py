@@ -25,7 +25,7 @@ from teamu_assets.db.embeddings import (
     ensure_embedding_tables,
     write_embeddings,
 )
-from teamu_assets.db.recommend import install_serving_functions, recommend
+from teamu_assets.db.recommend import install_serving_functions, is_known_user, recommend
 
 pytestmark = pytest.mark.integration
 
@@ -156,7 +156,14 @@ def world(serving_url: str) -> World:
 def recommend_rows(url: str, user_id: int | None, count: int | None = 20, **extra: float) -> list[tuple[int, float]]:
     args = ", ".join(["p_user_id => %s, p_count => %s", *[f"{name} => %s" for name in extra]])
     with connect(url) as conn:
-        return conn.execute(f"select * from ml.recommend_posts({args})", (user_id, count, *extra.values())).fetchall()
+        return conn.execute(
+            f"select post_id, score from ml.recommend_posts({args})", (user_id, count, *extra.values())
+        ).fetchall()
+
+
+def sources(url: str, user_id: int) -> set[str]:
+    with connect(url) as conn:
+        return {row[0] for row in conn.execute("select source from ml.recommend_posts(%s, 50)", (user_id,))}
 
 
 def eligible(world: World, user_id: int, *, has_location: bool = True) -> set[int]:
@@ -299,12 +306,14 @@ def test_local_posts_follow_the_radius_and_need_a_location(world: World) -> None
 def test_heavy_filtering_still_returns_the_count_asked_for(world: World) -> None:
     with connect(world.url) as conn:
         conn.execute("set enable_seqscan = off")  # take the HNSW path even on this small table
-        rows = conn.execute("select * from ml.recommend_posts(%s, 10)", (USER_WHO_SAW_ALMOST_ALL,)).fetchall()
-        everything = conn.execute("select * from ml.recommend_posts(%s, 1000)", (USER_WHO_SAW_ALMOST_ALL,)).fetchall()
+        rows = conn.execute("select post_id, score from ml.recommend_posts(%s, 10)", (USER_WHO_SAW_ALMOST_ALL,))
+        rows = rows.fetchall()
+        everything = conn.execute("select post_id from ml.recommend_posts(%s, 1000)", (USER_WHO_SAW_ALMOST_ALL,))
+        everything = everything.fetchall()
     candidates = eligible(world, USER_WHO_SAW_ALMOST_ALL)
     assert 10 < len(candidates) <= 25
     assert len(rows) == 10 and {p for p, _ in rows} <= candidates
-    assert {p for p, _ in everything} == candidates
+    assert {p for (p,) in everything} == candidates
 
 
 @pytest.mark.parametrize(
@@ -333,6 +342,29 @@ def test_a_user_without_embedding_gets_popular_recent_posts(world: World) -> Non
     assert [s for _, s in rows] == sorted((s for _, s in rows), reverse=True)
 
 
+def test_each_recommendation_says_whether_the_model_or_the_fallback_ranked_it(world: World) -> None:
+    assert sources(world.url, USER_NEAR_EVERYTHING) == {"model"}
+    assert sources(world.url, USER_WITHOUT_EMBEDDING) == {"popularity fallback"}
+    assert sources(world.url, N_USERS + 1000) == {"popularity fallback"}, "an unknown user"
+    assert {r.source for r in recommend(world.url, USER_NEAR_EVERYTHING, 5)} == {"model"}
+    assert {r.source for r in recommend(world.url, USER_WITHOUT_EMBEDDING, 5)} == {"popularity fallback"}
+    assert is_known_user(world.url, USER_WITHOUT_EMBEDDING) and not is_known_user(world.url, N_USERS + 1000)
+
+
+def test_reinstalling_over_the_functions_without_source_replaces_them(world: World) -> None:
+    """Databases installed before the source column: its result type changed, which `create or replace` can't do."""
+    with connect(world.url) as conn:
+        conn.execute("drop function ml.recommend_posts(bigint, integer, double precision)")
+        conn.execute(
+            "create function ml.recommend_posts(p_user_id bigint, p_count integer default 20,"
+            " p_local_radius_km double precision default 50) returns table (post_id bigint, score real)"
+            " language sql as $$ select 1::bigint, 1::real $$"
+        )
+    install_serving_functions(world.url)
+    install_serving_functions(world.url)  # and idempotent afterwards
+    assert sources(world.url, USER_NEAR_EVERYTHING) == {"model"}
+
+
 def test_without_embedding_tables_everyone_gets_the_popularity_fallback(world: World) -> None:
     """Before any model is promoted (the gate refused the first one) the embedding tables don't exist; the
     serving functions still answer: popularity for everyone, no similar posts."""
@@ -350,6 +382,7 @@ def test_without_embedding_tables_everyone_gets_the_popularity_fallback(world: W
     assert [post_id for post_id, _ in recommend_rows(world.url, USER_NEAR_EVERYTHING, 20)] == [p for (p,) in expected]
     # Scores follow the clock (post age): the ranking is what stays.
     assert [post_id for post_id, _ in recommend_rows(world.url, USER_WITHOUT_EMBEDDING, 20)] == fallback_of_user_30
+    assert sources(world.url, USER_NEAR_EVERYTHING) == {"popularity fallback"}
     assert similar == []
 
 
@@ -389,7 +422,8 @@ def test_readers_never_fail_nor_see_an_empty_table_during_full_refreshes(world: 
             register_vector(conn)
             while not stop.is_set():
                 try:
-                    rows = conn.execute("select * from ml.recommend_posts(%s, 10)", (USER_NEAR_EVERYTHING,)).fetchall()
+                    rows = conn.execute("select post_id from ml.recommend_posts(%s, 10)", (USER_NEAR_EVERYTHING,))
+                    rows = rows.fetchall()
                     calls["recommend"] += 1
                     # A prepared statement whose plan names the swapped table by OID.
                     scanned = conn.execute(

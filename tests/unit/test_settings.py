@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from teamu_assets.cli import build_parser
+from teamu_assets.cli import build_parser, main
 from teamu_assets.instance import dagster_yaml
 from teamu_assets.settings import Settings
 
@@ -49,3 +49,25 @@ def test_db_url_takes_a_database_and_psql_keeps_its_own_options() -> None:
     assert (args.action, args.database) == ("url", "dagster")
     args, extra = parser.parse_known_args(["db", "psql", "-At", "-c", "select 1"])
     assert args.action == "psql" and extra == ["-At", "-c", "select 1"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["recommend", "--user", "1", "-k", "0"], "argument -k: must be between 1 and 1000, got 0"),
+        (["recommend", "--user", "1", "-k", "1001"], "argument -k: must be between 1 and 1000, got 1001"),
+        (["recommend", "--user", "99999999999999999999"], "argument --user: must be between 1 and 9223372036854775807"),
+        (["recommend", "--user", "0"], "argument --user: must be between 1 and"),
+        (["recommend", "--user", "abc"], "argument --user: expected an integer, got 'abc'"),
+        (["recommend"], "the following arguments are required: --user"),
+    ],
+)
+def test_bad_recommend_arguments_are_one_line_errors_with_exit_code_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("teamu recommend: ") and message in err
+    assert "see `teamu recommend --help`" in err

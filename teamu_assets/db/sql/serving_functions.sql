@@ -43,6 +43,19 @@ return not coalesce(is_local, false)
 -- come back whenever p_count eligible posts exist.
 -- hnsw.ef_search 200: on 100k clustered 512-d posts (bench/bench_serving.py) it gives recall@10 ~0.96 at p95
 -- ~6 ms; 100 gives ~0.90.
+-- source: 'model' or 'popularity fallback', so a caller can tell a personal ranking from the fallback (whose
+-- scores are on another scale). It came after post_id and score; a function's result type can't be changed in
+-- place, so an older definition without it is dropped first. Without CASCADE: should a view or a SQL-standard-body
+-- function depend on the old columns, this fails loudly instead of dropping them.
+do $$
+begin
+    if pg_get_function_result(to_regprocedure('ml.recommend_posts(bigint, integer, double precision)'))
+        <> 'TABLE(post_id bigint, score real, source text)' then
+        drop function ml.recommend_posts(bigint, integer, double precision);
+    end if;
+end
+$$;
+
 -- The local-post rule is ml.local_post_visible written out in each query rather than called: a function with a
 -- fixed search_path is never inlined, and calling it once per candidate row made the scans of every post (the
 -- popularity fallback, the exact scan) about 60% slower at 100k posts.
@@ -50,7 +63,7 @@ create or replace function ml.recommend_posts(
     p_user_id bigint,
     p_count integer default 20,
     p_local_radius_km double precision default 50
-) returns table (post_id bigint, score real)
+) returns table (post_id bigint, score real, source text)
 language plpgsql
 volatile
 security invoker
@@ -95,7 +108,8 @@ begin
         return query
         select pf.post_id,
                ((coalesce(pf.view_count, 0) + greatest(coalesce(pf.vote_count, 0), 0))::double precision
-                / power(1 + greatest(extract(epoch from now() - pf.created_at), 0) / 86400, 1.5))::real as score
+                / power(1 + greatest(extract(epoch from now() - pf.created_at), 0) / 86400, 1.5))::real as score,
+               'popularity fallback'::text as source
         from marts.post_features pf
         where pf.user_id is distinct from p_user_id
           -- ml.local_post_visible, written out (see the note above ml.recommend_posts)
@@ -131,7 +145,7 @@ begin
     if coalesce(cardinality(v_post_ids), 0) < p_count then
         -- Exact: the score expression matches no index, so this scans and sorts every eligible post.
         return query
-        select pe.post_id, (-(pe.embedding <#> v_embedding))::real as score
+        select pe.post_id, (-(pe.embedding <#> v_embedding))::real as score, 'model'::text as source
         from ml.post_embeddings pe
         join marts.post_features pf on pf.post_id = pe.post_id
         where pf.user_id is distinct from p_user_id
@@ -146,15 +160,16 @@ begin
         return;
     end if;
 
-    return query select r.post_id, r.score from unnest(v_post_ids, v_scores) with ordinality as r(post_id, score, rank)
+    return query select r.post_id, r.score, 'model'::text
+    from unnest(v_post_ids, v_scores) with ordinality as r(post_id, score, rank)
     order by r.rank;
 end
 $$;
 
 comment on function ml.recommend_posts(bigint, integer, double precision) is
-    'Top p_count posts for a user by embedding inner product (score, highest first), excluding posts the user '
-    'engaged with, the user''s own posts and local posts farther than p_local_radius_km; popularity for users '
-    'without an embedding, and for everyone while no model is promoted.';
+    'Top p_count posts for a user by embedding inner product (score, highest first; source ''model''), excluding '
+    'posts the user engaged with, the user''s own posts and local posts farther than p_local_radius_km; popularity '
+    '(source ''popularity fallback'') for users without an embedding, and for everyone while no model is promoted.';
 
 -- Posts like a given one (a post page's "more like this"): nearest by inner product, the post itself excluded,
 -- local posts only near the given post's location. Empty for a post without an embedding yet.
