@@ -1,8 +1,30 @@
 #!/usr/bin/env bash
-# Start the database (or check TEAMU_DATABASE_URL), then the three Dagster processes; exit when any one exits.
+# Start the database (or check TEAMU_DATABASE_URL), then the three Dagster processes. On `docker stop` (SIGTERM,
+# handed on by tini), or when any of the three exits, stop the others and then the embedded Postgres, so it shuts
+# down cleanly instead of being killed with the container (and recovering at the next start).
 set -euo pipefail
+
 teamu db start
+pids=()
 dagster code-server start -m teamu_assets.definitions -h 127.0.0.1 -p 4000 &
+pids+=("$!")
 dagster-webserver -h 0.0.0.0 -p 3000 -w docker/workspace.yaml &
+pids+=("$!")
 dagster-daemon run -w docker/workspace.yaml &
-wait -n
+pids+=("$!")
+
+stop_all() {
+    trap - TERM INT
+    kill -TERM "${pids[@]}" 2> /dev/null || true
+    wait "${pids[@]}" 2> /dev/null || true
+    # With TEAMU_DATABASE_URL the server isn't ours to stop (`teamu db stop` refuses).
+    if [[ -z "${TEAMU_DATABASE_URL:-}" ]]; then
+        teamu db stop
+    fi
+}
+trap 'stop_all; exit 143' TERM INT
+
+status=0
+wait -n || status=$?
+stop_all
+exit "$status"
