@@ -9,14 +9,27 @@ export TEAMU_HOME ?= $(CURDIR)/.teamu
 export DAGSTER_HOME ?= $(TEAMU_HOME)/dagster
 # dagster-dbt runs the `dbt` found on PATH: the virtualenv's comes first.
 export PATH := $(BIN):$(PATH)
-export TF_CPP_MIN_LOG_LEVEL ?= 2
+# 3 hides TensorFlow's C++ errors too: on a machine without a usable GPU it logs "failed call to cuInit" as one,
+# then runs on the CPU; failures that matter raise in Python.
+export TF_CPP_MIN_LOG_LEVEL ?= 3
+# Dagster services' console log level in `make ui`: at info, the daemon logs every tick of every sensor (the new
+# interactions sensor ticks every 2 s). `make ui UI_LOG_LEVEL=info` shows them.
+UI_LOG_LEVEL ?= warning
 
 .PHONY: venv demo test test-fast ui db-start db-stop bench lint docs-dbt clean
 
 venv: $(STAMP)
 
+# The Python version is checked against pyproject.toml's requires-python before anything is installed: the Python
+# that creates .venv, or the one an existing .venv was made with.
 $(STAMP): requirements.lock pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@if test -x $(BIN)/python; then \
+		$(BIN)/python scripts/check_python.py || { echo "$(VENV) was made with it: run 'make clean', then make again with PYTHON=python3.11" >&2; exit 1; }; \
+	else \
+		command -v $(PYTHON) > /dev/null || { echo "$(PYTHON) not found: install Python 3.11, or pass PYTHON=/path/to/python3.11" >&2; exit 1; }; \
+		$(PYTHON) scripts/check_python.py || { echo "Install Python 3.11 and run make again with PYTHON=python3.11" >&2; exit 1; }; \
+		$(PYTHON) -m venv $(VENV); \
+	fi
 	@echo "Installing the pinned dependency set into .venv (first run: a few minutes)..."
 	@$(BIN)/pip install -q --disable-pip-version-check --upgrade pip > $(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
 	@$(BIN)/pip install -q --disable-pip-version-check -r requirements.lock > $(VENV)/pip.log 2>&1 || { grep -v "^WARNING: Location" $(VENV)/pip.log; exit 1; }
@@ -25,7 +38,7 @@ $(STAMP): requirements.lock pyproject.toml
 	@rm -f $(VENV)/.installed-* && touch $@
 
 demo: venv
-	$(BIN)/teamu demo
+	@$(BIN)/teamu demo
 
 test: venv
 	$(BIN)/teamu db start
@@ -35,9 +48,13 @@ test-fast: venv
 	$(BIN)/teamu db start
 	$(BIN)/pytest -m "not slow and not e2e"
 
+# -W: dagster 1.13 steers `dagster dev` users to `dg dev` (the dagster-dg project layout, which this repository
+# doesn't use); `dagster dev` is still supported.
 ui: venv
 	$(BIN)/teamu db start
-	cd $(CURDIR) && $(BIN)/dagster dev -w workspace.yaml
+	@echo "Dagster UI at http://127.0.0.1:3000 (Ctrl-C stops it). Services log warnings and errors only: make ui UI_LOG_LEVEL=info for more."
+	cd $(CURDIR) && $(BIN)/python -W 'ignore:Function `dev_command` is superseded:FutureWarning' \
+		-m dagster dev -w workspace.yaml --log-level $(UI_LOG_LEVEL)
 
 db-start: venv
 	$(BIN)/teamu db start
