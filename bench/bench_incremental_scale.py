@@ -17,7 +17,7 @@ period's last hour), the others in turns over the sizes (a burst of other work o
 every size alike). dbt's partial-parse state is kept per database (teamu_assets/assets/dbt.py), so each world
 parses only once. Each trial inserts one upvote by each of --changed distinct existing users
 on a random post by someone else (one transaction, created_at now()) and runs incremental_refresh_job from
-teamu_assets.sensors (its own selection, config and in-process executor) with execute_in_process. Reported: the
+teamu_assets.jobs (its own selection, config and in-process executor) with execute_in_process. Reported: the
 run's wall time, each step's time (Dagster's STEP_SUCCESS durations), each dbt model's time, the rows each
 embedding step re-embedded; and, per figure, the median over the trials of each size divided by that of the first
 size (the baseline, measured in the same run). A ratio near 1 means the cost does not grow with the tables. All
@@ -58,8 +58,8 @@ from teamu_assets.db.connection import connect, resolve_url, scratch_database
 from teamu_assets.db.embeddings import ensure_embedding_tables, write_embeddings
 from teamu_assets.db.recommend import install_serving_functions
 from teamu_assets.ingest import load_landing_folder
-from teamu_assets.sensors import incremental_refresh_job
-from teamu_assets.settings import Settings
+from teamu_assets.jobs import incremental_refresh_job
+from teamu_assets.settings import Settings, default_landing_dir
 from teamu_assets.synthetic import SyntheticConfig, generate, write_mixpanel_files, write_supabase
 
 EMBEDDING_STEPS = {"user": AssetKey(["ml", "user_embeddings"]), "post": AssetKey(["ml", "post_embeddings"])}
@@ -102,11 +102,11 @@ def build_world(url: str, home: Path, model_dir: Path, users: int, posts: int, a
     bootstrap.prepare_app_database(url)
     dataset = generate(SyntheticConfig(users=users, posts=posts, days=args.days, seed=args.seed))
     write_supabase(url, dataset)
-    write_mixpanel_files(dataset, home / "landing", seed=args.seed)
+    write_mixpanel_files(dataset, default_landing_dir(home), seed=args.seed)
     seconds["seed"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    load_landing_folder(url, home / "landing")
+    load_landing_folder(url, default_landing_dir(home))
     with connect(url) as conn:  # each day's file as if loaded the next morning (see the module's docstring)
         conn.execute(
             "update raw_mixpanel.events set loaded_at = date_trunc('day', event_time, 'UTC') + interval '25 hours'"

@@ -52,20 +52,24 @@ import pandas as pd
 import teamu_assets  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is first imported)
 from teamu_assets.db import bootstrap, registry
 from teamu_assets.db.connection import connect, resolve_url, scratch_database
-from teamu_assets.evaluation.intervals import ranker_intervals
-from teamu_assets.evaluation.metrics import PerUser, RankedEvaluation, evaluate_ranked_per_user, ranked_from_lists
+from teamu_assets.evaluation.intervals import INTERVAL_METRICS, ranker_intervals
+from teamu_assets.evaluation.metrics import (
+    DEFAULT_K_VALUES,
+    PerUser,
+    RankedEvaluation,
+    evaluate_ranked_per_user,
+    ranked_from_lists,
+)
 from teamu_assets.evaluation.rankers import DEFAULT_EASE_MAX_ITEMS, ease_scores, popularity_scores, rank
 from teamu_assets.model.baselines import IdOnlyResult, train_id_only_two_tower
 from teamu_assets.realdata import RealDataset, per_user_holdout, read_lastfm, read_stackexchange, write_real_dataset
-from teamu_assets.settings import PROJECT_ROOT, Settings
+from teamu_assets.settings import PROJECT_ROOT, Settings, default_landing_dir
 
 DATASETS = ("lastfm", "se-quantumcomputing", "se-cardano")
 HOLDOUT_FRACTION = 0.2
 MIN_ITEMS = 2
-SERVED = 50
-K_VALUES = (10, 20, 50)
+SERVED = max(DEFAULT_K_VALUES)
 REPORTED = ("recall@10", "recall@20", "recall@50", "ndcg@10")
-INTERVAL_METRICS = ("recall@20", "ndcg@10")
 RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
 EASE_L2_GRID = (5.0, 20.0, 50.0, 200.0, 500.0, 2000.0)
@@ -140,7 +144,7 @@ def evaluate_lists(lists: dict[int, list[int]], split: Split) -> RankedEvaluatio
     rankers' values are paired user by user)."""
     ordered = {user: lists.get(user, []) for user in split.users.tolist()}
     return evaluate_ranked_per_user(
-        ranked_from_lists(ordered, split.relevant, split.catalogue), split.relevant, K_VALUES
+        ranked_from_lists(ordered, split.relevant, split.catalogue), split.relevant, DEFAULT_K_VALUES
     )
 
 
@@ -283,7 +287,7 @@ def run_full_refresh(home: Path, url: str, model_config: dict[str, Any]) -> Prod
     from dagster import DagsterInstance, materialize
 
     from teamu_assets import definitions
-    from teamu_assets.sensors import full_refresh_job
+    from teamu_assets.jobs import full_refresh_job
 
     run_config: dict[str, Any] = {"ops": {"teamu_dbt_models": {"config": {"full_refresh": True}}}}
     if model_config:
@@ -363,7 +367,7 @@ def bench_dataset(name: str, data_dir: Path, server_url: str, model_config: dict
         home_path = Path(home)
         with watch.stage("write raw contract"):
             bootstrap.prepare_app_database(url)
-            written = write_real_dataset(url, train, home_path / "landing")
+            written = write_real_dataset(url, train, default_landing_dir(home_path))
         with watch.stage("full_refresh"):
             product = run_full_refresh(home_path, url, model_config)
         _log(f"    run success {product.success}, promoted {product.promoted} ({product.model_version})")

@@ -32,15 +32,14 @@ import numpy as np
 import pandas as pd
 
 import teamu_assets  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is first imported)
+from teamu_assets.contract import HISTORY_LENGTH, POST_VIEWED
 from teamu_assets.model.dataset import build_training_examples, read_manifest, write_dataset
 from teamu_assets.model.train import TrainParams
 from teamu_assets.synthetic import SyntheticConfig, SyntheticDataset, generate
-from teamu_assets.synthetic.generator import POST_VIEWED
 
 USER_FEATURES_FILE = "user_features.parquet"
 POST_FEATURES_FILE = "post_features.parquet"
 DATASET_DIR = "dataset"
-HISTORY_LENGTH = 50
 QUICK = {"users": 300, "posts": 225, "days": 30, "dim": 64, "epochs": 2, "batch_size": 256}
 
 

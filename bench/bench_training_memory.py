@@ -45,14 +45,16 @@ from typing import Any
 
 import pandas as pd
 
+from teamu_assets.contract import HISTORY_LENGTH
+
 BENCH_DIR = Path(__file__).resolve().parent
 INTERACTIONS_FILE = "interactions.parquet"
 USER_FEATURES_FILE = "user_features.parquet"
 POST_FEATURES_FILE = "post_features.parquet"
 DATASET_DIR = "dataset"
-# The training_dataset asset's defaults (teamu_assets/assets/ml.py DatasetConfig).
+# The training_dataset asset's defaults (teamu_assets/assets/ml.py DatasetConfig; the history length is the
+# contract's).
 HOLDOUT_FRACTION = 0.2
-HISTORY_LENGTH = 50
 VALIDATION_FRACTION = 0.1
 
 

@@ -21,17 +21,11 @@ from teamu_assets.assets.ml import (
     user_embeddings,
     user_embeddings_are_complete_and_sane,
 )
+from teamu_assets.jobs import full_refresh_job, incremental_refresh_job, post_freshness_job
 from teamu_assets.resources import ArtifactStore, MixpanelExport, TeamuDatabase, TowerPreloader
-from teamu_assets.sensors import (
-    daily_post_freshness_schedule,
-    full_refresh_job,
-    incremental_refresh_job,
-    new_interactions_sensor,
-    nightly_retrain_schedule,
-    post_freshness_job,
-    retrain_on_new_interactions_sensor,
-)
-from teamu_assets.settings import Settings
+from teamu_assets.schedules import daily_post_freshness_schedule, nightly_retrain_schedule
+from teamu_assets.sensors import new_interactions_sensor, retrain_on_new_interactions_sensor
+from teamu_assets.settings import Settings, default_landing_dir
 
 settings = Settings.from_env()
 # dagster-dbt and dbt's own subprocesses look for executables on PATH: the virtualenv's come first.
@@ -48,13 +42,13 @@ def build_resources(
 ) -> dict[str, Any]:
     """Every resource the assets need, for a TEAMU_HOME and a database: the code location's own, and those
     of tests and benchmarks that run the assets against a scratch database. Mixpanel defaults to the landing
-    folder under TEAMU_HOME, without live-export credentials."""
+    folder under TEAMU_HOME that Settings defaults to, without live-export credentials."""
     database = TeamuDatabase(teamu_home=str(teamu_home), database_url=database_url)
     return {
         "database": database,
         "tower_preloader": TowerPreloader(database=database),
         "artifacts": ArtifactStore(root=str(teamu_home)),
-        "mixpanel": mixpanel or MixpanelExport(landing_dir=str(teamu_home / "landing")),
+        "mixpanel": mixpanel or MixpanelExport(landing_dir=str(default_landing_dir(teamu_home))),
         "dbt": TeamuDbtCliResource(
             project_dir=dbt_project, profiles_dir=str(dbt_project.profiles_dir), dbt_executable=DBT_EXECUTABLE
         ),

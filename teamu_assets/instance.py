@@ -39,7 +39,7 @@ run_coordinator:
   config:
     max_concurrent_runs: 2
     dequeue_interval_seconds: 1
-    # The refresh jobs write the same marts and embedding tables: one at a time (teamu_assets/sensors.py).
+    # The refresh jobs write the same marts and embedding tables: one at a time (teamu_assets/jobs.py).
     tag_concurrency_limits:
       - key: "teamu/writes"
         value: "marts-and-embeddings"

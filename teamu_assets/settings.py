@@ -13,6 +13,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 
 
+def default_landing_dir(home: Path) -> Path:
+    """Where Mixpanel export files land under a TEAMU_HOME unless TEAMU_MIXPANEL_LANDING_DIR says otherwise."""
+    return home / "landing" / "mixpanel"
+
+
 @dataclass(frozen=True)
 class MixpanelCredentials:
     service_account_username: str
@@ -31,6 +36,8 @@ class Settings:
     embedding_dim: int
     mixpanel_landing_dir: Path
     mixpanel: MixpanelCredentials | None
+    retrain_min_interactions: int
+    """New interactions in marts.interactions since the last training that make the retrain sensor retrain."""
 
     @property
     def pgdata(self) -> Path:
@@ -39,10 +46,6 @@ class Settings:
     @property
     def artifacts_dir(self) -> Path:
         return self.home / "artifacts"
-
-    @property
-    def reports_dir(self) -> Path:
-        return self.home / "reports"
 
     @property
     def uses_embedded_server(self) -> bool:
@@ -65,6 +68,7 @@ class Settings:
             database_url=env.get("TEAMU_DATABASE_URL") or None,
             dagster_home=Path(env.get("DAGSTER_HOME") or home / "dagster").resolve(),
             embedding_dim=dim,
-            mixpanel_landing_dir=Path(env.get("TEAMU_MIXPANEL_LANDING_DIR") or home / "landing" / "mixpanel"),
+            mixpanel_landing_dir=Path(env.get("TEAMU_MIXPANEL_LANDING_DIR") or default_landing_dir(home)),
             mixpanel=mixpanel,
+            retrain_min_interactions=int(env.get("TEAMU_RETRAIN_MIN_INTERACTIONS") or 5000),
         )

@@ -1,5 +1,6 @@
 """The dbt project as Dagster assets: sources upstream, staging -> intermediate -> marts, tests as checks."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 from dbt import version as dbt_core_version
 from packaging import version
 
+from teamu_assets.contract import DBT_VARS
 from teamu_assets.db import features
 from teamu_assets.resources import TeamuDatabase
 from teamu_assets.settings import DBT_PROJECT_DIR
@@ -90,7 +92,9 @@ def teamu_dbt_models(
     os.environ["DBT_TARGET_PATH"] = str(
         Path(dbt_project.target_path, "by_database", "-".join(connection[k] for k in DATABASE_KEY))
     )
-    args = ["build", "--full-refresh"] if config.full_refresh else ["build"]
+    # The contract's values (history length, event names) come from teamu_assets/contract.py, not from
+    # dbt_project.yml's defaults, so the marts and the model can't disagree.
+    args = ["build", "--vars", json.dumps(DBT_VARS), *(["--full-refresh"] if config.full_refresh else [])]
     invocation = dbt.cli(args, context=context)
     yield from _with_row_counts(context, invocation.stream(), database.url())
     _keep_partial_parse_state(invocation.target_path)

@@ -24,7 +24,9 @@ from dagster import (
     asset_check,
 )
 
+from teamu_assets.contract import HISTORY_LENGTH
 from teamu_assets.db import features, registry
+from teamu_assets.evaluation.gate import DEFAULT_TOLERANCE
 from teamu_assets.model.params import TrainParams
 from teamu_assets.resources import ArtifactStore, TeamuDatabase, TowerPreloader
 from teamu_assets.settings import Settings
@@ -52,7 +54,7 @@ def _md_table(rows: list[dict[str, Any]]) -> str:
 class DatasetConfig(Config):
     holdout_fraction: float = 0.2
     """Share of the interaction time span after the cutoff: the evaluation period."""
-    history_length: int = 50
+    history_length: int = HISTORY_LENGTH
     validation_fraction: float = 0.1
     """Share of the training period (its end) held out for early stopping; never from the evaluation period."""
 
@@ -178,7 +180,7 @@ def two_tower_model(
 
 
 class GateConfig(Config):
-    tolerance: float = 0.02
+    tolerance: float = DEFAULT_TOLERANCE
     """Rule 2 of the gate: a candidate that beats popularity is promoted unless its recall@20 is below the
     promoted model's by more than this (rule 1, beating popularity by the paired interval, has no knob)."""
 

@@ -3,6 +3,9 @@
 The tables' vector dimension is a setting (TEAMU_EMBEDDING_DIM), so their DDL lives here, not in ml.sql.
 Only ml.post_embeddings carries an HNSW index: the serving functions search posts by a user's or a post's
 vector; users are only looked up by id, and an unused HNSW index on users would add minutes to every refresh.
+
+Each embedding row records the feature_hash its mart row had when the vector was written: a row needs
+re-embedding exactly when the two differ (teamu_assets.db.features.changed_since_embedding).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ WriteMode = Literal["full", "upsert"]
 
 KINDS: tuple[EmbeddingKind, ...] = ("user", "post")
 ID_COLUMNS: dict[str, str] = {"user": "user_id", "post": "post_id"}
+# The dbt mart each kind's embeddings are computed from; its feature_hash is recorded with every vector.
+FEATURE_MARTS: dict[str, str] = {"user": "marts.user_features", "post": "marts.post_features"}
 INDEXED_KINDS = frozenset({"post"})
 # Chosen with bench/bench_serving.py (100k posts x 512 dims): with ef_search 200 (serving_functions.sql)
 # recall@10 ~0.95; ef_construction 128 adds ~0.02 recall for twice the build time.
@@ -66,7 +71,9 @@ def _table_ddl(kind: EmbeddingKind, table: str, dim: int) -> sql.Composed:
         " {id} bigint not null,"
         " embedding vector({dim}) not null,"
         " model_version text not null,"
-        " updated_at timestamptz not null default now())"
+        " updated_at timestamptz not null default now(),"
+        # NULL for a vector whose id the mart does not hold (or written where there are no marts).
+        " feature_hash text)"
     ).format(table=sql.Identifier(table), id=sql.Identifier(ID_COLUMNS[kind]), dim=sql.Literal(dim))
 
 
@@ -104,6 +111,32 @@ def _table_dimension(conn: psycopg.Connection, table: str) -> int | None:
     return None if row is None else int(row[0])
 
 
+def _has_feature_hash(conn: psycopg.Connection, relation: str) -> bool:
+    """Whether the relation (schema.name) exists and has a feature_hash column."""
+    row = conn.execute(
+        "select 1 from pg_attribute where attrelid = to_regclass(%s) and attname = 'feature_hash' and not attisdropped",
+        (relation,),
+    ).fetchone()
+    return row is not None
+
+
+def has_feature_hash_column(conn: psycopg.Connection, kind: EmbeddingKind) -> bool:
+    """Whether ml.<kind>_embeddings exists with its feature_hash column (tables created before it lack it)."""
+    return _has_feature_hash(conn, f"ml.{table_name(kind)}")
+
+
+def _ensure_feature_hash_column(conn: psycopg.Connection, kind: EmbeddingKind) -> None:
+    """Add feature_hash to a table created before it (its rows get NULL: each is re-embedded once). The catalog
+    is read first because ALTER TABLE takes an ACCESS EXCLUSIVE lock even when the column is already there,
+    which would queue every serving read behind each incremental refresh."""
+    if not has_feature_hash_column(conn, kind):
+        conn.execute(
+            sql.SQL("alter table ml.{} add column if not exists feature_hash text").format(
+                sql.Identifier(table_name(kind))
+            )
+        )
+
+
 def _ensure_table(conn: psycopg.Connection, kind: EmbeddingKind, dim: int) -> None:
     table = table_name(kind)
     existing = _table_dimension(conn, table)
@@ -115,10 +148,13 @@ def _ensure_table(conn: psycopg.Connection, kind: EmbeddingKind, dim: int) -> No
             f"ml.{table} holds vector({existing}) but {dim} dimensions were asked for: "
             f"TEAMU_EMBEDDING_DIM and the table disagree (drop ml.{table} to change the dimension)"
         )
+    else:
+        _ensure_feature_hash_column(conn, kind)
 
 
 def ensure_embedding_tables(url: str, dim: int) -> None:
-    """Create ml.user_embeddings and ml.post_embeddings (vector(dim)) when missing; refuse another dim."""
+    """Create ml.user_embeddings and ml.post_embeddings (vector(dim)) when missing, add feature_hash to tables
+    from before it; refuse another dim."""
     if not 1 <= dim <= 2000:
         raise EmbeddingWriteError(f"the dimension must be between 1 and 2000 (pgvector's limit), got {dim}")
     with connect(url) as conn:
@@ -165,14 +201,35 @@ def _validated(
     return ids.astype(np.int64), vectors32
 
 
+def _mart_feature_hashes(conn: psycopg.Connection, kind: EmbeddingKind, ids: np.ndarray) -> list[str | None]:
+    """Each id's feature_hash in its mart, read in the writing transaction: the hash of the features the vectors
+    were computed from, since the refresh jobs never run dbt while they embed (one at a time, by their
+    teamu/writes tag). None for an id the mart lacks, and everywhere without a dbt-built mart (embeddings
+    written outside the pipeline, over hand-made tables: the serving tests and benchmark)."""
+    mart = FEATURE_MARTS[kind]
+    if not _has_feature_hash(conn, mart):
+        return [None] * len(ids)
+    id_column = sql.Identifier(ID_COLUMNS[kind])
+    query = sql.SQL("select {id}, feature_hash from {mart} where {id} = any(%s)").format(
+        id=id_column, mart=sql.Identifier(*mart.split("."))
+    )
+    hashes = dict(conn.execute(query, (ids.tolist(),)).fetchall())
+    return [hashes.get(row_id) for row_id in ids.tolist()]
+
+
 def _copy_rows(
-    conn: psycopg.Connection, target: sql.Composable, ids: np.ndarray, vectors: np.ndarray, model_version: str
+    conn: psycopg.Connection,
+    target: sql.Composable,
+    ids: np.ndarray,
+    vectors: np.ndarray,
+    model_version: str,
+    feature_hashes: list[str | None],
 ) -> None:
     copy_statement = sql.SQL("copy {} from stdin (format binary)").format(target)
     with conn.cursor().copy(copy_statement) as copy:
-        copy.set_types(["int8", "vector", "text"])
-        for row_id, vector in zip(ids.tolist(), vectors, strict=True):
-            copy.write_row((row_id, vector, model_version))
+        copy.set_types(["int8", "vector", "text", "text"])
+        for row_id, vector, feature_hash in zip(ids.tolist(), vectors, feature_hashes, strict=True):
+            copy.write_row((row_id, vector, model_version, feature_hash))
 
 
 def _live_model_versions(conn: psycopg.Connection, table: str) -> list[str]:
@@ -226,6 +283,7 @@ def write_embeddings(
     transaction; readers see the old table or the new one, never a partial or empty one.
     upsert: COPY into a temporary table, then INSERT ... ON CONFLICT DO UPDATE; the model version must be the
     one the table already holds, since vectors of different models don't share a space.
+    Every row records its mart row's feature_hash as of the write (_mart_feature_hashes).
     Raises EmbeddingWriteError before writing anything on a bad kind/mode, NaN/inf, duplicate ids or a
     dimension other than the table's.
     """
@@ -244,15 +302,20 @@ def write_embeddings(
         if existing_dim is None:
             conn.execute("create schema if not exists ml")
             _ensure_table(conn, kind, dim)
+        elif mode == "upsert":
+            # Only here: a full refresh swaps in a new table with the column, and altering the live one first
+            # would hold its ACCESS EXCLUSIVE lock, and block readers, through the whole index build.
+            _ensure_feature_hash_column(conn, kind)
+        feature_hashes = _mart_feature_hashes(conn, kind, ids)
         if mode == "full":
             new_table = f"{table}_new"
             conn.execute(sql.SQL("drop table if exists ml.{}").format(sql.Identifier(new_table)))
             conn.execute(_table_ddl(kind, new_table, dim))
             copy_started = time.perf_counter()
-            target = sql.SQL("ml.{} ({}, embedding, model_version)").format(
+            target = sql.SQL("ml.{} ({}, embedding, model_version, feature_hash)").format(
                 sql.Identifier(new_table), sql.Identifier(id_column)
             )
-            _copy_rows(conn, target, ids, vectors, model_version)
+            _copy_rows(conn, target, ids, vectors, model_version, feature_hashes)
             copy_seconds = time.perf_counter() - copy_started
             index_started = time.perf_counter()
             _create_indexes(conn, kind, new_table)
@@ -272,20 +335,20 @@ def write_embeddings(
                 )
             conn.execute(
                 sql.SQL(
-                    "create temporary table embeddings_upsert"
-                    " ({id} bigint not null, embedding vector({dim}) not null, model_version text not null)"
-                    " on commit drop"
+                    "create temporary table embeddings_upsert ({id} bigint not null, embedding vector({dim}) not null,"
+                    " model_version text not null, feature_hash text) on commit drop"
                 ).format(id=sql.Identifier(id_column), dim=sql.Literal(dim))
             )
             copy_started = time.perf_counter()
-            _copy_rows(conn, sql.Identifier("embeddings_upsert"), ids, vectors, model_version)
+            _copy_rows(conn, sql.Identifier("embeddings_upsert"), ids, vectors, model_version, feature_hashes)
             copy_seconds = time.perf_counter() - copy_started
             conn.execute(
                 sql.SQL(
-                    "insert into ml.{table} ({id}, embedding, model_version, updated_at)"
-                    " select {id}, embedding, model_version, now() from embeddings_upsert"
+                    "insert into ml.{table} ({id}, embedding, model_version, updated_at, feature_hash)"
+                    " select {id}, embedding, model_version, now(), feature_hash from embeddings_upsert"
                     " on conflict ({id}) do update set embedding = excluded.embedding,"
-                    " model_version = excluded.model_version, updated_at = excluded.updated_at"
+                    " model_version = excluded.model_version, updated_at = excluded.updated_at,"
+                    " feature_hash = excluded.feature_hash"
                 ).format(table=sql.Identifier(table), id=sql.Identifier(id_column))
             )
     return WriteResult(

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pandas as pd
+from psycopg import sql
 
+from teamu_assets.contract import RECOMMENDATION_CLICKED, RECOMMENDATION_SHOWN
 from teamu_assets.db.connection import connect
+from teamu_assets.db.embeddings import FEATURE_MARTS, ID_COLUMNS, EmbeddingKind, has_feature_hash_column, table_name
 
 USER_FEATURES_SQL = """
 select user_id, username, bio, passions, latitude, longitude, project_titles, created_post_titles,
@@ -28,7 +31,7 @@ select event, distinct_id, event_time as time,
        (properties->>'post_id')::bigint as post_id,
        properties->>'model_version' as model_version
 from raw_mixpanel.events
-where event in ('Recommendation Shown', 'Recommendation Clicked')
+where event = any(%s)
 """
 
 
@@ -75,20 +78,23 @@ def data_clock(url: str) -> pd.Timestamp | None:
 
 def read_recommendation_events(url: str) -> pd.DataFrame:
     """Shown/Clicked events in the columns teamu_assets.evaluation.ctr takes."""
-    return _with_utc(_frame(url, RECOMMENDATION_EVENTS_SQL), "time")
+    return _with_utc(_frame(url, RECOMMENDATION_EVENTS_SQL, ([RECOMMENDATION_SHOWN, RECOMMENDATION_CLICKED],)), "time")
 
 
-def changed_since_embedding(url: str, kind: str) -> list[int]:
-    """Ids whose mart row changed after its embedding was written (or that have none): the incremental set."""
-    key, mart, table = {
-        "user": ("user_id", "marts.user_features", "ml.user_embeddings"),
-        "post": ("post_id", "marts.post_features", "ml.post_embeddings"),
-    }[kind]
-    query = (
-        f"select f.{key} from {mart} f left join {table} e using ({key}) "
-        "where e.updated_at is null or f.refreshed_at > e.updated_at"
-    )
+def changed_since_embedding(url: str, kind: EmbeddingKind) -> list[int]:
+    """Ids whose mart feature_hash differs from the one their embedding was written with, or that have no
+    embedding: the incremental set. The hash changes exactly when a row's feature values do, so a dbt full
+    refresh (which recomputes every row and its refreshed_at) re-embeds nothing unless a value changed."""
+    id_column, mart = sql.Identifier(ID_COLUMNS[kind]), sql.Identifier(*FEATURE_MARTS[kind].split("."))
     with connect(url) as conn:
+        if has_feature_hash_column(conn, kind):
+            query = sql.SQL(
+                "select f.{id} from {mart} f left join {table} e using ({id})"
+                " where f.feature_hash is distinct from e.feature_hash"
+            ).format(id=id_column, mart=mart, table=sql.Identifier("ml", table_name(kind)))
+        else:
+            # A table from before feature_hash (or none yet): no embedding records what it was computed from.
+            query = sql.SQL("select {id} from {mart}").format(id=id_column, mart=mart)
         return [row[0] for row in conn.execute(query)]
 
 
@@ -103,8 +109,6 @@ def row_count(url: str, table: str) -> int:
 
 def table_row_count(url: str, schema_name: str, table_name: str) -> int | None:
     """Rows of a table; None for a view (counting one runs its whole query) or a relation that does not exist."""
-    from psycopg import sql
-
     with connect(url) as conn:
         kind = conn.execute(
             "select c.relkind from pg_class c join pg_namespace n on n.oid = c.relnamespace "

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-SHOWN = "Recommendation Shown"
-CLICKED = "Recommendation Clicked"
+from teamu_assets.contract import RECOMMENDATION_CLICKED, RECOMMENDATION_SHOWN
+
 UNKNOWN_MODEL_VERSION = "unknown"
 OBSERVED_COLUMNS = ["model_version", "requests", "impressions", "clicks", "ctr"]
 
@@ -37,7 +37,9 @@ def _post_list(post_ids: object) -> list[str]:
 
 def _shown_requests(events: pd.DataFrame) -> pd.DataFrame:
     """One row per shown request (a repeated request_id is the same request logged twice: first wins)."""
-    shown = events.loc[events["event"] == SHOWN, ["request_id", "distinct_id", "post_ids", "model_version"]]
+    shown = events.loc[
+        events["event"] == RECOMMENDATION_SHOWN, ["request_id", "distinct_id", "post_ids", "model_version"]
+    ]
     shown = shown.dropna(subset=["request_id"]).drop_duplicates(subset="request_id", keep="first")
     model_version = shown["model_version"].astype(object).where(shown["model_version"].notna(), None)
     return pd.DataFrame(
@@ -55,7 +57,7 @@ def attributed_clicks(events: pd.DataFrame) -> pd.DataFrame:
     request), post_id (as a string), model_version. A click counts once per (request, post), and only when
     its post was in that request's shown list; clicks with no such request are dropped."""
     shown = _shown_requests(events)
-    clicked = events.loc[events["event"] == CLICKED, ["request_id", "post_id"]].dropna()
+    clicked = events.loc[events["event"] == RECOMMENDATION_CLICKED, ["request_id", "post_id"]].dropna()
     clicked = pd.DataFrame(
         {"request_id": clicked["request_id"].map(_id_string), "post_id": clicked["post_id"].map(_id_string)}
     ).drop_duplicates()

@@ -17,8 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from teamu_assets.evaluation.intervals import Interval
+from teamu_assets.evaluation.metrics import GATE_METRIC as DEFAULT_GATE_METRIC
 
-DEFAULT_GATE_METRIC = "recall@20"
+# Rule 2's allowance, absolute on the gate metric; the default of evaluation_report's run config too.
 DEFAULT_TOLERANCE = 0.02
 # 0.30 >= 0.32 - 0.02 is False in binary floating point; a candidate exactly at the bound passes.
 _FLOAT_SLACK = 1e-12

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from teamu_assets.evaluation.metrics import PerUser
+from teamu_assets.evaluation.metrics import GATE_METRIC, HEADLINE_NDCG, PerUser
 
 DEFAULT_RESAMPLES = 1000
 DEFAULT_CONFIDENCE = 0.95
 # The metrics given intervals: the gate's metric and the headline ranking metric.
-INTERVAL_METRICS = ("recall@20", "ndcg@10")
+INTERVAL_METRICS = (GATE_METRIC, HEADLINE_NDCG)
 # Resampled index matrices are built this many values at a time (resamples x users), bounding memory.
 _CHUNK_VALUES = 2_000_000
 

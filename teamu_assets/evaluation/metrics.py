@@ -33,7 +33,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# The cut-offs every ranking metric is computed at (the evaluation, its segments and baselines, the benchmarks).
 DEFAULT_K_VALUES: tuple[int, ...] = (5, 10, 20, 50)
+# The cut-off a model is judged at, one of DEFAULT_K_VALUES: the promotion gate's metric, the validation recall
+# that early stopping watches (TrainParams.validation_k), the CTR replay's list length and the summary's columns.
+GATE_K = 20
+GATE_METRIC = f"recall@{GATE_K}"
+# The ranking-quality figure reported beside the gate's metric, with a bootstrap interval.
+HEADLINE_NDCG = "ndcg@10"
 # Users per block when gathering item vectors: bounds memory to block x K x dimension floats.
 _DIVERSITY_USER_BLOCK = 256
 

@@ -13,7 +13,7 @@ import pandas as pd
 
 from teamu_assets.evaluation.ctr import CtrSummary, observed_ctr, replay_clicks_recovered
 from teamu_assets.evaluation.intervals import RankerIntervals, ranker_intervals
-from teamu_assets.evaluation.metrics import Metrics
+from teamu_assets.evaluation.metrics import DEFAULT_K_VALUES, GATE_K, Metrics
 from teamu_assets.evaluation.rankers import (
     ScoreRows,
     embedding_score_rows,
@@ -25,9 +25,6 @@ from teamu_assets.evaluation.rankers import (
 )
 from teamu_assets.evaluation.report import ScoreSamples, sample_scores
 from teamu_assets.evaluation.segments import evaluate_segments, segment_items, segment_users
-
-K_VALUES = (5, 10, 20, 50)
-REPLAY_K = 20
 
 
 @dataclass(frozen=True)
@@ -70,7 +67,7 @@ def evaluate_embeddings(
     previous: tuple[Embeddings, Embeddings] | None = None,
     oracle_scores: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
     recommendation_events: pd.DataFrame | None = None,
-    k_values: tuple[int, ...] = K_VALUES,
+    k_values: tuple[int, ...] = DEFAULT_K_VALUES,
 ) -> OfflineEvaluation:
     """Rank every post for each user with evaluation interactions, excluding what they engaged with before the
     cutoff and their own posts; relevant = posts engaged with after the cutoff and not before.
@@ -142,16 +139,14 @@ def evaluate_embeddings(
             sorted({int(u) for u in recommendation_events["distinct_id"]} & set(users.ids.tolist())), dtype=np.int64
         )
         # Replay lists are ranked without exclusions: excluding engaged posts would exclude the clicked ones.
-        replay_ranked = rank(
-            clickers, post_ids, embedding_score_rows(users.rows(clickers), items.vectors), {}, REPLAY_K
-        )
+        replay_ranked = rank(clickers, post_ids, embedding_score_rows(users.rows(clickers), items.vectors), {}, GATE_K)
         lists = {
             int(user): [int(post_ids[p]) for p in row if p >= 0]
             for user, row in zip(replay_ranked.user_ids, replay_ranked.positions, strict=True)
         }
         ctr = CtrSummary(
             observed=observed_ctr(recommendation_events),
-            replay=replay_clicks_recovered(recommendation_events, lists, REPLAY_K),
+            replay=replay_clicks_recovered(recommendation_events, lists, GATE_K),
         )
     return OfflineEvaluation(
         metrics=model.metrics,

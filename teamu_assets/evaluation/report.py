@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from teamu_assets.evaluation.ctr import CtrSummary
 from teamu_assets.evaluation.gate import DEFAULT_GATE_METRIC, GateDecision
 from teamu_assets.evaluation.intervals import Interval, RankerIntervals
+from teamu_assets.evaluation.metrics import GATE_K
 from teamu_assets.evaluation.rankers import index_pairs
 
 REPORT_FILE = "report.md"
@@ -320,7 +321,7 @@ def render_report(
     rankers: dict[str, Mapping[str, float]] = {MODEL_LABEL: metrics, **baselines}
     gate_match = _METRIC_AT_K.match(gate_metric)
     coverage_ks = _k_values(metrics, "coverage")
-    focus_k = int(gate_match["k"]) if gate_match else (coverage_ks[-1] if coverage_ks else 20)
+    focus_k = int(gate_match["k"]) if gate_match else (coverage_ks[-1] if coverage_ks else GATE_K)
 
     images: dict[str, Path] = {
         "recall_at_k": out_dir / "recall_at_k.png",

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-SUMMARY_METRICS = ("recall@20", "ndcg@10", "precision@20", "hitrate@20", "mrr", "coverage@20")
+from teamu_assets.evaluation.metrics import GATE_K, GATE_METRIC, HEADLINE_NDCG
+
+SUMMARY_METRICS = (GATE_METRIC, HEADLINE_NDCG, f"precision@{GATE_K}", f"hitrate@{GATE_K}", "mrr", f"coverage@{GATE_K}")
 # jsonb keeps object keys in its own order (shorter keys first), not the writer's: the rows are ordered here.
 BASELINE_ORDER = ("popularity", "itemitem", "random", "previous", "oracle")
-# The baselines the model's recall@20 is given as a ratio of.
+# The baselines the model's gate metric is given as a ratio of.
 RATIO_BASELINES = ("popularity", "itemitem", "oracle")
 
 
@@ -46,23 +48,23 @@ def format_summary(
     for name, values in rankers.items():
         cells = "  ".join(f"{float(values.get(m, float('nan'))):>12.4f}" for m in SUMMARY_METRICS)
         lines.append(f"{name:<{width}}  {cells}")
-    recall = float(metrics.get("recall@20", 0.0))
-    lines.append(f"model recall@20 = {recall:.4f}{_interval(metrics.get('recall@20_ci'))} (95% bootstrap interval)")
+    recall = float(metrics.get(GATE_METRIC, 0.0))
+    interval = _interval(metrics.get(f"{GATE_METRIC}_ci"))
+    lines.append(f"model {GATE_METRIC} = {recall:.4f}{interval} (95% bootstrap interval)")
     for name in RATIO_BASELINES:
-        base = float(baselines.get(name, {}).get("recall@20", 0.0))
+        base = float(baselines.get(name, {}).get(GATE_METRIC, 0.0))
         if base:
-            lines.append(f"recall@20 = {recall / base:.3f}x {name}")
+            lines.append(f"{GATE_METRIC} = {recall / base:.3f}x {name}")
     for name in ordered:
         entry = metrics.get(f"vs_{name}")
-        if isinstance(entry, Mapping) and "recall@20" in entry:
+        if isinstance(entry, Mapping) and GATE_METRIC in entry:
+            ndcg = f", {HEADLINE_NDCG} {_difference(entry, HEADLINE_NDCG)}" if HEADLINE_NDCG in entry else ""
             lines.append(
-                f"model minus {name}: recall@20 {_difference(entry, 'recall@20')}"
-                + (f", ndcg@10 {_difference(entry, 'ndcg@10')}" if "ndcg@10" in entry else "")
-                + " (paired 95% interval)"
+                f"model minus {name}: {GATE_METRIC} {_difference(entry, GATE_METRIC)}{ndcg} (paired 95% interval)"
             )
     for name in ("warm", "cold_start", "new_posts", "local_posts"):
         if name in segments:
-            lines.append(f"recall@20 on {name}: {float(segments[name].get('recall@20', 0.0)):.4f}")
+            lines.append(f"{GATE_METRIC} on {name}: {float(segments[name].get(GATE_METRIC, 0.0)):.4f}")
     if gate and gate.get("reason"):
         lines.append(f"gate: {gate['reason']}")
     if report_path:

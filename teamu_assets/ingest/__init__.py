@@ -3,6 +3,7 @@
 Pure Python (psycopg and mixpanel-utils); the Dagster assets in teamu_assets/assets call these functions.
 """
 
+from teamu_assets.contract import TEAMU_EVENTS
 from teamu_assets.ingest.export import MixpanelExportError, export_live
 from teamu_assets.ingest.loader import (
     EXPORT_FILE_PATTERN,
@@ -17,7 +18,7 @@ from teamu_assets.ingest.loader import (
     load_landing_folder,
     pending_files,
 )
-from teamu_assets.ingest.validation import TEAMU_EVENTS, InvalidLine, ValidEvent, decode_line, validate_line
+from teamu_assets.ingest.validation import InvalidLine, ValidEvent, decode_line, validate_line
 
 __all__ = [
     "EXPORT_FILE_PATTERN",

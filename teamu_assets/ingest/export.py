@@ -18,7 +18,7 @@ from pathlib import Path
 
 from mixpanel_utils import MixpanelUtils
 
-from teamu_assets.ingest.validation import TEAMU_EVENTS
+from teamu_assets.contract import TEAMU_EVENTS
 from teamu_assets.settings import MixpanelCredentials
 
 _COPY_BUFFER_BYTES = 1 << 20

@@ -31,10 +31,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-POST_VIEWED = "Post Viewed"
-RECOMMENDATION_SHOWN = "Recommendation Shown"
-RECOMMENDATION_CLICKED = "Recommendation Clicked"
-TEAMU_EVENTS = (POST_VIEWED, RECOMMENDATION_SHOWN, RECOMMENDATION_CLICKED)
+from teamu_assets.contract import POST_VIEWED, RECOMMENDATION_CLICKED, RECOMMENDATION_SHOWN
 
 MIN_EPOCH_SECONDS = 946_684_800  # 2000-01-01T00:00:00Z
 FUTURE_TOLERANCE_SECONDS = 86_400  # client clocks run ahead; a day more is a broken clock

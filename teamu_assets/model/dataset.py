@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from teamu_assets.contract import HISTORY_LENGTH
 from teamu_assets.model.features import (
     ACTIVITY_COUNT_COLUMNS,
     FEATURES_AS_OF_COLUMN,
@@ -260,7 +261,7 @@ def build_training_examples(
     post_features: pd.DataFrame,
     cutoff: pd.Timestamp,
     *,
-    history_length: int = 50,
+    history_length: int = HISTORY_LENGTH,
     validation_fraction: float = 0.1,
 ) -> TrainingData:
     """Temporal split: train before `cutoff`, evaluation from it on. Validation is each user's last
@@ -330,7 +331,7 @@ def user_features_as_of(
     user_features: pd.DataFrame,
     as_of: pd.Timestamp,
     *,
-    history_length: int = 50,
+    history_length: int = HISTORY_LENGTH,
 ) -> pd.DataFrame:
     """The user mart as it would have read at `as_of`: recent_post_ids and activity counts from interactions
     strictly before it (profile columns are kept: they carry no time). For evaluating at a cutoff."""
@@ -462,7 +463,11 @@ def _first_engagements(batch: pa.RecordBatch) -> pa.RecordBatch:
 
 
 def iter_example_batches(
-    paths: Sequence[Path], *, batch_rows: int = 4096, history_length: int = 50, first_engagements_only: bool = False
+    paths: Sequence[Path],
+    *,
+    batch_rows: int = 4096,
+    history_length: int = HISTORY_LENGTH,
+    first_engagements_only: bool = False,
 ) -> Iterator[ExampleBatch]:
     """Streams examples from Parquet files a record batch at a time: memory is bounded by batch_rows. With
     first_engagements_only, only each user's first row with a post (what training and validation learn from)."""

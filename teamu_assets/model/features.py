@@ -16,6 +16,8 @@ import h3
 import numpy as np
 import pandas as pd
 
+from teamu_assets.contract import HISTORY_LENGTH
+
 # Coarse (~1,800 km^2) and city-scale (~36 km^2) cells: the coarse one generalizes across a region, the finer
 # one separates neighbourhoods once enough users live there.
 H3_RESOLUTIONS: tuple[int, ...] = (4, 6)
@@ -138,7 +140,7 @@ def normalized_passions(value: Any) -> list[str]:
 class FeatureLayout:
     """Shapes the towers are fed with; saved with the model so inference pads exactly like training."""
 
-    history_length: int = 50
+    history_length: int = HISTORY_LENGTH
     max_passions: int = 8
 
 

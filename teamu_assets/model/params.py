@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from teamu_assets.contract import HISTORY_LENGTH
+from teamu_assets.evaluation.metrics import GATE_K
+
 
 @dataclass(frozen=True)
 class TrainParams:
@@ -14,7 +17,7 @@ class TrainParams:
     temperature: float = 0.1
     learning_rate: float = 0.002
     seed: int = 42
-    history_length: int = 50
+    history_length: int = HISTORY_LENGTH
     patience: int = 5
     feature_dim: int = 64
     hidden_units: int = 256
@@ -26,4 +29,4 @@ class TrainParams:
     max_text_tokens: int = 20_000
     max_passions: int = 8
     shuffle_buffer: int = 10_000
-    validation_k: int = 20
+    validation_k: int = GATE_K

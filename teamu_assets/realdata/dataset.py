@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from teamu_assets.synthetic.generator import CONTRACT_COLUMNS, POST_VIEWED, TIMESTAMP_DTYPE
+from teamu_assets.contract import POST_VIEWED
+from teamu_assets.synthetic.generator import CONTRACT_COLUMNS, TIMESTAMP_DTYPE
 
 VIEW_COLUMNS: dict[str, str] = {
     "user_id": "int64",

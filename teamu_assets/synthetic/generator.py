@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from teamu_assets.contract import POST_VIEWED, RECOMMENDATION_CLICKED, RECOMMENDATION_SHOWN
 from teamu_assets.synthetic import text
 from teamu_assets.synthetic.config import SyntheticConfig
 from teamu_assets.synthetic.truth import SECONDS_PER_DAY, GroundTruth, PostPool, post_log_weights
@@ -61,9 +62,6 @@ CONTRACT_COLUMNS: dict[str, dict[str, str]] = {
 }
 # Post ids live in another range than user ids, so a join on the wrong id finds nothing instead of nonsense.
 POST_ID_OFFSET = 1_000_000
-POST_VIEWED = "Post Viewed"
-RECOMMENDATION_SHOWN = "Recommendation Shown"
-RECOMMENDATION_CLICKED = "Recommendation Clicked"
 PREVIOUS_MODEL_VERSION = "v0-popularity"
 # The previous model ranked non-local posts by their tracked views over this many days before the day shown.
 POPULARITY_WINDOW_DAYS = 7
@@ -109,11 +107,6 @@ class SyntheticDataset:
     def tables(self) -> dict[str, pd.DataFrame]:
         """The Supabase tables by name, parents before children."""
         return {name: getattr(self, name) for name in CONTRACT_COLUMNS}
-
-    def row_counts(self) -> dict[str, int]:
-        counts = {name: len(frame) for name, frame in self.tables.items()}
-        counts["events"] = len(self.events)
-        return counts
 
 
 @dataclass(frozen=True, eq=False)

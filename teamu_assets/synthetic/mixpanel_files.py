@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from teamu_assets.synthetic.generator import POST_VIEWED, SyntheticDataset
+from teamu_assets.contract import POST_VIEWED
+from teamu_assets.synthetic.generator import SyntheticDataset
 from teamu_assets.synthetic.truth import SECONDS_PER_DAY
 
 FILE_PREFIX = "mixpanel-export-"

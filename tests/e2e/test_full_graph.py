@@ -13,7 +13,8 @@ from teamu_assets import definitions, demo
 from teamu_assets.db import bootstrap, registry
 from teamu_assets.db.connection import connect
 from teamu_assets.db.recommend import recommend
-from teamu_assets.sensors import incremental_refresh_job, post_freshness_job
+from teamu_assets.jobs import incremental_refresh_job, post_freshness_job
+from teamu_assets.settings import default_landing_dir
 from teamu_assets.synthetic import SyntheticConfig, generate, save_truth, write_mixpanel_files, write_supabase
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -73,7 +74,7 @@ def seeded(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> tupl
     bootstrap.prepare_app_database(module_db_url)
     dataset = generate(SyntheticConfig(users=300, posts=200, days=30, seed=11, bad_fraction=0.02))
     write_supabase(module_db_url, dataset)
-    write_mixpanel_files(dataset, home / "landing", bad_fraction=0.02, seed=11)
+    write_mixpanel_files(dataset, default_landing_dir(home), bad_fraction=0.02, seed=11)
     save_truth(dataset.truth, home / "synthetic" / "ground_truth.npz")
     return home, module_db_url
 

@@ -10,7 +10,7 @@ import yaml
 from teamu_assets.db import server
 from teamu_assets.db.connection import DatabaseError, connect, ensure_pgvector, with_database
 from teamu_assets.instance import write_dagster_yaml
-from teamu_assets.sensors import (
+from teamu_assets.jobs import (
     WRITES_MARTS_AND_EMBEDDINGS,
     full_refresh_job,
     incremental_refresh_job,

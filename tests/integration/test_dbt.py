@@ -1,7 +1,9 @@
 """The dbt project on a real Postgres: a tiny hand-made fixture through `dbt build`, marts checked against
-hand-computed values, an incremental refresh that must touch only the affected rows, the analyst role, docs.
+hand-computed values, a full refresh of unchanged data and an incremental refresh that must mark only the
+affected rows for re-embedding, the analyst role, docs.
 
-Three dbt invocations in all (build, incremental build, docs generate): dbt starts slowly.
+Four dbt invocations in all (build, full refresh of the marts, incremental build, docs generate): dbt starts
+slowly.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psycopg
 import pytest
 from psycopg.rows import dict_row
@@ -23,6 +26,8 @@ from psycopg.types.json import Jsonb
 
 from teamu_assets.db import schema
 from teamu_assets.db.connection import connect, dbt_env
+from teamu_assets.db.embeddings import KINDS, write_embeddings
+from teamu_assets.db.features import changed_since_embedding
 
 pytestmark = pytest.mark.integration
 
@@ -288,6 +293,9 @@ class Builds:
     second: dict[str, list[dict[str, Any]]]
     second_statuses: dict[str, str]
     rejected: dict[tuple[str, str, str], int]
+    # kind -> ids changed_since_embedding selects, after the full refresh and after the incremental build
+    re_embed_after_full_refresh: dict[str, set[int]]
+    re_embed_after_increment: dict[str, set[int]]
 
 
 def insert_events(conn: psycopg.Connection, events: list[tuple[str, str, str, datetime, dict]]) -> None:
@@ -316,6 +324,19 @@ def snapshot(db_url: str) -> dict[str, list[dict[str, Any]]]:
         }
 
 
+def embed_every_mart_row(db_url: str) -> None:
+    """Random vectors for every user and post of the marts, as a full embedding refresh writes them."""
+    rng = np.random.default_rng(0)
+    with connect(db_url) as conn:
+        ids = {kind: [row[0] for row in conn.execute(f"select {kind}_id from marts.{kind}_features")] for kind in KINDS}
+    for kind, kind_ids in ids.items():
+        write_embeddings(db_url, kind, np.array(kind_ids), rng.normal(size=(len(kind_ids), 8)), "m1", mode="full")
+
+
+def to_re_embed(db_url: str) -> dict[str, set[int]]:
+    return {kind: set(changed_since_embedding(db_url, kind)) for kind in KINDS}
+
+
 @pytest.fixture(scope="module")
 def dbt(db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Dbt:
     return Dbt({**os.environ, **dbt_env(db_url)}, tmp_path_factory.mktemp("dbt"))
@@ -327,7 +348,11 @@ def builds(db_url: str, dbt: Dbt) -> Iterator[Builds]:
     schema.apply(db_url, "raw_supabase", "raw_mixpanel", "analyst_role")
     load_fixture(db_url)
     dbt.run("build")
-    first, first_statuses = snapshot(db_url), dbt.run_results()
+    first_statuses = dbt.run_results()
+    embed_every_mart_row(db_url)
+    # Recomputes every mart row (refreshed_at included) from unchanged data.
+    dbt.run("run", "--full-refresh", "--select", "marts")
+    first, re_embed_after_full_refresh = snapshot(db_url), to_re_embed(db_url)
     with connect(db_url) as conn:
         rejected = {
             (source, kind, reason): count
@@ -338,7 +363,10 @@ def builds(db_url: str, dbt: Dbt) -> Iterator[Builds]:
         insert_events(conn, NEW_EVENTS)
         conn.execute("update raw_supabase.users set bio = %s, updated_at = %s where user_id = %s", PROFILE_UPDATE)
     dbt.run("build")
-    yield Builds(first, first_statuses, snapshot(db_url), dbt.run_results(), rejected)
+    second, second_statuses = snapshot(db_url), dbt.run_results()
+    yield Builds(
+        first, first_statuses, second, second_statuses, rejected, re_embed_after_full_refresh, to_re_embed(db_url)
+    )
 
 
 def features(rows: list[dict[str, Any]], key: str, columns: set[str]) -> dict[int, dict[str, Any]]:
@@ -403,6 +431,21 @@ def test_incremental_refresh_changes_only_the_touched_rows(builds: Builds) -> No
     assert posts_after[102]["view_count"] == 3
     assert posts_after[102]["avg_time_viewed"] == timedelta(seconds=4.5)
     assert posts_after[102]["updated_at"] == at("2024-04-01")
+
+
+def test_a_full_refresh_of_unchanged_data_re_embeds_nothing_and_a_changed_row_is_re_embedded(
+    db_url: str, builds: Builds
+) -> None:
+    # The full refresh rewrote every row's refreshed_at (after the embeddings were written), yet no feature_hash.
+    with connect(db_url) as conn:
+        rewritten = conn.execute(
+            "select count(*) from marts.user_features f join ml.user_embeddings e using (user_id)"
+            " where f.refreshed_at > e.updated_at"
+        ).fetchone()[0]
+    assert rewritten == len(USERS)
+    assert builds.re_embed_after_full_refresh == {"user": set(), "post": set()}
+    # User 4 viewed post 102, user 1 edited their bio: exactly the rows whose features changed.
+    assert builds.re_embed_after_increment == {"user": {1, 4}, "post": {102}}
 
 
 def test_incremental_refresh_appends_only_new_interactions(builds: Builds) -> None:

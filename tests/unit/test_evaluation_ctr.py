@@ -5,13 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from teamu_assets.evaluation.ctr import (
-    CLICKED,
-    SHOWN,
-    attributed_clicks,
-    observed_ctr,
-    replay_clicks_recovered,
-)
+from teamu_assets.contract import RECOMMENDATION_CLICKED as CLICKED
+from teamu_assets.contract import RECOMMENDATION_SHOWN as SHOWN
+from teamu_assets.evaluation.ctr import attributed_clicks, observed_ctr, replay_clicks_recovered
 
 
 def _events() -> pd.DataFrame:

@@ -15,7 +15,12 @@ def test_defaults_live_under_teamu_home(tmp_path: Path) -> None:
     assert settings.dagster_home == tmp_path / "dagster"
     assert settings.mixpanel_landing_dir == tmp_path / "landing" / "mixpanel"
     assert settings.embedding_dim == 512
+    assert settings.retrain_min_interactions == 5000
     assert settings.uses_embedded_server and settings.mixpanel is None
+
+
+def test_the_retrain_threshold_is_read_from_the_environment() -> None:
+    assert Settings.from_env({"TEAMU_RETRAIN_MIN_INTERACTIONS": "12"}).retrain_min_interactions == 12
 
 
 @pytest.mark.parametrize("dim", ["0", "2001"])

@@ -13,7 +13,7 @@ with views as (
         loaded_at as source_loaded_at,
         insert_id as source_key
     from {{ ref('stg_mixpanel__events') }}
-    where event_name = 'Post Viewed'
+    where event_name = '{{ var("post_viewed_event") }}'
 ),
 
 upvotes as (

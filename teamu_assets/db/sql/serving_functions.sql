@@ -123,7 +123,8 @@ begin
         return;
     end if;
 
-    -- Approximate nearest posts by inner product (embeddings are L2-normalized: inner product = cosine).
+    -- Approximate nearest posts by inner product, which is the trained score itself: content cosine / temperature
+    -- + appetite x freshness + quality (the towers write each term into the vectors; teamu_assets/model/towers.py).
     with nearest as materialized (
         select pe.post_id, pe.embedding <#> v_embedding as distance
         from ml.post_embeddings pe
