@@ -60,6 +60,8 @@ MODEL_CONFIG_FILE = "model_config.json"
 TIME_TERMS_MARGIN = 1.05
 # Popularity-prior weights tried on validation after training (see _choose_serving_terms).
 POPULARITY_WEIGHTS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
+# Validation scores every post for a block of examples: 2**24 cells (64 MiB of float32) per block.
+VALIDATION_SCORE_CELLS = 2**24
 # Keras' "loss" from a TFRS model is the last batch's; this metric is the mean over the epoch's batches.
 BATCH_LOSS_METRIC = "batch_loss"
 
@@ -156,7 +158,8 @@ def _validation_recalls(
     total = 0
     for batch in iter_example_batches(
         [manifest.path("validation")],
-        batch_rows=1024,
+        # Blocks of at most VALIDATION_SCORE_CELLS (example, post) scores, however many posts there are.
+        batch_rows=max(1, min(1024, VALIDATION_SCORE_CELLS // max(len(posts.post_ids), 1))),
         history_length=users.layout.history_length,
         first_engagements_only=True,
     ):
