@@ -149,6 +149,35 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _realtime(args: argparse.Namespace) -> int:
+    """The online updater, until SIGTERM or Ctrl-C (it finishes the batch in hand); or, with --uninstall, its
+    triggers and tables removed."""
+    import logging
+    import signal
+    import threading
+
+    from teamu_assets.realtime import updater
+
+    url = _app_url(_settings())
+    if args.uninstall:
+        updater.uninstall(url, args.supabase_schema)
+        print("online updater removed: its triggers, queue, cursor and state are gone")
+        return 0
+    # Before TensorFlow is imported: without a usable GPU its C++ side logs "failed call to cuInit" as an error.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s teamu realtime: %(message)s")
+    updater.install(url, args.supabase_schema)
+    stop = threading.Event()
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, lambda *_: stop.set())
+    try:
+        updater.run(url, stop, batch_rows=args.batch_rows, report_seconds=args.report_seconds)
+    except updater.AlreadyRunning as exc:
+        print(f"teamu: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _dbt(args: argparse.Namespace) -> int:
     """dbt on this project and database, e.g. `teamu dbt docs generate` or `teamu dbt build --select marts`."""
     from teamu_assets.db.connection import dbt_env
@@ -225,6 +254,27 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--user", type=_int_between(1, MAX_USER_ID), required=True, help="the user's id")
     rec.add_argument("-k", type=_int_between(1, MAX_COUNT), default=20, help="how many posts (default 20)")
     rec.set_defaults(func=_recommend)
+
+    realtime = commands.add_parser(
+        "realtime",
+        help="the online updater: a user's embedding rewritten within a second of their interaction",
+        description="Installs (idempotently) the triggers that queue touched users, then applies the queue until "
+        "SIGTERM or Ctrl-C: each user's features from marts.user_features_live, their vector from the served "
+        "model's query tower, and the posts ml.recommend_posts must exclude. Logs lag and throughput.",
+    )
+    realtime.add_argument(
+        "--supabase-schema",
+        default="raw_supabase",
+        help="schema of the app's tables, as dbt's var supabase_schema (`public` on Supabase; default raw_supabase)",
+    )
+    realtime.add_argument(
+        "--batch-rows", type=_int_between(1, 100_000), default=5000, help="queue rows per transaction at most"
+    )
+    realtime.add_argument(
+        "--report-seconds", type=float, default=10.0, help="how often lag and throughput are logged (default 10)"
+    )
+    realtime.add_argument("--uninstall", action="store_true", help="remove the triggers, queue, cursor and state")
+    realtime.set_defaults(func=_realtime)
 
     dbt = commands.add_parser("dbt", help="run dbt on this project and database; arguments go to dbt")
     dbt.set_defaults(func=_dbt)

@@ -60,6 +60,13 @@ def table_name(kind: EmbeddingKind) -> str:
     return f"{kind}_embeddings"
 
 
+def lock_writes(conn: psycopg.Connection, kind: EmbeddingKind) -> None:
+    """Take the lock every writer of ml.<kind>_embeddings holds to the end of its transaction (full refreshes,
+    upserts, the online updater of teamu_assets.realtime): they write one after another, and a writer that
+    holds it sees the table, and its model version, as no concurrent swap can change them."""
+    conn.execute("select pg_advisory_xact_lock(%s)", (_ADVISORY_LOCK_BASE + KINDS.index(kind),))
+
+
 def _check_kind(kind: str) -> None:
     if kind not in ID_COLUMNS:
         raise EmbeddingWriteError(f"kind must be 'user' or 'post', got {kind!r}")
@@ -295,7 +302,7 @@ def write_embeddings(
     copy_seconds = index_seconds = 0.0
     with connect(url) as conn:
         register_vector(conn)
-        conn.execute("select pg_advisory_xact_lock(%s)", (_ADVISORY_LOCK_BASE + KINDS.index(kind),))
+        lock_writes(conn, kind)
         existing_dim = _table_dimension(conn, table)
         if existing_dim is not None and dim != existing_dim:
             raise EmbeddingWriteError(f"ml.{table} holds vector({existing_dim}) but the vectors have {dim} dimensions")

@@ -22,16 +22,8 @@ with candidates as (
     from {{ ref('int_interaction_candidates') }}
     where rejection_reason is null
     {% if is_incremental() %}
-        -- One uncorrelated watermark per source (each computed once), so the filter reaches the raw indexes.
-        and source_loaded_at > case source
-            {%- for source in ['mixpanel', 'supabase_votes', 'supabase_comments'] %}
-            when '{{ source }}' then (
-                select coalesce(max(seen.source_loaded_at), '-infinity'::timestamptz)
-                from {{ this }} as seen
-                where seen.source = '{{ source }}'
-            )
-            {%- endfor %}
-        end - interval '{{ var("incremental_lookback") }}'
+        -- macros/user_features.sql: the online updater's function reads the same new rows.
+        and {{ new_interaction_filter(this) }}
     {% endif %}
 ),
 

@@ -7,9 +7,14 @@
             {'columns': ['user_id'], 'unique': True},
             {'columns': ['refreshed_at']},
         ],
+        post_hook="{{ create_user_features_live() }}",
     )
 }}
--- One row per member: the query tower's features and the analysts' user table.
+-- depends_on: {{ ref('int_interactions') }}
+-- depends_on: {{ ref('int_interaction_candidates') }}
+-- One row per member: the query tower's features and the analysts' user table. The features themselves are
+-- macros/user_features.sql, which the post-hook also turns into marts.user_features_live (the same rows for
+-- a few members, computed on demand by the online updater); the two depends_on lines are that function's inputs.
 -- Incremental: a refresh recomputes only the users touched since the last one (see touched_users) and merges
 -- them on user_id; every other row, its updated_at and feature_hash included, stays as it was.
 {% set lookback = "interval '" ~ var('incremental_lookback') ~ "'" %}
@@ -59,86 +64,10 @@ interactions as (
     {% else %} where user_id in (select user_id from users) {% endif %}
 ),
 
-interaction_counts as (
-    select
-        user_id,
-        count(*) filter (where kind = 'view') as viewed_count,
-        count(*) filter (where kind = 'upvote') as upvoted_count,
-        count(*) filter (where kind = 'comment') as commented_count,
-        max(occurred_at) as last_interaction_at
-    from interactions
-    group by user_id
-),
-
-engaged_posts as (
-    select
-        user_id,
-        post_id,
-        row_number() over (partition by user_id order by max(occurred_at) desc, post_id desc) as recency_rank
-    from interactions
-    group by user_id, post_id
-),
-
-recent_posts as (
-    select user_id, array_agg(post_id order by recency_rank) as recent_post_ids
-    from engaged_posts
-    where recency_rank <= 50
-    group by user_id
-),
-
-projects as (
-    select
-        user_id,
-        array_agg(title order by created_at, project_id) filter (where title is not null) as project_titles,
-        max(created_at) as last_project_at
-    from {{ ref('stg_supabase__projects') }}
-    where user_id in (select user_id from users)
-    group by user_id
-),
-
-created_posts as (
-    select
-        user_id,
-        array_agg(title order by created_at, post_id) filter (where title is not null) as created_post_titles,
-        max(greatest(created_at, updated_at)) as last_post_at
-    from {{ ref('stg_supabase__posts') }}
-    where user_id in (select user_id from users)
-    group by user_id
-),
-
-features as (
-    select
-        users.user_id,
-        users.username,
-        users.passions,
-        users.latitude,
-        users.longitude,
-        users.bio,
-        coalesce(projects.project_titles, '{}'::text[]) as project_titles,
-        coalesce(created_posts.created_post_titles, '{}'::text[]) as created_post_titles,
-        coalesce(interaction_counts.viewed_count, 0) as viewed_count,
-        coalesce(interaction_counts.upvoted_count, 0) as upvoted_count,
-        coalesce(interaction_counts.commented_count, 0) as commented_count,
-        coalesce(recent_posts.recent_post_ids, '{}'::bigint[]) as recent_post_ids,
-        users.created_at,
-        greatest(
-            users.updated_at,
-            interaction_counts.last_interaction_at,
-            projects.last_project_at,
-            created_posts.last_post_at
-        ) as updated_at
-    from users
-    left join interaction_counts on interaction_counts.user_id = users.user_id
-    left join recent_posts on recent_posts.user_id = users.user_id
-    left join projects on projects.user_id = users.user_id
-    left join created_posts on created_posts.user_id = users.user_id
-)
+{{ user_features_ctes() }}
 
 select
     features.*,
-    {{ hash_values([
-        'username', 'passions', 'latitude', 'longitude', 'bio', 'project_titles', 'created_post_titles',
-        'viewed_count', 'upvoted_count', 'commented_count', 'recent_post_ids', 'extract(epoch from created_at)',
-    ]) }} as feature_hash,
+    {{ user_feature_hash() }} as feature_hash,
     now() as refreshed_at
 from features

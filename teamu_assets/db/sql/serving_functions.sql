@@ -78,6 +78,7 @@ declare
     v_longitude double precision;
     v_post_ids bigint[];
     v_scores real[];
+    v_pending bigint[];
 begin
     if p_user_id is null then
         raise exception 'ml.recommend_posts: p_user_id must not be null' using errcode = 'invalid_parameter_value';
@@ -99,6 +100,13 @@ begin
     end if;
     select uf.latitude, uf.longitude into v_latitude, v_longitude
     from marts.user_features uf where uf.user_id = p_user_id;
+    -- Posts the user engaged with that marts.interactions doesn't hold yet, as the online updater (`teamu
+    -- realtime`, teamu_assets/realtime) last saw them: excluded like the marts' interactions, so an engagement
+    -- stops its post from being recommended within the second. The table exists once the updater was installed.
+    if to_regclass('ml.user_online_state') is not null then
+        select s.pending_post_ids into v_pending from ml.user_online_state s where s.user_id = p_user_id;
+    end if;
+    v_pending := coalesce(v_pending, '{}');
 
     if v_embedding is null then
         -- Popularity fallback for users the model hasn't embedded yet (new sign-ups), and for everyone while no
@@ -118,6 +126,7 @@ begin
                 + cos(radians(v_latitude)) * cos(radians(pf.latitude)) * sin(radians(pf.longitude - v_longitude) / 2) ^ 2
               ))) <= p_local_radius_km)
           and not exists (select 1 from marts.interactions i where i.user_id = p_user_id and i.post_id = pf.post_id)
+          and pf.post_id <> all(v_pending)
         order by 2 desc, pf.post_id
         limit p_count;
         return;
@@ -136,6 +145,7 @@ begin
                 + cos(radians(v_latitude)) * cos(radians(pf.latitude)) * sin(radians(pf.longitude - v_longitude) / 2) ^ 2
               ))) <= p_local_radius_km)
           and not exists (select 1 from marts.interactions i where i.user_id = p_user_id and i.post_id = pe.post_id)
+          and pe.post_id <> all(v_pending)
         order by pe.embedding <#> v_embedding
         limit p_count
     )
@@ -156,6 +166,7 @@ begin
                 + cos(radians(v_latitude)) * cos(radians(pf.latitude)) * sin(radians(pf.longitude - v_longitude) / 2) ^ 2
               ))) <= p_local_radius_km)
           and not exists (select 1 from marts.interactions i where i.user_id = p_user_id and i.post_id = pe.post_id)
+          and pe.post_id <> all(v_pending)
         order by 2 desc, pe.post_id
         limit p_count;
         return;

@@ -1,0 +1,479 @@
+"""The online updater (teamu_assets/realtime) on a real Postgres, a small synthetic world built by dbt and a tiny
+trained model: triggers queue the touched users without failing the writer; marts.user_features_live is the
+next incremental refresh of marts.user_features (every column); an online vector equals the batch path's to 1e-5;
+a vote reaches the user's vector and leaves their recommendations; the batch path never overwrites a newer online
+vector; a batch that fails and an updater killed mid-burst lose nothing and apply nothing twice; rows queued while
+no updater runs are applied when one starts; a full refresh with a new model is followed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from pgvector.psycopg import register_vector
+from psycopg.types.json import Jsonb
+
+from teamu_assets.db import bootstrap, features, registry
+from teamu_assets.db.connection import connect, dbt_env
+from teamu_assets.db.embeddings import write_embeddings
+from teamu_assets.db.recommend import install_serving_functions
+from teamu_assets.ingest.loader import load_landing_folder
+from teamu_assets.realtime import updater
+from teamu_assets.synthetic import SyntheticConfig, generate, write_mixpanel_files, write_supabase
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
+BIN = Path(sys.executable).parent
+VERSION = "tt-realtime-test"
+TOLERANCE = 1e-5
+# marts.user_features' columns that are features (refreshed_at says when dbt computed the row).
+NOT_FEATURES = {"refreshed_at"}
+
+
+@dataclass(frozen=True)
+class World:
+    url: str
+    home: Path
+    model_dir: Path
+
+    def dbt(self, *args: str) -> None:
+        command = [
+            str(BIN / "dbt"),
+            *args,
+            "--project-dir",
+            str(DBT_PROJECT_DIR),
+            "--profiles-dir",
+            str(DBT_PROJECT_DIR),
+            "--target-path",
+            str(self.home / "dbt" / "target"),
+            "--log-path",
+            str(self.home / "dbt" / "logs"),
+        ]
+        result = subprocess.run(
+            command, cwd=DBT_PROJECT_DIR, env={**os.environ, **dbt_env(self.url)}, capture_output=True, text=True
+        )
+        assert result.returncode == 0, f"dbt {' '.join(args)} failed:\n{result.stdout[-4000:]}{result.stderr[-2000:]}"
+
+    def refresh_marts(self) -> None:
+        """The incremental models, as the sensor's incremental_refresh runs them."""
+        self.dbt("run", "--select", "config.materialized:incremental")
+
+
+def _train_and_serve(url: str, home: Path) -> Path:
+    """A tiny model (1 epoch, 8 dimensions), registered, promoted and served as a full refresh would."""
+    from teamu_assets.model.dataset import build_training_examples, write_dataset
+    from teamu_assets.model.params import TrainParams
+    from teamu_assets.model.train import embed_posts, embed_users, train
+
+    interactions = features.read_interactions(url)
+    users, posts = features.read_user_features(url), features.read_post_features(url)
+    start, end = interactions["occurred_at"].min(), interactions["occurred_at"].max()
+    write_dataset(build_training_examples(interactions, users, posts, end - (end - start) * 0.2), home / "dataset")
+    params = TrainParams(epochs=1, embedding_dim=8, feature_dim=8, hidden_units=16, batch_size=128, max_text_tokens=500)
+    model_dir = home / "model"
+    train(home / "dataset", users, posts, params, model_dir, log=lambda _: None)
+    registry.register_model_version(url, VERSION, {}, str(model_dir))
+    with connect(url) as conn:
+        conn.execute("update ml.model_versions set promoted = (model_version = %s)", (VERSION,))
+    clock = features.data_clock(url)
+    write_embeddings(url, "post", *embed_posts(model_dir, posts, as_of=clock), VERSION, mode="full")
+    write_embeddings(url, "user", *embed_users(model_dir, users), VERSION, mode="full")
+    install_serving_functions(url)
+    return model_dir
+
+
+@pytest.fixture(scope="module")
+def world(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> World:
+    home = tmp_path_factory.mktemp("realtime")
+    bootstrap.prepare_app_database(module_db_url)
+    dataset = generate(SyntheticConfig(users=120, posts=80, days=20, seed=3))
+    write_supabase(module_db_url, dataset)
+    write_mixpanel_files(dataset, home / "landing", seed=3)
+    load_landing_folder(module_db_url, home / "landing")
+    world = World(module_db_url, home, home / "model")
+    world.dbt("build")
+    _train_and_serve(module_db_url, home)
+    updater.install(module_db_url)
+    return world
+
+
+@pytest.fixture
+def online(world: World) -> Iterator[updater.OnlineUpdater]:
+    """An updater applying batches in this process; the queue is empty before and after each test."""
+    applying = updater.OnlineUpdater(world.url)
+    drain(applying)
+    yield applying
+    drain(applying)
+    applying.close()
+
+
+def drain(applying: updater.OnlineUpdater) -> list[updater.BatchResult]:
+    results = []
+    while (result := applying.apply_batch()) is not None:
+        results.append(result)
+    return results
+
+
+def scalar(url: str, query: str, params: Any = ()) -> Any:
+    with connect(url) as conn:
+        return conn.execute(query, params).fetchone()[0]
+
+
+def insert_vote(url: str, user_id: int, post_id: int, value: int = 1) -> datetime:
+    """One vote in its own transaction, as the app writes it; returns the database's time of the insert."""
+    with connect(url) as conn:
+        return conn.execute(
+            "insert into raw_supabase.votes (vote_id, post_id, user_id, value, created_at)"
+            " select coalesce(max(vote_id), 0) + 1, %s, %s, %s, now() from raw_supabase.votes returning created_at",
+            (post_id, user_id, value),
+        ).fetchone()[0]
+
+
+def insert_view(url: str, distinct_id: str, post_id: int) -> None:
+    with connect(url) as conn:
+        conn.execute(
+            "insert into raw_mixpanel.events (insert_id, event, distinct_id, event_time, properties, source_file)"
+            " values (%s, 'Post Viewed', %s, now(), %s, 'test')",
+            (uuid.uuid4().hex, distinct_id, Jsonb({"post_id": post_id, "duration_ms": 4000})),
+        )
+
+
+def new_post_for(url: str, user_id: int, skip: int = 0) -> int:
+    """A post the user did not write and has not engaged with, in the marts or since."""
+    with connect(url) as conn:
+        return conn.execute(
+            "select p.post_id from marts.post_features p where p.user_id <> %(user)s"
+            " and not exists (select 1 from marts.interactions i where i.user_id = %(user)s and i.post_id = p.post_id)"
+            " and not exists (select 1 from ml.user_online_state s where s.user_id = %(user)s"
+            " and p.post_id = any(s.pending_post_ids))"
+            " and not exists (select 1 from raw_supabase.votes v where v.user_id = %(user)s and v.post_id = p.post_id)"
+            " order by p.post_id offset %(skip)s limit 1",
+            {"user": user_id, "skip": skip},
+        ).fetchone()[0]
+
+
+def vectors(url: str, user_ids: list[int]) -> dict[int, np.ndarray]:
+    with connect(url) as conn:
+        register_vector(conn)
+        rows = conn.execute(
+            "select user_id, embedding from ml.user_embeddings where user_id = any(%s)", (user_ids,)
+        ).fetchall()
+    return {user_id: embedding.to_numpy() for user_id, embedding in rows}
+
+
+def batch_vectors(world: World, user_ids: list[int]) -> dict[int, np.ndarray]:
+    """The batch path's vectors: embed_users over the users' marts.user_features rows."""
+    from teamu_assets.model.train import embed_users
+
+    ids, matrix = embed_users(world.model_dir, features.read_user_features(world.url, user_ids))
+    return dict(zip(ids.tolist(), matrix, strict=True))
+
+
+def live_rows(url: str, user_ids: list[int] | None = None) -> dict[int, dict[str, Any]]:
+    with connect(url) as conn:
+        ids = user_ids or [row[0] for row in conn.execute("select user_id from marts.user_features")]
+        cursor = conn.execute("select * from marts.user_features_live(%s)", (ids,))
+        names = [column.name for column in cursor.description]
+        return {row[0]: dict(zip(names, row, strict=True)) for row in cursor.fetchall()}
+
+
+def mart_rows(url: str) -> tuple[list[str], dict[int, dict[str, Any]]]:
+    """(marts.user_features' feature columns, each user's row)."""
+    with connect(url) as conn:
+        cursor = conn.execute("select * from marts.user_features")
+        names = [column.name for column in cursor.description]
+        rows = {row[0]: dict(zip(names, row, strict=True)) for row in cursor.fetchall()}
+    return [name for name in names if name not in NOT_FEATURES], rows
+
+
+def active_users(url: str, count: int) -> list[int]:
+    with connect(url) as conn:
+        return [
+            row[0]
+            for row in conn.execute(
+                "select user_id from marts.user_features where viewed_count > 0 order by user_id limit %s", (count,)
+            )
+        ]
+
+
+def test_triggers_queue_the_touched_users_and_never_fail_the_writer(
+    world: World, online: updater.OnlineUpdater
+) -> None:
+    user, other = active_users(world.url, 2)
+    insert_vote(world.url, user, new_post_for(world.url, user))
+    insert_view(world.url, str(other), new_post_for(world.url, other))
+    insert_view(world.url, "$device:abc", new_post_for(world.url, other))  # anonymous: nobody to update
+    with connect(world.url) as conn:
+        queued = conn.execute("select user_id, source from ml.online_queue order by seq").fetchall()
+    assert queued == [(user, "votes"), (other, "events")]
+    # A queue that can't be written (here: gone) costs the writer nothing; the row is in, the batch path sees it.
+    with connect(world.url) as conn:
+        conn.execute("alter table ml.online_queue rename to online_queue_away")
+    try:
+        insert_vote(world.url, user, new_post_for(world.url, user))
+    finally:
+        with connect(world.url) as conn:
+            conn.execute("alter table ml.online_queue_away rename to online_queue")
+    assert scalar(world.url, "select count(*) from ml.online_queue") == 2
+
+
+def test_live_features_are_the_next_refresh_of_the_mart(world: World, online: updater.OnlineUpdater) -> None:
+    """Every kind of input marts.user_features reads, then marts.user_features_live before the refresh against
+    the mart after it: equal on every column, for every user."""
+    voter, commenter, viewer, editor, author = active_users(world.url, 5)
+    upvoted, downvoted = new_post_for(world.url, voter), new_post_for(world.url, voter, skip=1)
+    insert_vote(world.url, voter, upvoted)
+    insert_vote(world.url, voter, downvoted, value=-1)  # a downvote: no interaction
+    insert_view(world.url, str(viewer), new_post_for(world.url, viewer))
+    with connect(world.url) as conn:
+        conn.execute(
+            "insert into raw_supabase.comments select max(comment_id) + 1, %s, %s, ' Nice! ', now()"
+            " from raw_supabase.comments",
+            (new_post_for(world.url, commenter), commenter),
+        )
+        conn.execute("update raw_supabase.users set bio = 'New bio', updated_at = now() where user_id = %s", (editor,))
+        conn.execute(
+            "insert into raw_supabase.projects select max(project_id) + 1, %s, 'Robot arm', now()"
+            " from raw_supabase.projects",
+            (editor,),
+        )
+        conn.execute(
+            "insert into raw_supabase.posts (post_id, user_id, title, description, created_at, updated_at)"
+            " select max(post_id) + 1, %s, 'Sourdough', 'Day one', now(), now() from raw_supabase.posts",
+            (author,),
+        )
+    before_refresh = live_rows(world.url)
+    _, mart_before = mart_rows(world.url)
+    changed = {
+        user for user in before_refresh if before_refresh[user]["feature_hash"] != mart_before[user]["feature_hash"]
+    }
+    assert changed == {voter, commenter, viewer, editor, author}
+    assert upvoted in before_refresh[voter]["pending_post_ids"]
+    assert downvoted not in before_refresh[voter]["pending_post_ids"]
+    assert before_refresh[editor]["pending_post_ids"] == []
+
+    world.refresh_marts()
+    columns, mart_after = mart_rows(world.url)
+    assert [name for name in next(iter(before_refresh.values())) if name != "pending_post_ids"] == columns
+    assert before_refresh.keys() == mart_after.keys()
+    differing = {
+        user: [name for name in columns if before_refresh[user][name] != mart_after[user][name]] for user in mart_after
+    }
+    assert {user: names for user, names in differing.items() if names} == {}
+    assert all(row["pending_post_ids"] == [] for row in live_rows(world.url).values())
+
+
+def test_the_online_vector_equals_the_batch_paths(world: World, online: updater.OnlineUpdater) -> None:
+    users = active_users(world.url, 8)[5:]
+    for user in users:
+        insert_vote(world.url, user, new_post_for(world.url, user))
+        insert_view(world.url, str(user), new_post_for(world.url, user, skip=1))
+    [result] = drain(online)
+    assert (result.queue_rows, result.users, result.embedded) == (2 * len(users), len(users), len(users))
+    assert result.model_version == VERSION
+    online_vectors = vectors(world.url, users)
+    world.refresh_marts()
+    batch = batch_vectors(world, users)
+    for user in users:
+        assert np.abs(online_vectors[user] - batch[user]).max() <= TOLERANCE
+    # The online rows carry the features' hash, which the refreshed mart now has: the batch path has nothing to do.
+    assert not set(users) & set(features.changed_since_embedding(world.url, "user"))
+
+
+def test_a_vote_reaches_the_vector_and_leaves_the_recommendations(world: World, online: updater.OnlineUpdater) -> None:
+    stop = threading.Event()
+    running = threading.Thread(target=updater.run, args=(world.url, stop), kwargs={"idle_wait_seconds": 0.2})
+    running.start()
+    try:
+        latencies = []
+        for user in active_users(world.url, 11)[9:]:
+            with connect(world.url) as conn:
+                post = conn.execute("select post_id from ml.recommend_posts(%s, 1)", (user,)).fetchone()[0]
+            started = time.monotonic()
+            voted_at = insert_vote(world.url, user, post)
+            while time.monotonic() - started < 60:
+                with connect(world.url) as conn:
+                    recommended = {
+                        row[0] for row in conn.execute("select post_id from ml.recommend_posts(%s)", (user,))
+                    }
+                    written = conn.execute(
+                        "select updated_at from ml.user_embeddings where user_id = %s", (user,)
+                    ).fetchone()[0]
+                if post not in recommended and written >= voted_at:
+                    break
+                time.sleep(0.01)
+            latencies.append(time.monotonic() - started)
+            assert post not in recommended and written >= voted_at
+    finally:
+        stop.set()
+        running.join()
+    # The first includes loading the tower; the second is the updater's own time.
+    assert latencies[1] < 2.0, latencies
+
+
+def test_the_batch_path_never_overwrites_a_newer_online_vector(world: World, online: updater.OnlineUpdater) -> None:
+    [user] = active_users(world.url, 12)[11:]
+    insert_vote(world.url, user, new_post_for(world.url, user))
+    drain(online)
+    online_vector, written_at = _vector_and_time(world.url, user)
+    stale = batch_vectors(world, [user])[user]  # from the mart, which lacks the vote
+    assert np.abs(stale - online_vector).max() > TOLERANCE, "the vote must change the vector for this to test much"
+    write_embeddings(world.url, "user", np.array([user]), stale[np.newaxis], VERSION, mode="upsert")
+    kept, kept_at = _vector_and_time(world.url, user)
+    assert kept_at == written_at and np.array_equal(kept, online_vector)
+    # Once the marts hold the vote, the batch path's write goes through (and is the same vector).
+    world.refresh_marts()
+    fresh = batch_vectors(world, [user])[user]
+    write_embeddings(world.url, "user", np.array([user]), fresh[np.newaxis], VERSION, mode="upsert")
+    vector, rewritten_at = _vector_and_time(world.url, user)
+    assert rewritten_at > written_at and np.abs(vector - online_vector).max() <= TOLERANCE
+
+
+def _vector_and_time(url: str, user_id: int) -> tuple[np.ndarray, datetime]:
+    with connect(url) as conn:
+        register_vector(conn)
+        embedding, updated_at = conn.execute(
+            "select embedding, updated_at from ml.user_embeddings where user_id = %s", (user_id,)
+        ).fetchone()
+    return embedding.to_numpy(), updated_at
+
+
+def test_rows_queued_while_no_updater_runs_are_applied_when_one_starts(
+    world: World, online: updater.OnlineUpdater
+) -> None:
+    users = active_users(world.url, 15)[12:]
+    for user in users:
+        insert_vote(world.url, user, new_post_for(world.url, user))
+    assert scalar(world.url, "select count(*) from ml.online_queue") == len(users)
+    started = updater.OnlineUpdater(world.url)  # no NOTIFY reaches it: it reads the queue
+    try:
+        assert sum(result.queue_rows for result in drain(started)) == len(users)
+    finally:
+        started.close()
+    live = live_rows(world.url, users)
+    with connect(world.url) as conn:
+        states = dict(
+            conn.execute("select user_id, feature_hash from ml.user_online_state where user_id = any(%s)", (users,))
+        )
+    assert states == {user: live[user]["feature_hash"] for user in users}
+
+
+def test_a_batch_that_fails_is_applied_once_later(
+    world: World, online: updater.OnlineUpdater, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    [user] = active_users(world.url, 16)[15:]
+    insert_vote(world.url, user, new_post_for(world.url, user))
+    applied = scalar(world.url, "select applied_rows from ml.online_cursor")
+
+    def crash(*_: Any) -> None:
+        raise RuntimeError("the updater dies mid-batch")
+
+    monkeypatch.setattr(updater, "lock_writes", crash)
+    with pytest.raises(RuntimeError, match="mid-batch"):
+        online.apply_batch()
+    monkeypatch.undo()
+    assert scalar(world.url, "select count(*) from ml.online_queue") == 1, "rolled back: the row is queued again"
+    assert [result.queue_rows for result in drain(online)] == [1]
+    assert scalar(world.url, "select applied_rows from ml.online_cursor") == applied + 1
+
+
+def test_an_updater_killed_mid_burst_loses_nothing_and_applies_nothing_twice(
+    world: World, online: updater.OnlineUpdater
+) -> None:
+    users = active_users(world.url, 26)[16:]
+    applied_before = scalar(world.url, "select applied_rows from ml.online_cursor")
+    env = {**os.environ, "TEAMU_DATABASE_URL": world.url}
+    log_path = world.home / "realtime.log"
+
+    def start() -> subprocess.Popen[bytes]:
+        with log_path.open("ab") as log:
+            return subprocess.Popen(
+                [str(BIN / "teamu"), "realtime", "--report-seconds", "1"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    process = start()
+    try:
+        insert_vote(world.url, users[0], new_post_for(world.url, users[0]))
+        _wait_until(lambda: scalar(world.url, "select count(*) from ml.online_queue") == 0, 120, process, log_path)
+        inserted = 1
+        for step in range(120):
+            user = users[step % len(users)]
+            if step % 2:
+                insert_view(world.url, str(user), new_post_for(world.url, user, skip=step % 7))
+            else:
+                insert_vote(world.url, user, new_post_for(world.url, user, skip=step % 5))
+            inserted += 1
+            if step == 60:
+                os.kill(process.pid, signal.SIGKILL)  # its own pid: mid-burst, perhaps mid-transaction
+                process.wait()
+            if step == 90:
+                process = start()  # catches up on the rows queued while it was down, then follows
+            time.sleep(0.01)
+        _wait_until(lambda: scalar(world.url, "select count(*) from ml.online_queue") == 0, 120, process, log_path)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    assert scalar(world.url, "select applied_rows from ml.online_cursor") - applied_before == inserted
+    live = live_rows(world.url, users)
+    with connect(world.url) as conn:
+        states = dict(
+            conn.execute("select user_id, feature_hash from ml.user_online_state where user_id = any(%s)", (users,))
+        )
+    assert states == {user: live[user]["feature_hash"] for user in users}, "every interaction is in the state"
+    world.refresh_marts()
+    stored, batch = vectors(world.url, users), batch_vectors(world, users)
+    assert max(np.abs(stored[user] - batch[user]).max() for user in users) <= TOLERANCE
+
+
+def _wait_until(condition: Any, seconds: float, process: subprocess.Popen[bytes], log_path: Path) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert process.poll() is None, f"teamu realtime exited:\n{log_path.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"timed out:\n{log_path.read_text()[-3000:]}"
+        time.sleep(0.05)
+
+
+def test_a_full_refresh_with_a_new_model_is_followed(world: World, online: updater.OnlineUpdater) -> None:
+    """A vote applied online, then a full refresh writes a new version's table from the marts (which lack the
+    vote): the updater attaches its guard to the new table and writes that user again with the new model."""
+    from teamu_assets.model.train import embed_users
+
+    [user] = active_users(world.url, 27)[26:]
+    insert_vote(world.url, user, new_post_for(world.url, user))
+    drain(online)
+    version = f"{VERSION}-2"
+    registry.register_model_version(world.url, version, {}, str(world.model_dir))
+    with connect(world.url) as conn:
+        conn.execute("update ml.model_versions set promoted = (model_version = %s)", (version,))
+    write_embeddings(
+        world.url, "user", *embed_users(world.model_dir, features.read_user_features(world.url)), version, mode="full"
+    )
+    drain(online)
+    with connect(world.url) as conn:
+        guarded = conn.execute(
+            "select count(*) from pg_trigger where tgrelid = 'ml.user_embeddings'::regclass"
+            " and tgname = 'teamu_online_keep_newer'"
+        ).fetchone()[0]
+        state = conn.execute("select model_version from ml.user_online_state where user_id = %s", (user,)).fetchone()
+    assert guarded == 1 and state == (version,)
+    with connect(world.url) as conn:
+        live = updater.read_live_user_features(conn, [user]).frame.drop(columns=["member"])
+    _, expected = embed_users(world.model_dir, live)
+    assert np.abs(vectors(world.url, [user])[user] - expected[0]).max() <= TOLERANCE
