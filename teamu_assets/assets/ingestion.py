@@ -20,6 +20,7 @@ from teamu_assets.resources import MixpanelExport, TeamuDatabase
 SUPABASE_TABLES = {
     "users": "Teamu profiles: passions, bio, location.",
     "projects": "Project titles a user created.",
+    "project_members": "Each project's team: its members and their roles.",
     "posts": "Project-idea posts: title, description, local/global, location.",
     "comments": "Comments on posts (authoritative source of comment interactions).",
     "votes": "Up/down votes on posts (authoritative source of upvote interactions).",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -35,7 +35,7 @@ _PAIR_KEY = ["user_id", "post_id"]
 class RealDataset:
     """One public data set mapped onto the raw contract.
 
-    users, projects, posts, comments, votes: the raw_supabase tables, columns and dtypes exactly as
+    users, projects, project_members, posts, comments, votes: the raw_supabase tables, columns and dtypes exactly as
     CONTRACT_COLUMNS. views: (user_id, post_id, occurred_at, duration_ms), written as Mixpanel "Post Viewed"
     events. engagements: each user's distinct engaged posts with the time of first engagement, one row per
     (user_id, post_id), sorted by user, time, post: what per_user_holdout cuts on.
@@ -51,6 +51,10 @@ class RealDataset:
     views: pd.DataFrame
     engagements: pd.DataFrame
     descriptions_from_tags: bool = False
+    # The public data sets have no projects, so no teams either.
+    project_members: pd.DataFrame = field(
+        default_factory=lambda: contract_frame("project_members", {c: [] for c in CONTRACT_COLUMNS["project_members"]})
+    )
 
     @property
     def tables(self) -> dict[str, pd.DataFrame]:

@@ -34,6 +34,8 @@ CONTRACT_COLUMNS: dict[str, dict[str, str]] = {
         "updated_at": TIMESTAMP_DTYPE,
     },
     "projects": {"project_id": "int64", "user_id": "int64", "title": "str", "created_at": TIMESTAMP_DTYPE},
+    # A project's team: one row per (project, member), the owner included with role "owner".
+    "project_members": {"project_id": "int64", "user_id": "int64", "role": "str", "joined_at": TIMESTAMP_DTYPE},
     "posts": {
         "post_id": "int64",
         "user_id": "int64",
@@ -75,6 +77,11 @@ EARLY_SIGNUP_SHARE = 0.7
 MAX_PASSIONS = 5
 MEAN_EXTRA_PASSIONS = 1.5
 MEAN_PROJECTS = 1.2
+# Members besides the owner: Poisson with this mean, at most MAX_EXTRA_MEMBERS; SAME_CITY_MEMBER_SHARE of them
+# are drawn from the owner's city (so some teams are local), all by their affinity for the project's topic.
+MEAN_EXTRA_MEMBERS = 1.5
+MAX_EXTRA_MEMBERS = 6
+SAME_CITY_MEMBER_SHARE = 0.6
 # Dirichlet concentration of a user's latent tastes: small, so most users lean to one or two.
 TASTE_CONCENTRATION = 0.3
 # With active_days > 0, an author who had stopped being active by a post's time is drawn again, this many times
@@ -94,6 +101,7 @@ class SyntheticDataset:
     config: SyntheticConfig
     users: pd.DataFrame
     projects: pd.DataFrame
+    project_members: pd.DataFrame
     posts: pd.DataFrame
     comments: pd.DataFrame
     votes: pd.DataFrame
@@ -175,7 +183,8 @@ def generate(config: SyntheticConfig) -> SyntheticDataset:
         taste_rng,
         appeal_rng,
         thread_rng,
-    ) = np.random.default_rng(config.seed).spawn(11)
+        member_rng,
+    ) = np.random.default_rng(config.seed).spawn(12)
     start, cutoff, end = _period(config)
     tau_seconds = config.recency_half_life_days * SECONDS_PER_DAY / np.log(2)
 
@@ -213,7 +222,7 @@ def generate(config: SyntheticConfig) -> SyntheticDataset:
     )
 
     users_frame = _users_frame(users, text_rng)
-    projects_frame = _projects_frame(users, text_rng, end)
+    projects_frame, project_owner, project_topic = _projects_frame(users, text_rng, end)
     posts_frame = _posts_frame(posts, users, text_rng)
     comment_topics = posts.topic[views.post[comments.view]]
     comment_bodies = text.comment_bodies(comment_topics, _draws(text_rng, len(comment_topics)))
@@ -221,6 +230,7 @@ def generate(config: SyntheticConfig) -> SyntheticDataset:
         config=config,
         users=users_frame,
         projects=projects_frame,
+        project_members=_project_members_frame(projects_frame, project_owner, project_topic, users, member_rng, end),
         posts=posts_frame,
         comments=_follow_up_frame("comment_id", views, posts, users, comments, "body", comment_bodies),
         votes=_follow_up_frame("vote_id", views, posts, users, votes, "value", vote_values),
@@ -646,13 +656,14 @@ def _users_frame(users: _Users, rng: np.random.Generator) -> pd.DataFrame:
     )
 
 
-def _projects_frame(users: _Users, rng: np.random.Generator, end: int) -> pd.DataFrame:
+def _projects_frame(users: _Users, rng: np.random.Generator, end: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """The projects table, and each row's owner (user index) and topic, for drawing its team."""
     owner = np.repeat(np.arange(len(users.ids)), rng.poisson(MEAN_PROJECTS, len(users.ids)))
     topic = _categorical(rng, users.affinity[owner])
     created = users.created[owner] + (rng.random(len(owner)) * (end - users.created[owner])).astype(np.int64)
     titles = text.project_titles(topic, _draws(rng, len(owner)))
     order = np.argsort(created, kind="stable")
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "project_id": np.arange(1, len(owner) + 1, dtype=np.int64),
             "user_id": users.ids[owner][order],
@@ -660,6 +671,56 @@ def _projects_frame(users: _Users, rng: np.random.Generator, end: int) -> pd.Dat
             "created_at": _timestamps(created[order]),
         }
     )
+    return frame, owner[order], topic[order]
+
+
+def _project_members_frame(
+    projects: pd.DataFrame,
+    owner: np.ndarray,
+    topic: np.ndarray,
+    users: _Users,
+    rng: np.random.Generator,
+    end: int,
+) -> pd.DataFrame:
+    """Each project's team: the owner (role "owner", joined when the project was created) and up to
+    MAX_EXTRA_MEMBERS members drawn by their affinity for the project's topic, SAME_CITY_MEMBER_SHARE of them
+    from the owner's city; a member joins after both the project and their sign-up. Draws go by (city, topic)
+    group through cumulative weights, so the cost grows with users x groups, never users x projects."""
+    n_projects = len(owner)
+    extra = np.minimum(rng.poisson(MEAN_EXTRA_MEMBERS, n_projects), MAX_EXTRA_MEMBERS)
+    slot_project = np.repeat(np.arange(n_projects), extra)
+    same_city = rng.random(len(slot_project)) < SAME_CITY_MEMBER_SHARE
+    slot_city = np.where(same_city, users.city[owner[slot_project]], -1)
+    slot_topic = topic[slot_project]
+    draws = rng.random(len(slot_project))
+    member = np.empty(len(slot_project), dtype=np.int64)
+    for city in np.unique(slot_city).tolist():
+        pool = np.arange(len(users.ids)) if city < 0 else np.flatnonzero(users.city == city)
+        for topic_index in np.unique(slot_topic[slot_city == city]).tolist():
+            slots = np.flatnonzero((slot_city == city) & (slot_topic == topic_index))
+            cumulative = np.cumsum(users.affinity[pool, topic_index])
+            picked = np.searchsorted(cumulative, draws[slots] * cumulative[-1], side="right")
+            member[slots] = pool[np.minimum(picked, len(pool) - 1)]
+    # A draw of the owner or of someone already in the team adds nobody.
+    keep = member != owner[slot_project]
+    slot_project, member = slot_project[keep], member[keep]
+    _, first = np.unique(slot_project * len(users.ids) + member, return_index=True)
+    first = np.sort(first)
+    slot_project, member = slot_project[first], member[first]
+    created = (projects["created_at"].astype("int64") // 1_000_000).to_numpy()
+    start = np.maximum(created[slot_project], users.created[member])
+    joined = start + (rng.random(len(member)) * np.maximum(end - 1 - start, 0)).astype(np.int64)
+    frame = pd.DataFrame(
+        {
+            "project_id": np.concatenate(
+                [projects["project_id"].to_numpy(), projects["project_id"].to_numpy()[slot_project]]
+            ),
+            "user_id": np.concatenate([users.ids[owner], users.ids[member]]),
+            "role": pd.Series(["owner"] * n_projects + ["member"] * len(member), dtype="str"),
+            "joined_at": _timestamps(np.concatenate([created, joined])),
+        }
+    )
+    return frame.sort_values(["project_id", "joined_at", "user_id"], kind="stable").reset_index(drop=True)
 
 
 def _posts_frame(posts: _Posts, users: _Users, rng: np.random.Generator) -> pd.DataFrame:
@@ -730,6 +791,7 @@ def _with_quality_issues(dataset: SyntheticDataset, rng: np.random.Generator) ->
         config=dataset.config,
         users=users,
         projects=dataset.projects,
+        project_members=dataset.project_members,
         posts=posts,
         comments=dataset.comments,
         votes=dataset.votes,

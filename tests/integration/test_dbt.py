@@ -52,6 +52,12 @@ PROJECTS = [
     (2, 1, "   ", at("2024-01-04")),
     (3, 3, "Compiler", at("2024-01-04")),
 ]
+# project_members: (project_id, user_id, role, joined_at)
+PROJECT_MEMBERS = [
+    (1, 2, "  ", at("2024-01-06")),  # blank role: 'member'
+    (1, 4, " Designer ", at("2024-01-05")),  # joined before bob: listed before him
+    (3, 3, "admin", at("2024-01-04")),  # the owner's own row: still 'owner', listed once
+]
 # posts: (post_id, user_id, title, description, is_local, latitude, longitude, created_at, updated_at)
 POSTS = [
     (101, 1, "Concert", "Live tonight", True, 52.5, 13.4, at("2024-02-01"), at("2024-02-01")),
@@ -311,6 +317,7 @@ def load_fixture(db_url: str) -> None:
         cursor = conn.cursor()
         cursor.executemany("insert into raw_supabase.users values (%s, %s, %s, %s, %s, %s, %s, %s)", USERS)
         cursor.executemany("insert into raw_supabase.projects values (%s, %s, %s, %s)", PROJECTS)
+        cursor.executemany("insert into raw_supabase.project_members values (%s, %s, %s, %s)", PROJECT_MEMBERS)
         cursor.executemany(f"insert into raw_supabase.posts values ({', '.join(['%s'] * 9)})", POSTS)
         cursor.executemany("insert into raw_supabase.votes values (%s, %s, %s, %s, %s)", VOTES)
         cursor.executemany("insert into raw_supabase.comments values (%s, %s, %s, %s, %s)", COMMENTS)
@@ -396,6 +403,18 @@ def test_user_features_equal_hand_computed_values(builds: Builds) -> None:
 def test_post_features_equal_hand_computed_values(builds: Builds) -> None:
     columns = set(EXPECTED_POSTS[101])
     assert features(builds.first["post_features"], "post_id", columns) == EXPECTED_POSTS
+
+
+def test_teams_list_the_owner_first_then_members_by_joining(db_url: str, builds: Builds) -> None:
+    with connect(db_url) as conn:
+        rows = conn.execute(
+            "select project_id, title, owner_id, member_ids, member_roles, member_count from marts.teams order by 1"
+        ).fetchall()
+    assert rows == [
+        (1, "Band site", 1, [1, 4, 2], ["owner", "designer", "member"], 3),
+        (2, None, 1, [1], ["owner"], 1),
+        (3, "Compiler", 3, [3], ["owner"], 1),
+    ]
 
 
 def test_interactions_are_deduplicated_known_and_not_on_own_posts(builds: Builds) -> None:

@@ -32,6 +32,9 @@ EVERYTHING = dataclasses.replace(
     SMALL, prolific_authors=3, prolific_share=0.4, long_thread_share=0.04, active_days=20.0, popularity_tail=1.5
 )
 
+# Tables whose key is not their first column.
+KEYS = {"project_members": ["project_id", "user_id"]}
+
 
 @pytest.fixture(scope="module")
 def dataset() -> SyntheticDataset:
@@ -72,7 +75,7 @@ def test_same_seed_gives_identical_output_and_another_seed_does_not(dataset: Syn
     again = checksums(generate(SMALL))
     assert again == checksums(dataset)
     other = checksums(generate(dataclasses.replace(SMALL, seed=4)))
-    assert set(other) == {"users", "projects", "posts", "comments", "votes", "events", "truth"}
+    assert set(other) == {"users", "projects", "project_members", "posts", "comments", "votes", "events", "truth"}
     assert all(other[name] != again[name] for name in other)
     everything = checksums(generate(EVERYTHING))
     assert everything == checksums(generate(EVERYTHING))
@@ -89,16 +92,40 @@ def test_each_stage_has_its_own_draws(dataset: SyntheticDataset) -> None:
 def test_tables_have_exactly_the_contract_columns_and_dtypes(dataset: SyntheticDataset) -> None:
     for name, frame in dataset.tables.items():
         assert {column: str(dtype) for column, dtype in frame.dtypes.items()} == CONTRACT_COLUMNS[name], name
-        id_column = next(iter(CONTRACT_COLUMNS[name]))
-        assert frame[id_column].is_unique, name
+        key = KEYS.get(name, [next(iter(CONTRACT_COLUMNS[name]))])
+        assert not frame.duplicated(key).any(), name
         assert len(frame) > 0, name
     assert all(isinstance(passions, list) and passions for passions in dataset.users["passions"])
     assert all(isinstance(passion, str) for passions in dataset.users["passions"] for passion in passions)
     assert dataset.posts["user_id"].isin(dataset.users["user_id"]).all()
     assert dataset.projects["user_id"].isin(dataset.users["user_id"]).all()
+    members = dataset.project_members
+    assert members["project_id"].isin(dataset.projects["project_id"]).all()
+    assert members["user_id"].isin(dataset.users["user_id"]).all()
     for frame in (dataset.votes, dataset.comments):
         assert frame["post_id"].isin(dataset.posts["post_id"]).all()
         assert frame["user_id"].isin(dataset.users["user_id"]).all()
+
+
+def test_every_project_has_a_team_of_its_owner_and_members_who_joined_after_it(dataset: SyntheticDataset) -> None:
+    members = dataset.project_members.merge(
+        dataset.projects.rename(columns={"user_id": "owner_id", "created_at": "project_created_at"}), on="project_id"
+    ).merge(dataset.users[["user_id", "created_at"]], on="user_id")
+    owners = members.loc[members["role"] == "owner"]
+    assert len(owners) == len(dataset.projects) and (owners["user_id"] == owners["owner_id"]).all()
+    others = members.loc[members["role"] != "owner"]
+    assert set(others["role"]) == {"member"} and (others["user_id"] != others["owner_id"]).all()
+    assert (others["joined_at"] >= others["project_created_at"]).all()
+    assert (others["joined_at"] >= others["created_at"]).all()
+    assert (members["joined_at"] < pd.Timestamp(SMALL.end_date, tz="UTC")).all()
+    sizes = members.groupby("project_id").size()
+    assert sizes.max() <= 7 and 1.5 < sizes.mean() < 3.5
+    # Most members come from the owner's city: teams are often local.
+    home = dataset.users.set_index("user_id")[["latitude", "longitude"]]
+    owner_at = home.loc[others["owner_id"]].to_numpy()
+    member_at = home.loc[others["user_id"]].to_numpy()
+    near = _distance_km(owner_at[:, 0], owner_at[:, 1], member_at[:, 0], member_at[:, 1]) < 50
+    assert near.mean() > 0.5
 
 
 def test_the_period_ends_at_the_configured_date_not_the_clock(dataset: SyntheticDataset) -> None:

@@ -20,6 +20,16 @@ create table if not exists raw_supabase.projects (
     created_at  timestamptz not null
 );
 
+-- A project's team. The owner (projects.user_id) belongs to it whether or not a row says so; the generator
+-- writes one with role 'owner'.
+create table if not exists raw_supabase.project_members (
+    project_id  bigint not null references raw_supabase.projects (project_id),
+    user_id     bigint not null references raw_supabase.users (user_id),
+    role        text not null default 'member',
+    joined_at   timestamptz not null,
+    primary key (project_id, user_id)
+);
+
 create table if not exists raw_supabase.posts (
     post_id     bigint primary key,
     user_id     bigint not null references raw_supabase.users (user_id),
@@ -53,3 +63,10 @@ create index if not exists comments_created_at_idx on raw_supabase.comments (cre
 create index if not exists votes_created_at_idx on raw_supabase.votes (created_at);
 create index if not exists posts_updated_at_idx on raw_supabase.posts (updated_at);
 create index if not exists users_updated_at_idx on raw_supabase.users (updated_at);
+-- The online updater (marts.user_features_live) reads one user's rows.
+create index if not exists votes_user_id_idx on raw_supabase.votes (user_id);
+create index if not exists comments_user_id_idx on raw_supabase.comments (user_id);
+create index if not exists projects_user_id_idx on raw_supabase.projects (user_id);
+create index if not exists posts_user_id_idx on raw_supabase.posts (user_id);
+-- A user's teams.
+create index if not exists project_members_user_id_idx on raw_supabase.project_members (user_id);
