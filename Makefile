@@ -40,11 +40,17 @@ $(STAMP): requirements.lock pyproject.toml
 demo: venv
 	@$(BIN)/teamu demo
 
+# The Supabase Edge Functions' handlers are plain JavaScript, tested with Node's own runner (Node 18 or newer).
+NODE_TEST = command -v node > /dev/null || { echo "node not found: install Node.js 18+ for the Edge Function tests" >&2; exit 1; }; \
+	node --test supabase/functions/
+
 test: venv
+	@$(NODE_TEST)
 	$(BIN)/teamu db start
 	$(BIN)/pytest
 
 test-fast: venv
+	@$(NODE_TEST)
 	$(BIN)/teamu db start
 	$(BIN)/pytest -m "not slow and not e2e"
 

@@ -158,7 +158,8 @@ def _realtime(args: argparse.Namespace) -> int:
 
     from teamu_assets.realtime import updater
 
-    url = _app_url(_settings())
+    settings = _settings()
+    url = _app_url(settings)
     if args.uninstall:
         updater.uninstall(url, args.supabase_schema)
         print("online updater removed: its triggers, queue, cursor and state are gone")
@@ -170,11 +171,24 @@ def _realtime(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, lambda *_: stop.set())
+    endpoint = None
+    if args.http_port is not None:
+        from teamu_assets.realtime.http import EndpointConfig, serve
+
+        config = EndpointConfig(url, settings.mixpanel_landing_dir, settings.realtime_token)
+        try:
+            endpoint = serve(config, args.http_host, args.http_port)
+        except (ValueError, OSError) as exc:  # no token for a public address; the port taken
+            print(f"teamu realtime: {exc}", file=sys.stderr)
+            return 2
     try:
         updater.run(url, stop, batch_rows=args.batch_rows, report_seconds=args.report_seconds)
     except updater.AlreadyRunning as exc:
         print(f"teamu: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if endpoint is not None:
+            endpoint.shutdown()
     return 0
 
 
@@ -272,6 +286,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     realtime.add_argument(
         "--report-seconds", type=float, default=10.0, help="how often lag and throughput are logged (default 10)"
+    )
+    realtime.add_argument(
+        "--http-port",
+        type=_int_between(0, 65535),
+        help="also serve the HTTP endpoint (POST /v1/events, POST /v1/supabase-webhook, GET /healthz) on this port",
+    )
+    realtime.add_argument(
+        "--http-host",
+        default="127.0.0.1",
+        help="the endpoint's address (default 127.0.0.1; any other needs TEAMU_REALTIME_TOKEN)",
     )
     realtime.add_argument("--uninstall", action="store_true", help="remove the triggers, queue, cursor and state")
     realtime.set_defaults(func=_realtime)

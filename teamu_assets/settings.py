@@ -6,7 +6,7 @@ The pure packages take a Settings (or plain values) as arguments; only this modu
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +38,8 @@ class Settings:
     mixpanel: MixpanelCredentials | None
     retrain_min_interactions: int
     """New interactions in marts.interactions since the last training that make the retrain sensor retrain."""
+    realtime_token: str | None = field(default=None, repr=False)
+    """TEAMU_REALTIME_TOKEN: the bearer token `teamu realtime --http-port` requires; None: loopback only."""
 
     @property
     def pgdata(self) -> Path:
@@ -71,4 +73,5 @@ class Settings:
             mixpanel_landing_dir=Path(env.get("TEAMU_MIXPANEL_LANDING_DIR") or default_landing_dir(home)),
             mixpanel=mixpanel,
             retrain_min_interactions=int(env.get("TEAMU_RETRAIN_MIN_INTERACTIONS") or 5000),
+            realtime_token=env.get("TEAMU_REALTIME_TOKEN") or None,
         )

@@ -7,12 +7,16 @@ no updater runs are applied when one starts; a full refresh with a new model is 
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +35,7 @@ from teamu_assets.db.embeddings import write_embeddings
 from teamu_assets.db.recommend import install_serving_functions
 from teamu_assets.ingest.loader import load_landing_folder
 from teamu_assets.realtime import updater
+from teamu_assets.realtime.http import EndpointConfig, serve
 from teamu_assets.synthetic import SyntheticConfig, generate, write_mixpanel_files, write_supabase
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -477,3 +482,120 @@ def test_a_full_refresh_with_a_new_model_is_followed(world: World, online: updat
         live = updater.read_live_user_features(conn, [user]).frame.drop(columns=["member"])
     _, expected = embed_users(world.model_dir, live)
     assert np.abs(vectors(world.url, [user])[user] - expected[0]).max() <= TOLERANCE
+
+
+def test_a_users_events_are_read_through_their_index(world: World) -> None:
+    """raw_mixpanel.events_user_id_idx repeats dbt's text_to_bigint: should the two drift apart, the live
+    function would read every event of the incremental lookback window for each user."""
+    [user] = active_users(world.url, 1)
+    with connect(world.url) as conn:
+        body = conn.execute("select prosrc from pg_proc where proname = 'user_features_live'").fetchone()[0]
+        query = body.replace("p_user_ids", f"array[{user}]::bigint[]")
+        plan = "\n".join(row[0] for row in conn.execute(f"explain (costs off) {query}"))
+    assert "events_user_id_idx" in plan
+
+
+TOKEN = "t0ken"
+EDGE_HANDLER = Path(__file__).resolve().parents[2] / "supabase" / "functions" / "teamu-realtime" / "handler.mjs"
+
+
+@pytest.fixture
+def endpoint(world: World) -> Iterator[str]:
+    server = serve(EndpointConfig(world.url, world.home / "landing", TOKEN), "127.0.0.1", 0)
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def call(base: str, path: str, body: bytes | None = None, token: str = TOKEN) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(
+        base + path, data=body, method="GET" if body is None else "POST", headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as refused:
+        return refused.code, json.loads(refused.read())
+
+
+def view_event(user_id: int, post_id: int) -> dict[str, Any]:
+    properties = {"time": int(time.time()), "distinct_id": str(user_id), "$insert_id": uuid.uuid4().hex}
+    return {"event": "Post Viewed", "properties": {**properties, "post_id": post_id, "duration_ms": 1200}}
+
+
+def test_http_events_are_loaded_as_an_export_file_is(
+    world: World, online: updater.OnlineUpdater, endpoint: str
+) -> None:
+    [user] = active_users(world.url, 28)[27:]
+    post = new_post_for(world.url, user)
+    event = view_event(user, post)
+    anonymous = {"event": "Post Viewed", "properties": {"time": int(time.time()), "$insert_id": "x", "post_id": post}}
+    status, counts = call(endpoint, "/v1/events", json.dumps([event, event, anonymous]).encode())
+    assert status == 200
+    source_file = counts.pop("source_file")
+    assert counts == {"lines_read": 3, "loaded": 1, "duplicates": 1, "quarantined": 1}
+    with connect(world.url) as conn:
+        ledger = conn.execute(
+            "select lines_read, loaded, duplicates, quarantined from raw_mixpanel.loaded_files where source_file = %s",
+            (source_file,),
+        ).fetchone()
+        reasons = conn.execute(
+            "select reason from raw_mixpanel.events_quarantine where source_file = %s", (source_file,)
+        ).fetchall()
+        queued = conn.execute("select user_id, source from ml.online_queue").fetchall()
+    assert ledger == (3, 1, 1, 1) and reasons == [("missing properties.distinct_id",)]
+    assert queued == [(user, "events")]
+    drain(online)
+    with connect(world.url) as conn:
+        recommended = {row[0] for row in conn.execute("select post_id from ml.recommend_posts(%s, 1000)", (user,))}
+    assert post not in recommended
+    # One event as an object, and JSON lines with a broken one: validated line by line, as a file's lines.
+    status, counts = call(endpoint, "/v1/events", json.dumps(view_event(user, post)).encode())
+    assert (status, counts["loaded"]) == (200, 1)
+    lines = json.dumps(view_event(user, post)).encode() + b"\n{not json\n"
+    status, counts = call(endpoint, "/v1/events", lines)
+    assert (status, counts["loaded"], counts["quarantined"]) == (200, 1, 1)
+    assert call(endpoint, "/v1/events", b"[]", token="wrong")[0] == 401
+    status, healthy = call(endpoint, "/healthz")
+    assert status == 200 and healthy["queued"] == 2 and healthy["applied_rows"] > 0
+
+
+def test_a_supabase_webhook_queues_the_rows_user(world: World, online: updater.OnlineUpdater, endpoint: str) -> None:
+    [user] = active_users(world.url, 29)[28:]
+    vote = {"type": "INSERT", "table": "votes", "schema": "public", "record": {"user_id": user, "post_id": 1}}
+    assert call(endpoint, "/v1/supabase-webhook", json.dumps(vote).encode()) == (202, {"queued": 1, "user_id": user})
+    status, ignored = call(endpoint, "/v1/supabase-webhook", json.dumps({**vote, "type": "UPDATE"}).encode())
+    assert status == 202 and ignored["queued"] == 0
+    for record in ({"user_id": "1"}, {"user_id": True}, {"user_id": -1}, {}):
+        refused = json.dumps({**vote, "record": record}).encode()
+        assert call(endpoint, "/v1/supabase-webhook", refused)[0] == 400
+    assert call(endpoint, "/v1/supabase-webhook", b"{not json")[0] == 400
+    with connect(world.url) as conn:
+        assert conn.execute("select user_id, source from ml.online_queue").fetchall() == [(user, "webhook:votes")]
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
+def test_the_edge_function_reaches_the_endpoint(world: World, online: updater.OnlineUpdater, endpoint: str) -> None:
+    """The Edge Function's handler, run by Node with the real fetch, against the real endpoint."""
+    [user] = active_users(world.url, 30)[29:]
+    script = (
+        f"import {{ handleWebhook }} from {json.dumps(EDGE_HANDLER.as_uri())};"
+        "const record = {user_id: Number(process.argv[2])};"
+        "const payload = {type: 'INSERT', table: 'comments', schema: 'public', record};"
+        "const request = new Request('http://edge/', {method: 'POST', headers: {'x-teamu-webhook-secret': 's'},"
+        " body: JSON.stringify(payload)});"
+        "const config = {updaterUrl: process.argv[1], updaterToken: process.argv[3], webhookSecret: 's'};"
+        "const answer = await handleWebhook(request, config);"
+        "console.log(JSON.stringify({status: answer.status, body: await answer.json()}));"
+    )
+    result = subprocess.run(
+        ["node", "--input-type=module", "-e", script, endpoint, str(user), TOKEN],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["status"] == 202 and answer["body"]["updater"] == {"queued": 1, "user_id": user}
+    with connect(world.url) as conn:
+        assert conn.execute("select user_id, source from ml.online_queue").fetchall() == [(user, "webhook:comments")]

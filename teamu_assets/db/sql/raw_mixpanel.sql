@@ -14,6 +14,11 @@ create table if not exists raw_mixpanel.events (
 );
 create index if not exists events_loaded_at_idx on raw_mixpanel.events (loaded_at);
 create index if not exists events_event_time_idx on raw_mixpanel.events (event_time);
+-- One user's events, as the online updater reads them (marts.user_features_live filters stg_mixpanel__events.user_id):
+-- the expression is dbt's text_to_bigint('distinct_id') verbatim, so a filter on that column reaches this index
+-- instead of every event in the incremental lookback window (tests/integration/test_realtime.py checks the plan).
+create index if not exists events_user_id_idx on raw_mixpanel.events
+    ((case when distinct_id ~ '^\s*[0-9]{1,18}(\.0*)?\s*$' then btrim(distinct_id)::numeric::bigint end));
 
 -- Lines that could not be accepted, kept verbatim with the reason.
 create table if not exists raw_mixpanel.events_quarantine (
