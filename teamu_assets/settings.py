@@ -11,6 +11,10 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
+# The chat model asked for post ideas when TEAMU_LLM_URL is set without TEAMU_LLM_MODEL, and how long one request
+# may take (a slow answer is retried, then reported).
+DEFAULT_LLM_MODEL = "gpt-4o-mini"
+DEFAULT_LLM_TIMEOUT_SECONDS = 60.0
 
 
 def default_landing_dir(home: Path) -> Path:
@@ -29,6 +33,19 @@ class MixpanelCredentials:
 
 
 @dataclass(frozen=True)
+class LanguageModelSettings:
+    """An OpenAI-compatible chat-completions endpoint for post ideas (teamu_assets.ideas)."""
+
+    url: str
+    model: str
+    api_key: str | None
+    timeout_seconds: float
+
+    def __repr__(self) -> str:  # keep the key out of logs and tracebacks
+        return f"LanguageModelSettings(url={self.url!r}, model={self.model!r}, timeout_seconds={self.timeout_seconds})"
+
+
+@dataclass(frozen=True)
 class Settings:
     home: Path
     database_url: str | None
@@ -38,6 +55,8 @@ class Settings:
     mixpanel: MixpanelCredentials | None
     retrain_min_interactions: int
     """New interactions in marts.interactions since the last training that make the retrain sensor retrain."""
+    language_model: LanguageModelSettings | None = None
+    """TEAMU_LLM_URL (+ TEAMU_LLM_MODEL, TEAMU_LLM_API_KEY, TEAMU_LLM_TIMEOUT_SECONDS); None: the offline generator."""
     realtime_token: str | None = field(default=None, repr=False)
     """TEAMU_REALTIME_TOKEN: the bearer token `teamu realtime --http-port` requires; None: loopback only."""
 
@@ -65,6 +84,15 @@ class Settings:
         secret = env.get("MIXPANEL_SERVICE_ACCOUNT_SECRET")
         project_id = env.get("MIXPANEL_PROJECT_ID")
         mixpanel = MixpanelCredentials(username, secret, project_id) if username and secret and project_id else None
+        llm_url = env.get("TEAMU_LLM_URL") or None
+        language_model = None
+        if llm_url:
+            language_model = LanguageModelSettings(
+                url=llm_url,
+                model=env.get("TEAMU_LLM_MODEL") or DEFAULT_LLM_MODEL,
+                api_key=env.get("TEAMU_LLM_API_KEY") or None,
+                timeout_seconds=float(env.get("TEAMU_LLM_TIMEOUT_SECONDS") or DEFAULT_LLM_TIMEOUT_SECONDS),
+            )
         return cls(
             home=home,
             database_url=env.get("TEAMU_DATABASE_URL") or None,
@@ -73,5 +101,6 @@ class Settings:
             mixpanel_landing_dir=Path(env.get("TEAMU_MIXPANEL_LANDING_DIR") or default_landing_dir(home)),
             mixpanel=mixpanel,
             retrain_min_interactions=int(env.get("TEAMU_RETRAIN_MIN_INTERACTIONS") or 5000),
+            language_model=language_model,
             realtime_token=env.get("TEAMU_REALTIME_TOKEN") or None,
         )

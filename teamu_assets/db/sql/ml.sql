@@ -29,3 +29,20 @@ alter table ml.model_evaluations add column if not exists gate jsonb not null de
 
 create index if not exists model_evaluations_model_version_idx
     on ml.model_evaluations (model_version, evaluated_at desc);
+
+-- Post ideas for teams (teamu_assets/ideas), best first: the app shows a team its rows. A team's rows are
+-- replaced together, in one transaction, whenever its ideas are generated again.
+create table if not exists ml.post_ideas (
+    project_id      bigint not null,
+    rank            integer not null check (rank >= 1),
+    title           text not null,
+    description     text not null,
+    -- Engagements the idea is expected to draw from the team's audience (teamu_assets/ideas/rank.py).
+    score           double precision not null,
+    -- The successful posts nearest the idea: [{"post_id", "title", "similarity", "views", "upvotes"}].
+    reasons         jsonb not null default '[]'::jsonb,
+    generator       text not null,
+    model_version   text not null,
+    generated_at    timestamptz not null,
+    primary key (project_id, rank)
+);

@@ -1,0 +1,349 @@
+"""Writing post ideas from a context, behind one small interface (IdeaGenerator.generate(context, count)).
+
+ChatCompletionsGenerator asks an OpenAI-compatible chat-completions endpoint (TEAMU_LLM_URL, TEAMU_LLM_MODEL,
+TEAMU_LLM_API_KEY) through the standard library's HTTP client; OfflineGenerator, used when nothing is
+configured, recombines the context's themes into title + description drafts, deterministically.
+Whatever writes them, ideas that repeat one of the team's posts or a post shown as an example are dropped
+(drop_repeats), and so are repeats among the ideas.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from teamu_assets.ideas.context import IdeaContext
+from teamu_assets.settings import LanguageModelSettings
+
+# Ideas asked for or drafted per idea kept: ranking picks the best of them.
+CANDIDATES_PER_IDEA = 3
+MAX_TITLE_CHARS = 200
+MAX_DESCRIPTION_CHARS = 1_000
+# Two titles repeat each other when their word sets overlap this much (Jaccard), or are equal once normalised.
+REPEAT_JACCARD = 0.8
+# Attempts at the endpoint for one generation: a timeout, a connection error, HTTP 429 or 5xx, or an answer
+# without parseable ideas is tried again after RETRY_BACKOFF_SECONDS x the attempt number.
+ATTEMPTS = 3
+RETRY_BACKOFF_SECONDS = 1.0
+PROMPT_EXISTING_POSTS = 20
+# Words too common, or too much a post's frame rather than its subject, to be a theme.
+STOP_WORDS = frozenset(
+    (  # noqa: SIM905 - a list literal of these words would take a hundred lines
+        "a an and are as at be by for from has have i in into is it its my of on or our so that the their this to "
+        "up us we what who why with you your about all any anyone how just new next out ask me more than some "
+        "after also been but can did do does even first get got here if like make meets most much not now one only "
+        "over part really should then there these they want was were when where which will would year "
+        "building built group help needed lessons looking meetup project projects session show started tell "
+        "teammates thoughts tips weekend welcome working learned sharing feedback"
+    ).split()
+)
+
+
+class IdeaGenerationError(RuntimeError):
+    """The language model gave no usable ideas (after the retries); the message says why, never the key."""
+
+
+@dataclass(frozen=True)
+class Idea:
+    title: str
+    description: str
+
+
+class IdeaGenerator(Protocol):
+    name: str
+
+    def generate(self, context: IdeaContext, count: int) -> list[Idea]:
+        """About `count` ideas for the context's team (more is fine: ranking keeps the best)."""
+        ...
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def _title_key(title: str) -> frozenset[str]:
+    return frozenset(words(title))
+
+
+def repeats(title: str, other: str) -> bool:
+    a, b = _title_key(title), _title_key(other)
+    if not a or not b:
+        return False
+    return a == b or len(a & b) / len(a | b) >= REPEAT_JACCARD
+
+
+def drop_repeats(ideas: Iterable[Idea], existing: Iterable[str]) -> tuple[list[Idea], list[Idea]]:
+    """(kept, dropped): an idea is dropped when its title repeats an existing title or a kept idea's, or when it
+    has no title."""
+    kept: list[Idea] = []
+    dropped: list[Idea] = []
+    existing = [title for title in existing if title]
+    for idea in ideas:
+        seen = [*existing, *(k.title for k in kept)]
+        if not idea.title.strip() or any(repeats(idea.title, other) for other in seen):
+            dropped.append(idea)
+        else:
+            kept.append(idea)
+    return kept, dropped
+
+
+def _clip(text: str, limit: int) -> str:
+    return " ".join(str(text).split())[:limit]
+
+
+# --- offline -------------------------------------------------------------------------------------------------------
+
+
+def _subject_words(text: str) -> set[str]:
+    """The words of a text that can be a theme: lower-case where written (names of people and places are
+    capitalised, so a city doesn't become a theme), not stop words, at least three letters."""
+    found = re.findall(r"\b[a-z][a-z0-9]*\b", text)
+    return {word for word in found if word not in STOP_WORDS and len(word) > 2}
+
+
+def themes(context: IdeaContext, limit: int = 12) -> list[str]:
+    """The context's themes, most telling first: the members' passions (by how many hold them), then the words
+    the successful posts and local trends share (weighted by engagement), then the project titles' words."""
+    found: dict[str, None] = {}
+    for passion, _ in context.passions:
+        found.setdefault(passion, None)
+    counts: Counter[str] = Counter()
+    for post in (*context.successful_posts, *context.local_trends):
+        for word in _subject_words(f"{post.title} {post.description}"):
+            counts[word] += 1 + post.engagement
+    for word, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+        found.setdefault(word, None)
+    for project in context.projects:
+        for word in sorted(_subject_words(project.lower())):
+            found.setdefault(word, None)
+    return list(found)[:limit]
+
+
+TITLE_TEMPLATES: tuple[str, ...] = (
+    "What {project} taught us about {a}",
+    "Looking for people into {a} and {b}",
+    "{A} for beginners: our team's starter guide",
+    "Show and tell: {a} meets {b}",
+    "Ask us anything about {a}",
+    "Our next {a} build, and where {b} fits in",
+    "Five {a} lessons from {project}",
+)
+LOCAL_TITLE_TEMPLATES: tuple[str, ...] = (
+    "{A} meetup near us this weekend",
+    "Anyone nearby into {a}? Join {project}",
+)
+DESCRIPTION_TEMPLATE = (
+    'We are the team behind "{project}". {hook} This time it is about {a} and {b}: what we tried, what worked and '
+    "what we would do differently. Tell us how you approach {a}."
+)
+
+
+class OfflineGenerator:
+    """Drafts from templates filled with the context's themes, in a fixed order: the same context gives the same
+    drafts. Each draft's description quotes a successful post the audience liked, so its words (which the
+    candidate tower reads) are the audience's."""
+
+    name = "offline"
+
+    def generate(self, context: IdeaContext, count: int) -> list[Idea]:
+        found = themes(context) or ["our project"]
+        project = context.team.title or (context.projects[0] if context.projects else "our")
+        templates = (*(LOCAL_TITLE_TEMPLATES if context.team.is_local else ()), *TITLE_TEMPLATES)
+        examples = [post.title for post in (*context.successful_posts, *context.local_trends)]
+        pairs = [(a, b) for i, a in enumerate(found) for b in found[i + 1 :]] or [(found[0], found[0])]
+        ideas: list[Idea] = []
+        wanted = count * CANDIDATES_PER_IDEA
+        for index in range(min(wanted, len(pairs) * len(templates))):
+            a, b = pairs[index % len(pairs)]
+            template = templates[(index // len(pairs) + index) % len(templates)]
+            hook = f'People who liked "{examples[index % len(examples)]}" are our audience.' if examples else ""
+            values = {"a": a, "b": b, "A": a[:1].upper() + a[1:], "project": project}
+            ideas.append(
+                Idea(
+                    title=_clip(template.format(**values), MAX_TITLE_CHARS),
+                    description=_clip(DESCRIPTION_TEMPLATE.format(hook=hook, **values), MAX_DESCRIPTION_CHARS),
+                )
+            )
+        return ideas
+
+
+# --- chat completions ----------------------------------------------------------------------------------------------
+
+SYSTEM_PROMPT = (
+    "You write post ideas for a team on Teamu, a social network where people share project ideas and find "
+    "collaborators. Each idea is a post the team could publish: a short title and a description of two or three "
+    "sentences, in the team's voice. Write for the audience described, build on what did well with it, and never "
+    "repeat a post the team already wrote. Answer with JSON only: "
+    '{"ideas": [{"title": "...", "description": "..."}]}'
+)
+
+
+def build_prompt(context: IdeaContext, count: int) -> str:
+    """The user message: the chosen context, as plain text. Nothing else goes to the endpoint."""
+    team = context.team
+    lines = [
+        f"Team: {team.title or 'untitled project'} ({len(team.members)} members"
+        + (", a local team: its audience lives nearby)" if team.is_local else ")"),
+        "Members' passions: " + (", ".join(f"{p} ({n})" for p, n in context.passions) or "none given"),
+        "Their projects: " + ("; ".join(context.projects) or "none"),
+        f"Audience: {len(context.audience.user_ids)} people whose interests sit nearest the team's"
+        + (f", {int(context.audience.is_local.sum())} of them nearby" if team.is_local else ""),
+        "",
+        "Posts that did well with this audience (views, upvotes, comments):",
+    ]
+    lines += [
+        f"- {post.title} ({post.views}, {post.upvotes}, {post.comments}): {_clip(post.description, 200)}"
+        for post in context.successful_posts
+    ] or ["- none yet"]
+    if context.local_trends:
+        lines += ["", "Trending nearby (interactions in the last two weeks):"]
+        lines += [f"- {post.title} ({post.recent_engagements})" for post in context.local_trends]
+    lines += ["", "The team already posted (do not repeat these):"]
+    lines += [f"- {title}" for title in context.existing_titles[:PROMPT_EXISTING_POSTS]] or ["- nothing yet"]
+    lines += ["", f"Write {count} new post ideas for this team."]
+    return "\n".join(lines)
+
+
+def _endpoint(url: str) -> str:
+    """The chat-completions URL from a base URL (https://host/v1) or the full one."""
+    url = url.rstrip("/")
+    return url if url.endswith("/chat/completions") else url + "/chat/completions"
+
+
+def parse_ideas(content: str) -> list[Idea]:
+    """Ideas from the model's message: a JSON object with "ideas", or a bare list, possibly inside a ```json fence
+    or surrounded by prose. Raises ValueError when there are none."""
+    match = re.search(r"[\[{].*[\]}]", content, flags=re.DOTALL)
+    if match is None:
+        raise ValueError("the answer holds no JSON")
+    try:
+        payload = json.loads(match.group(0))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"the answer's JSON is malformed ({exc.msg})") from None
+    items = payload.get("ideas") if isinstance(payload, dict) else payload
+    if not isinstance(items, list):
+        raise ValueError('the answer has no "ideas" list')
+    ideas = [
+        Idea(_clip(item["title"], MAX_TITLE_CHARS), _clip(item.get("description") or "", MAX_DESCRIPTION_CHARS))
+        for item in items
+        if isinstance(item, dict) and isinstance(item.get("title"), str) and item["title"].strip()
+    ]
+    if not ideas:
+        raise ValueError("the answer lists no idea with a title")
+    return ideas
+
+
+class _Retry(Exception):
+    """A failure worth another attempt."""
+
+
+class ChatCompletionsGenerator:
+    """POST {url}/chat/completions as OpenAI's API takes it (model, messages), Bearer key when one is set.
+    Retries timeouts, connection errors, 429/5xx and unusable answers (ATTEMPTS in all), then raises
+    IdeaGenerationError; other HTTP errors (a wrong key or model) raise at once. Messages never hold the key."""
+
+    name = "chat-completions"
+
+    def __init__(
+        self,
+        settings: LanguageModelSettings,
+        *,
+        attempts: int = ATTEMPTS,
+        backoff_seconds: float = RETRY_BACKOFF_SECONDS,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._settings = settings
+        self._attempts = attempts
+        self._backoff = backoff_seconds
+        self._sleep = sleep
+        self.name = f"chat-completions ({settings.model})"
+
+    def __repr__(self) -> str:
+        return f"ChatCompletionsGenerator({self._settings!r})"
+
+    def generate(self, context: IdeaContext, count: int) -> list[Idea]:
+        body = {
+            "model": self._settings.model,
+            "messages": [
+                {"role": "system", "content": SYSTEM_PROMPT},
+                {"role": "user", "content": build_prompt(context, count * CANDIDATES_PER_IDEA)},
+            ],
+            "temperature": 0.7,
+        }
+        failures: list[str] = []
+        for attempt in range(1, self._attempts + 1):
+            try:
+                return parse_ideas(self._complete(body))
+            except _Retry as exc:
+                failures.append(str(exc))
+            except ValueError as exc:
+                failures.append(f"unusable answer: {exc}")
+            if attempt < self._attempts:
+                self._sleep(self._backoff * attempt)
+        raise IdeaGenerationError(
+            f"{_endpoint(self._settings.url)} gave no usable ideas in {self._attempts} attempts: " + "; ".join(failures)
+        )
+
+    def _complete(self, body: dict[str, Any]) -> str:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self._settings.api_key:
+            headers["Authorization"] = f"Bearer {self._settings.api_key}"
+        request = urllib.request.Request(
+            _endpoint(self._settings.url), data=json.dumps(body).encode(), headers=headers, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self._settings.timeout_seconds) as response:
+                raw = response.read()
+        except urllib.error.HTTPError as exc:
+            detail = _error_detail(exc, self._settings.api_key)
+            if exc.code == 429 or exc.code >= 500:
+                raise _Retry(f"HTTP {exc.code}{detail}") from None
+            raise IdeaGenerationError(
+                f"{_endpoint(self._settings.url)} refused the request: HTTP {exc.code}{detail}"
+                + (" (check TEAMU_LLM_API_KEY)" if exc.code in (401, 403) else "")
+            ) from None
+        except TimeoutError:
+            raise _Retry(f"no answer within {self._settings.timeout_seconds:g} s") from None
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, TimeoutError):
+                raise _Retry(f"no answer within {self._settings.timeout_seconds:g} s") from None
+            raise _Retry(f"connection failed: {exc.reason}") from None
+        except (ConnectionError, OSError) as exc:
+            raise _Retry(f"connection failed: {exc}") from None
+        try:
+            payload = json.loads(raw)
+            message = payload["choices"][0]["message"]["content"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise _Retry("the response is not a chat completion (no choices[0].message.content)") from None
+        if not isinstance(message, str):
+            raise _Retry("the completion's content is not text")
+        return message
+
+
+def _error_detail(error: urllib.error.HTTPError, api_key: str | None) -> str:
+    """The error message an OpenAI-compatible server puts in its body ({"error": {"message": ...}}), cut short,
+    the key masked should the server quote it."""
+    try:
+        payload = json.loads(error.read() or b"{}")
+    except (ValueError, OSError):
+        return ""
+    message = payload.get("error") if isinstance(payload, dict) else None
+    if isinstance(message, dict):
+        message = message.get("message")
+    if not isinstance(message, str) or not message:
+        return ""
+    if api_key:
+        message = message.replace(api_key, "***")
+    return f": {_clip(message, 200)}"
+
+
+def generator_from_settings(settings: LanguageModelSettings | None) -> IdeaGenerator:
+    """The endpoint's generator when TEAMU_LLM_URL is configured, else the offline one."""
+    return OfflineGenerator() if settings is None else ChatCompletionsGenerator(settings)

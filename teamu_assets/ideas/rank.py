@@ -1,0 +1,142 @@
+"""Ranking ideas by the post tower: each idea is embedded by the served model's candidate tower as a new post
+(cold start by content: no id the model knows, no views, votes or comments, age 0), and scored against the
+audience's user embeddings.
+
+The score is the model's own prediction of engagement. The towers are trained with a softmax over posts, so for a
+user u, exp(u . p) / sum over the live posts q of exp(u . q) is the share of u's next engagement that post p
+would get; summed over the audience, it is the number of engagements the idea is expected to draw from its
+audience were it published now among the live posts (predicted_engagement). The reasons are the successful posts
+of the context nearest each idea in content.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from teamu_assets.db.connection import connect
+from teamu_assets.ideas.context import ContextPost, IdeaContext, content
+from teamu_assets.ideas.generate import Idea
+
+# Embeds a post frame (marts.post_features' columns) as the served candidate tower does, post ages measured at
+# the given moment: [n, D] float32.
+PostEmbedder = Callable[[pd.DataFrame, pd.Timestamp], np.ndarray]
+REASONS_PER_IDEA = 2
+# exp() of a score above this overflows float8; real scores (1 / temperature + appetite x freshness + quality)
+# stay in the tens.
+MAX_EXPONENT = 700.0
+
+
+@dataclass(frozen=True)
+class Reason:
+    post_id: int
+    title: str
+    similarity: float  # content cosine between the idea and this successful post
+    views: int
+    upvotes: int
+
+    def __str__(self) -> str:
+        return f'near "{self.title}" (cos {self.similarity:.2f}; {self.views} views, {self.upvotes} upvotes)'
+
+
+@dataclass(frozen=True)
+class RankedIdea:
+    rank: int
+    idea: Idea
+    score: float  # expected engagements from the audience (predicted_engagement)
+    mean_affinity: float  # mean over the audience of user . idea: the raw model score
+    reasons: tuple[Reason, ...]
+
+
+def idea_posts(ideas: Sequence[Idea], context: IdeaContext) -> pd.DataFrame:
+    """The ideas as marts.post_features rows of posts published now by the team's owner: negative ids (never a
+    post's, so the tower's id lookup gives the out-of-vocabulary id, as for any post newer than the model),
+    nothing engaged with yet, created at the data's clock (age 0), local at the team's centre for a local team."""
+    team = context.team
+    owner = team.members[0].user_id if team.members else 0
+    return pd.DataFrame(
+        {
+            "post_id": -np.arange(1, len(ideas) + 1, dtype=np.int64),
+            "user_id": np.full(len(ideas), owner, dtype=np.int64),
+            "title": [idea.title for idea in ideas],
+            "description": [idea.description for idea in ideas],
+            "post_length": [len(idea.title) + len(idea.description) for idea in ideas],
+            "comments": [[] for _ in ideas],
+            "vote_count": np.zeros(len(ideas), dtype=np.int64),
+            "view_count": np.zeros(len(ideas), dtype=np.int64),
+            "avg_time_viewed_seconds": np.zeros(len(ideas)),
+            "is_local": np.full(len(ideas), team.is_local),
+            "latitude": np.full(len(ideas), team.latitude if team.is_local else np.nan, dtype=np.float64),
+            "longitude": np.full(len(ideas), team.longitude if team.is_local else np.nan, dtype=np.float64),
+            "created_at": pd.Series([context.as_of] * len(ideas), dtype="datetime64[us, UTC]"),
+        }
+    )
+
+
+def log_normalizers(user_vectors: np.ndarray, post_vectors: np.ndarray, *, block: int = 65_536) -> np.ndarray:
+    """log sum over posts of exp(u . p) for each user [n], posts taken `block` at a time (stable log-sum-exp)."""
+    users = np.asarray(user_vectors, np.float64)
+    total = np.full(len(users), -np.inf)
+    for start in range(0, len(post_vectors), block):
+        scores = users @ np.asarray(post_vectors[start : start + block], np.float64).T
+        total = np.logaddexp(total, np.logaddexp.reduce(scores, axis=1))
+    return total
+
+
+def live_log_normalizers(url: str, user_ids: np.ndarray) -> np.ndarray:
+    """log_normalizers of these users against every post in ml.post_embeddings, computed in the database (no post
+    vector leaves it), in the order of user_ids."""
+    with connect(url) as conn:
+        rows = dict(
+            conn.execute(
+                "select u.user_id, ln(sum(exp(least(-(p.embedding <#> u.embedding), %s))))"
+                " from ml.user_embeddings u cross join ml.post_embeddings p"
+                " where u.user_id = any(%s) group by u.user_id",
+                (MAX_EXPONENT, user_ids.tolist()),
+            ).fetchall()
+        )
+    return np.array([rows[user_id] for user_id in user_ids.tolist()], np.float64)
+
+
+def predicted_engagement(user_vectors: np.ndarray, post_vectors: np.ndarray, normalizers: np.ndarray) -> np.ndarray:
+    """For each post [n]: the sum over users of exp(u . p - normalizer(u)), its expected engagements from them."""
+    scores = np.asarray(user_vectors, np.float64) @ np.asarray(post_vectors, np.float64).T
+    return np.exp(np.minimum(scores - normalizers[:, np.newaxis], MAX_EXPONENT)).sum(axis=0)
+
+
+def _reasons(idea_vector: np.ndarray, context: IdeaContext) -> tuple[Reason, ...]:
+    if not context.successful_posts:
+        return ()
+    similarity = content(context.successful_vectors) @ content(idea_vector)
+    order = np.lexsort(([p.post_id for p in context.successful_posts], -similarity))[:REASONS_PER_IDEA]
+    posts: list[ContextPost] = [context.successful_posts[i] for i in order]
+    return tuple(
+        Reason(p.post_id, p.title, float(similarity[i]), p.views, p.upvotes) for p, i in zip(posts, order, strict=True)
+    )
+
+
+def rank_ideas(
+    ideas: Sequence[Idea], context: IdeaContext, embed: PostEmbedder, normalizers: np.ndarray
+) -> list[RankedIdea]:
+    """The ideas best first by predicted engagement from the context's audience (ties: the earlier idea), each
+    with its reasons. normalizers: the audience's log_normalizers over the live posts, in audience order."""
+    if not ideas:
+        return []
+    vectors = np.asarray(embed(idea_posts(ideas, context), context.as_of), np.float64)
+    audience = context.audience.vectors
+    scores = predicted_engagement(audience, vectors, normalizers)
+    mean_affinity = (np.asarray(audience, np.float64) @ vectors.T).mean(axis=0)
+    order = np.lexsort((np.arange(len(ideas)), -scores))
+    return [
+        RankedIdea(
+            rank=rank,
+            idea=ideas[i],
+            score=float(scores[i]),
+            mean_affinity=float(mean_affinity[i]),
+            reasons=_reasons(vectors[i], context),
+        )
+        for rank, i in enumerate(order, start=1)
+    ]

@@ -1,0 +1,77 @@
+"""ml.post_ideas: each team's ranked ideas, as the app reads them (DDL in teamu_assets/db/sql/ml.sql)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+
+from psycopg.types.json import Jsonb
+
+from teamu_assets.db import schema
+from teamu_assets.db.connection import connect
+from teamu_assets.ideas.rank import RankedIdea
+
+
+@dataclass(frozen=True)
+class StoredIdea:
+    project_id: int
+    rank: int
+    title: str
+    description: str
+    score: float
+    reasons: list[dict]
+    generator: str
+    model_version: str
+    generated_at: datetime
+
+
+def write_post_ideas(
+    url: str, teams: Sequence[tuple[int, Sequence[RankedIdea], str]], model_version: str
+) -> datetime | None:
+    """Replace the rows of every (project_id, ranked ideas, generator) given, all in one transaction: a reader
+    sees every team's previous ideas or every team's new ones. Teams not given keep theirs. Returns the
+    generated_at written (the transaction's time), None when nothing was given."""
+    if not teams:
+        return None
+    with connect(url) as conn:
+        missing = conn.execute("select to_regclass('ml.post_ideas')").fetchone()[0] is None
+    if missing:
+        # A database bootstrapped before the table existed (`teamu db start` creates it).
+        schema.apply(url, "ml")
+    with connect(url) as conn:
+        generated_at = conn.execute("select now()").fetchone()[0]
+        conn.execute(
+            "delete from ml.post_ideas where project_id = any(%s)", ([project_id for project_id, _, _ in teams],)
+        )
+        with conn.cursor() as cursor:
+            cursor.executemany(
+                "insert into ml.post_ideas (project_id, rank, title, description, score, reasons, generator,"
+                " model_version, generated_at) values (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                [
+                    (
+                        project_id,
+                        ranked.rank,
+                        ranked.idea.title,
+                        ranked.idea.description,
+                        ranked.score,
+                        Jsonb([asdict(reason) for reason in ranked.reasons]),
+                        generator,
+                        model_version,
+                        generated_at,
+                    )
+                    for project_id, ideas, generator in teams
+                    for ranked in ideas
+                ],
+            )
+    return generated_at
+
+
+def read_post_ideas(url: str, project_id: int) -> list[StoredIdea]:
+    with connect(url) as conn:
+        rows = conn.execute(
+            "select project_id, rank, title, description, score, reasons, generator, model_version, generated_at"
+            " from ml.post_ideas where project_id = %s order by rank",
+            (project_id,),
+        ).fetchall()
+    return [StoredIdea(*row) for row in rows]
