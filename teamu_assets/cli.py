@@ -149,6 +149,69 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ideas(args: argparse.Namespace) -> int:
+    """A team's post ideas, best first, with scores and reasons; --save writes them to ml.post_ideas."""
+    import json
+    import textwrap
+
+    from psycopg import errors
+
+    # Before TensorFlow is imported: without a usable GPU its C++ side logs "failed call to cuInit" as an error.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from teamu_assets.ideas import (
+        ContextError,
+        TeamNotFound,
+        generator_from_settings,
+        promoted_ranker,
+        suggest_ideas,
+        write_post_ideas,
+    )
+
+    settings = _settings()
+    url = _app_url(settings)
+    try:
+        ranker = promoted_ranker(url)
+        result = suggest_ideas(
+            url,
+            args.team,
+            generator=generator_from_settings(settings.language_model),
+            ranker=ranker,
+            count=args.n,
+            audience_size=args.audience,
+        )
+    except (TeamNotFound, ContextError) as exc:
+        print(f"teamu: {exc}", file=sys.stderr)
+        return 1
+    except (errors.UndefinedTable, errors.UndefinedColumn) as exc:
+        problem = str(exc).splitlines()[0]
+        print(f"teamu: the marts are missing or out of date ({problem}): run `make demo`", file=sys.stderr)
+        return 1
+    if result.fallback_reason:
+        print(f"teamu: {result.fallback_reason}; these are the offline generator's ideas", file=sys.stderr)
+    context = result.context
+    team, audience = context.team, context.audience
+    where = f"local team, {int(audience.is_local.sum())} of its audience nearby" if team.is_local else "not local"
+    print(f"Ideas for {team.label}: {len(team.members)} members, {where}, audience of {len(audience.user_ids)}")
+    print(
+        f"written by {result.generator}; ranked by {ranker.model_version}'s post tower (each idea a new post), "
+        f"data as of {context.as_of:%Y-%m-%d %H:%M} UTC; {len(result.dropped)} repeats dropped"
+    )
+    print("score: engagements the idea is expected to draw from the audience")
+    if args.context:
+        print(json.dumps(context.summary(), indent=2, default=str))
+    print(f"{'#':>3}  {'score':>8}  idea")
+    for ranked in result.ranked:
+        print(f"{ranked.rank:>3}  {ranked.score:8.3f}  {ranked.idea.title}")
+        lines = textwrap.wrap(ranked.idea.description, 100)
+        lines += textwrap.wrap("because: " + ("; ".join(map(str, ranked.reasons)) or "no successful post nearby"), 100)
+        for line in lines:
+            print(f"{'':15}{line}")
+    if args.save:
+        written = write_post_ideas(url, [(team.project_id, result.ranked, result.generator)], ranker.model_version)
+        print(f"written to ml.post_ideas (project {team.project_id}, generated_at {written})")
+    return 0
+
+
 def _realtime(args: argparse.Namespace) -> int:
     """The online updater, until SIGTERM or Ctrl-C (it finishes the batch in hand); or, with --uninstall, its
     triggers and tables removed."""
@@ -302,6 +365,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     dbt = commands.add_parser("dbt", help="run dbt on this project and database; arguments go to dbt")
     dbt.set_defaults(func=_dbt)
+
+    ideas = commands.add_parser(
+        "ideas",
+        help="post ideas for a team (a project's members), ranked by the engagement the model predicts",
+        description="Chooses the team's audience and context with the served embeddings, writes ideas (with the "
+        "chat-completions endpoint of TEAMU_LLM_URL, else offline) and ranks them with the promoted model's post "
+        "tower, each idea embedded as a new post. Offline unless TEAMU_LLM_URL is set.",
+    )
+    ideas.add_argument("--team", type=_int_between(1, MAX_USER_ID), required=True, help="the team's project id")
+    ideas.add_argument("-n", type=_int_between(1, 100), default=10, help="how many ideas (default 10)")
+    ideas.add_argument(
+        "--audience", type=_int_between(1, 100_000), default=200, help="users in the team's audience (default 200)"
+    )
+    ideas.add_argument("--context", action="store_true", help="also print the chosen context (JSON)")
+    ideas.add_argument("--save", action="store_true", help="write the ideas to ml.post_ideas (replacing the team's)")
+    ideas.set_defaults(func=_ideas)
 
     report = commands.add_parser("report", help="print the latest evaluation summary")
     report.set_defaults(func=_report)

@@ -10,7 +10,12 @@ from pydantic import PrivateAttr
 
 from teamu_assets.db import registry
 from teamu_assets.db.connection import dbt_env, resolve_url
-from teamu_assets.settings import MixpanelCredentials
+from teamu_assets.settings import (
+    DEFAULT_LLM_MODEL,
+    DEFAULT_LLM_TIMEOUT_SECONDS,
+    LanguageModelSettings,
+    MixpanelCredentials,
+)
 
 
 class TeamuDatabase(ConfigurableResource):
@@ -38,6 +43,22 @@ class MixpanelExport(ConfigurableResource):
         if self.service_account_username and self.service_account_secret and self.project_id:
             return MixpanelCredentials(self.service_account_username, self.service_account_secret, self.project_id)
         return None
+
+
+class LanguageModel(ConfigurableResource):
+    """The OpenAI-compatible chat-completions endpoint post ideas are written with (TEAMU_LLM_URL, TEAMU_LLM_MODEL,
+    TEAMU_LLM_API_KEY as an EnvVar, so the key stays out of run configs and the UI); no url: the offline
+    generator."""
+
+    url: str | None = None
+    model: str = DEFAULT_LLM_MODEL
+    api_key: str | None = None
+    timeout_seconds: float = DEFAULT_LLM_TIMEOUT_SECONDS
+
+    def settings(self) -> LanguageModelSettings | None:
+        if not self.url:
+            return None
+        return LanguageModelSettings(self.url, self.model, self.api_key or None, self.timeout_seconds)
 
 
 class ArtifactStore(ConfigurableResource):

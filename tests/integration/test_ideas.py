@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -291,3 +292,39 @@ def test_post_ideas_are_replaced_per_team_in_one_transaction(world: World) -> No
         )
     assert [i.title for i in read_post_ideas(url, LOCAL_TEAM)] == ["x"]
     assert [i.title for i in read_post_ideas(url, GLOBAL_TEAM)] == ["c"]
+
+
+def test_the_asset_survives_a_slow_language_model_and_an_unknown_team(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dagster import materialize
+
+    import teamu_assets.ideas
+    from teamu_assets.assets.ideas import POST_IDEAS, post_ideas
+    from teamu_assets.resources import LanguageModel, TeamuDatabase
+
+    monkeypatch.setattr(teamu_assets.ideas, "promoted_ranker", lambda url: RANKER)
+    # Every answer comes after the client's timeout.
+    with fake_chat_completions(SECRET, [], Reply.ideas([{"title": "Too late"}], delay_seconds=0.6)) as fake:
+        result = materialize(
+            [post_ideas],
+            resources={
+                "database": TeamuDatabase(teamu_home=str(tmp_path), database_url=world.url),
+                "language_model": LanguageModel(
+                    url=fake.base_url, model="fake-model", api_key=SECRET, timeout_seconds=0.3
+                ),
+            },
+            run_config={"ops": {"ml__post_ideas": {"config": {"project_ids": [LOCAL_TEAM, 999], "ideas_per_team": 4}}}},
+        )
+    assert result.success
+    assert len(fake.requests) == 3  # one team, three attempts
+    metadata = result.asset_materializations_for_node("ml__post_ideas")[0].metadata
+    assert metadata["teams"].value == 1 and metadata["ideas"].value == 4
+    assert "no answer within 0.3 s" in metadata["fallbacks"].value[str(LOCAL_TEAM)]
+    assert "999" in metadata["skipped"].value
+    table = metadata["ranked_ideas"].value
+    assert "| # | expected engagements | idea | because |" in table and "Robot garage" in table
+    assert all(SECRET not in str(value.value) for value in metadata.values())
+    stored = read_post_ideas(world.url, LOCAL_TEAM)
+    assert [idea.rank for idea in stored] == [1, 2, 3, 4] and {idea.generator for idea in stored} == {"offline"}
+    assert stored[0].model_version == VERSION and POST_IDEAS.path == ["ml", "post_ideas"]

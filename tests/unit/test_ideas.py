@@ -309,3 +309,14 @@ def test_ideas_rank_by_predicted_engagement_with_the_nearest_successful_posts_as
     assert ranked[2].reasons[0].post_id == 102
     assert "Drone racing night" in str(ranked[0].reasons[0])
     assert rank_ideas([], context, embed, np.zeros(5)) == []
+
+
+def test_the_ideas_command_takes_a_team_and_a_count() -> None:
+    from teamu_assets.cli import build_parser
+
+    args = build_parser().parse_args(["ideas", "--team", "109"])
+    assert (args.team, args.n, args.audience, args.save, args.context) == (109, 10, 200, False, False)
+    args = build_parser().parse_args(["ideas", "--team", "3", "-n", "4", "--save"])
+    assert (args.n, args.save) == (4, True)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["ideas", "--team", "3", "-n", "0"])

@@ -1,0 +1,119 @@
+"""Post ideas for the most active teams (teamu_assets.ideas), written to ml.post_ideas.
+
+Thin glue: the core chooses the context, generates and ranks; TensorFlow is imported inside the asset's body.
+Not part of the full_refresh job: with TEAMU_LLM_URL set it calls an outside service, so it runs when asked
+(the UI, or `teamu ideas --team ID --save` for one team).
+"""
+
+from typing import Any
+
+from dagster import AssetExecutionContext, AssetKey, Config, Failure, MaterializeResult, MetadataValue, asset
+
+from teamu_assets.ideas import DEFAULT_IDEAS, TeamIdeas
+from teamu_assets.ideas.context import DEFAULT_AUDIENCE_SIZE
+from teamu_assets.resources import LanguageModel, TeamuDatabase
+
+POST_IDEAS = AssetKey(["ml", "post_ideas"])
+# Ideas per team shown in the asset's metadata (all of them are in ml.post_ideas).
+SHOWN_PER_TEAM = 10
+
+
+class PostIdeasConfig(Config):
+    teams: int = 5
+    """How many teams: the most active ones (interactions made and received by their members lately)."""
+    project_ids: list[int] = []
+    """These teams instead of the most active ones."""
+    ideas_per_team: int = DEFAULT_IDEAS
+    audience_size: int = DEFAULT_AUDIENCE_SIZE
+    """Users in a team's audience: those whose embeddings sit nearest the team's (local ones first)."""
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "/").replace("\n", " ")
+
+
+def ideas_markdown(result: TeamIdeas, shown: int = SHOWN_PER_TEAM) -> str:
+    """One team's ranked ideas as a markdown table, under a heading that says who and for whom."""
+    team, audience = result.context.team, result.context.audience
+    where = f"local team, {int(audience.is_local.sum())} of its audience nearby" if team.is_local else "not local"
+    lines = [
+        f"### {_cell(team.label)}: {len(team.members)} members, {where}, audience {len(audience.user_ids)}",
+        f"written by {result.generator}"
+        + (f" (fallback: {_cell(result.fallback_reason)})" if result.fallback_reason else ""),
+        "",
+        "| # | expected engagements | idea | because |",
+        "|---|---|---|---|",
+    ]
+    for ranked in result.ranked[:shown]:
+        reasons = "; ".join(_cell(str(reason)) for reason in ranked.reasons) or "no successful post nearby"
+        idea = f"**{_cell(ranked.idea.title)}**: {_cell(ranked.idea.description)}"
+        lines.append(f"| {ranked.rank} | {ranked.score:.3f} | {idea} | {reasons} |")
+    return "\n".join(lines)
+
+
+@asset(
+    key=POST_IDEAS,
+    group_name="ideas",
+    kinds={"python", "postgres"},
+    deps=[AssetKey(["marts", "teams"]), AssetKey(["ml", "post_embeddings"]), AssetKey(["ml", "user_embeddings"])],
+)
+def post_ideas(
+    context: AssetExecutionContext, config: PostIdeasConfig, database: TeamuDatabase, language_model: LanguageModel
+) -> MaterializeResult:
+    """Ranked post ideas for the most active teams (or the teams named) in ml.post_ideas, one transaction: the
+    served embeddings choose each team's audience and context, the language model (offline generator when none
+    is configured) writes, the promoted model's candidate tower ranks by the engagement it predicts. A failing
+    language model doesn't fail the asset: that team gets the offline ideas and the metadata says why."""
+    from teamu_assets.ideas import (
+        ContextError,
+        TeamNotFound,
+        active_teams,
+        generator_from_settings,
+        promoted_ranker,
+        suggest_ideas,
+        write_post_ideas,
+    )
+
+    url = database.url()
+    ranker = promoted_ranker(url)
+    project_ids = config.project_ids or [project_id for project_id, *_ in active_teams(url, config.teams)]
+    generator = generator_from_settings(language_model.settings())
+    results: list[TeamIdeas] = []
+    skipped: dict[str, str] = {}
+    for project_id in project_ids:
+        try:
+            result = suggest_ideas(
+                url,
+                project_id,
+                generator=generator,
+                ranker=ranker,
+                count=config.ideas_per_team,
+                audience_size=config.audience_size,
+            )
+        except (TeamNotFound, ContextError) as exc:
+            skipped[str(project_id)] = str(exc)
+            context.log.warning(f"project {project_id}: {exc}")
+            continue
+        if result.fallback_reason:
+            context.log.warning(f"project {project_id}: offline ideas instead: {result.fallback_reason}")
+        results.append(result)
+    if project_ids and not results:
+        raise Failure("no team got ideas", metadata={"skipped": MetadataValue.json(skipped)})
+    generated_at = write_post_ideas(
+        url, [(r.context.team.project_id, r.ranked, r.generator) for r in results], ranker.model_version
+    )
+    metadata: dict[str, Any] = {
+        "teams": len(results),
+        "ideas": sum(len(r.ranked) for r in results),
+        "model_version": ranker.model_version,
+        "generator": generator.name,
+        "generated_at": str(generated_at),
+        "fallbacks": MetadataValue.json(
+            {str(r.context.team.project_id): r.fallback_reason for r in results if r.fallback_reason}
+        ),
+        "skipped": MetadataValue.json(skipped),
+        "dropped_repeats": sum(len(r.dropped) for r in results),
+        "ranked_ideas": MetadataValue.md("\n\n".join(ideas_markdown(r) for r in results) or "(no teams)"),
+        "contexts": MetadataValue.json({str(r.context.team.project_id): r.context.summary() for r in results}),
+    }
+    return MaterializeResult(metadata=metadata)
