@@ -75,6 +75,7 @@ bench: venv
 	$(BIN)/python bench/bench_serving.py --posts 100000
 	$(BIN)/python bench/bench_training.py
 	$(BIN)/python bench/bench_freshness.py --trials 20
+	$(BIN)/python bench/bench_post_ideas.py
 	$(BIN)/python bench/bench_incremental_scale.py --sizes 10000 100000 --trials 5
 	$(BIN)/python bench/bench_real_data.py
 

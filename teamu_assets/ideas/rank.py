@@ -51,29 +51,49 @@ class RankedIdea:
     reasons: tuple[Reason, ...]
 
 
-def idea_posts(ideas: Sequence[Idea], context: IdeaContext) -> pd.DataFrame:
-    """The ideas as marts.post_features rows of posts published now by the team's owner: negative ids (never a
-    post's, so the tower's id lookup gives the out-of-vocabulary id, as for any post newer than the model),
-    nothing engaged with yet, created at the data's clock (age 0), local at the team's centre for a local team."""
-    team = context.team
-    owner = team.members[0].user_id if team.members else 0
+def as_new_posts(posts: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
+    """Posts (columns user_id, title, description, is_local, latitude, longitude) as marts.post_features rows of
+    posts published at `as_of`: negative ids (never a post's, so the tower's id lookup gives the
+    out-of-vocabulary id, as for any post newer than the model), no comments, votes, views or view time yet, age 0
+    when embedded at `as_of`. The cold start the ideas are ranked in, and which bench_post_ideas measures."""
+    n = len(posts)
+    titles = posts["title"].fillna("").astype(str).tolist()
+    descriptions = posts["description"].fillna("").astype(str).tolist()
     return pd.DataFrame(
         {
-            "post_id": -np.arange(1, len(ideas) + 1, dtype=np.int64),
+            "post_id": -np.arange(1, n + 1, dtype=np.int64),
+            "user_id": posts["user_id"].to_numpy(np.int64),
+            "title": titles,
+            "description": descriptions,
+            "post_length": [len(t) + len(d) for t, d in zip(titles, descriptions, strict=True)],
+            "comments": [[] for _ in range(n)],
+            "vote_count": np.zeros(n, dtype=np.int64),
+            "view_count": np.zeros(n, dtype=np.int64),
+            "avg_time_viewed_seconds": np.zeros(n),
+            "is_local": posts["is_local"].fillna(False).astype(bool).to_numpy(),
+            "latitude": posts["latitude"].to_numpy(np.float64, na_value=np.nan),
+            "longitude": posts["longitude"].to_numpy(np.float64, na_value=np.nan),
+            "created_at": pd.Series([as_of] * n, dtype="datetime64[us, UTC]"),
+        }
+    )
+
+
+def idea_posts(ideas: Sequence[Idea], context: IdeaContext) -> pd.DataFrame:
+    """The ideas as new posts (as_new_posts) by the team's owner, published at the data's clock; a local team's
+    are local posts at its centre."""
+    team = context.team
+    owner = team.members[0].user_id if team.members else 0
+    frame = pd.DataFrame(
+        {
             "user_id": np.full(len(ideas), owner, dtype=np.int64),
             "title": [idea.title for idea in ideas],
             "description": [idea.description for idea in ideas],
-            "post_length": [len(idea.title) + len(idea.description) for idea in ideas],
-            "comments": [[] for _ in ideas],
-            "vote_count": np.zeros(len(ideas), dtype=np.int64),
-            "view_count": np.zeros(len(ideas), dtype=np.int64),
-            "avg_time_viewed_seconds": np.zeros(len(ideas)),
             "is_local": np.full(len(ideas), team.is_local),
             "latitude": np.full(len(ideas), team.latitude if team.is_local else np.nan, dtype=np.float64),
             "longitude": np.full(len(ideas), team.longitude if team.is_local else np.nan, dtype=np.float64),
-            "created_at": pd.Series([context.as_of] * len(ideas), dtype="datetime64[us, UTC]"),
         }
     )
+    return as_new_posts(frame, context.as_of)
 
 
 def log_normalizers(user_vectors: np.ndarray, post_vectors: np.ndarray, *, block: int = 65_536) -> np.ndarray:

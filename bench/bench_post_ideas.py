@@ -1,0 +1,237 @@
+"""Is the post-ideas ranker worth trusting? The candidate tower's predicted engagement of posts that were new in the
+evaluation period (cold start), against the engagement they really got.
+
+Runs against the project's own database after `make demo` (a promoted model, its dataset and marts must exist).
+The model judged is the promoted version's evaluated model (trained before the cutoff: the refit served beside it
+has seen the evaluation period). The posts: every post created in the evaluation period at least --window-days
+before its end (so each had the whole window), taken as the ideas are (teamu_assets.ideas.rank.as_new_posts): an
+id the model doesn't know, no comments, votes or views, age 0, only their text, place and locality. The end of the
+period is the dataset's (its evaluation split's last interaction), so rows written later (benchmarks, the online
+updater) change nothing.
+
+- real engagement: distinct users who engaged with the post (view, upvote or comment) within --window-days of
+  its creation; "high" = above the median of these posts;
+- model: the ideas' score, the expected engagements from an audience (predicted_engagement), the audience being
+  every user who had signed up by the cutoff, embedded by the query tower as of the cutoff, each user's softmax
+  normalised over the posts live at the cutoff (embedded with their counts then);
+- model, mean score: the mean over the same users of user . post (the raw score, unnormalised);
+- author popularity: engaged users per post over the author's posts before the cutoff (0 for a first post), and
+  the author's total engaged users before the cutoff;
+- on synthetic data (TEAMU_HOME/synthetic/ground_truth.npz), two ceilings from the generator's truth: the
+  oracle (expected views by everyone within the window, latent quality and appeal included) and the content
+  oracle (the same with quality, appeal and taste appeal set to 0: topic, place and time only, the most a model
+  reading a new post's content could know).
+Metrics: ROC-AUC of each predictor for "high", Spearman correlation with the real engagement; a 95% bootstrap
+interval over posts (1,000 resamples, seeded) for each, and a paired one for the model minus each baseline.
+
+    .venv/bin/python bench/bench_post_ideas.py [--window-days 3] [--out PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import teamu_assets  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is first imported)
+from teamu_assets.db import features, registry
+from teamu_assets.db.connection import resolve_url
+from teamu_assets.ideas.rank import as_new_posts, log_normalizers, predicted_engagement
+from teamu_assets.settings import Settings
+
+RESAMPLES = 1_000
+SEED = 0
+EVALUATED_MODEL_DIR = "evaluated"  # where the refit keeps the model the gate judged (assets/ml.py)
+SECONDS_PER_DAY = 86_400
+
+
+def oracles(truth_path: Path, posts: pd.DataFrame, window: pd.Timedelta) -> dict[str, np.ndarray]:
+    """The generator's expected views of each post by every user within its window: with everything, and with
+    the latent quality and appeal zeroed (content only). Empty when the file is missing or another world's."""
+    from teamu_assets.synthetic import load_truth
+
+    if not truth_path.exists():
+        return {}
+    truth = load_truth(truth_path)
+    if not np.isin(posts["post_id"].to_numpy(), truth.post_ids).all():
+        return {}
+    content_only = dataclasses.replace(
+        truth,
+        post_quality=np.zeros_like(truth.post_quality),
+        post_appeal=np.zeros_like(truth.post_appeal),
+        post_taste_appeal=np.zeros_like(truth.post_taste_appeal),
+    )
+    found: dict[str, np.ndarray] = {}
+    for name, world in (("oracle (truth, latent appeal included)", truth), ("content oracle (truth)", content_only)):
+        values = []
+        for post_id, created in zip(posts["post_id"], posts["created_at"], strict=True):
+            start = int(pd.Timestamp(created).timestamp())
+            window_end = start + int(window.total_seconds())
+            values.append(
+                world.expected_scores(
+                    world.user_ids, np.array([post_id]), window_start=start, window_end=window_end
+                ).sum()
+            )
+        found[name] = np.array(values)
+    return found
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """P(score of a random positive > score of a random negative), ties counted half (Mann-Whitney U)."""
+    ranks = pd.Series(scores).rank(method="average").to_numpy()
+    positives = labels.astype(bool)
+    n_pos, n_neg = positives.sum(), (~positives).sum()
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson's correlation of the average ranks (no scipy in the lock file)."""
+    ranks_a, ranks_b = pd.Series(a).rank().to_numpy(), pd.Series(b).rank().to_numpy()
+    if ranks_a.std() == 0 or ranks_b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ranks_a, ranks_b)[0, 1])
+
+
+def metrics(engagement: np.ndarray, high: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    return {"auc": roc_auc(high, scores), "spearman": spearman(scores, engagement)}
+
+
+def with_intervals(
+    engagement: np.ndarray, high: np.ndarray, predictors: dict[str, np.ndarray], model: str
+) -> dict[str, dict[str, Any]]:
+    """Each predictor's metrics with a bootstrap 95% interval over posts; baselines also get the paired interval
+    of the model minus them (the same resampled posts for both)."""
+    rng = np.random.default_rng(SEED)
+    samples = [rng.integers(0, len(engagement), len(engagement)) for _ in range(RESAMPLES)]
+    draws = {name: [metrics(engagement[s], high[s], scores[s]) for s in samples] for name, scores in predictors.items()}
+    results: dict[str, dict[str, Any]] = {}
+    for name, scores in predictors.items():
+        entry: dict[str, Any] = dict(metrics(engagement, high, scores))
+        for metric in ("auc", "spearman"):
+            values = np.array([d[metric] for d in draws[name]])
+            entry[f"{metric}_ci"] = np.nanpercentile(values, [2.5, 97.5]).tolist()
+            if name != model:
+                differences = np.array([m[metric] - d[metric] for m, d in zip(draws[model], draws[name], strict=True)])
+                entry[f"model_minus_{metric}"] = results[model][metric] - entry[metric]
+                entry[f"model_minus_{metric}_ci"] = np.nanpercentile(differences, [2.5, 97.5]).tolist()
+        results[name] = entry
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--window-days", type=float, default=3.0, help="engagement counted this long after creation")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="JSON results (default TEAMU_HOME/bench/post_ideas.json)"
+    )
+    args = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from teamu_assets.model.dataset import post_features_as_of, read_manifest, user_features_as_of
+    from teamu_assets.model.train import embed_posts, embed_users
+
+    started = time.perf_counter()
+    settings = Settings.from_env()
+    url = resolve_url(settings.database_url, settings.pgdata)
+    promoted = registry.promoted_model(url)
+    if promoted is None:
+        raise SystemExit("no promoted model: run `make demo` first")
+    model_dir = Path(promoted.artifact_path)
+    evaluated_dir = model_dir / EVALUATED_MODEL_DIR if (model_dir / EVALUATED_MODEL_DIR).is_dir() else model_dir
+    manifest = read_manifest(Path(promoted.params["dataset"]))
+    cutoff = pd.Timestamp(manifest.cutoff)
+    end = pd.read_parquet(manifest.path("evaluation"), columns=["occurred_at"])["occurred_at"].max()
+    window = pd.Timedelta(days=args.window_days)
+
+    interactions = features.read_interactions(url)
+    interactions = interactions.loc[interactions["occurred_at"] <= end]
+    users, posts = features.read_user_features(url), features.read_post_features(url)
+    before = interactions.loc[interactions["occurred_at"] < cutoff]
+
+    new = posts.loc[(posts["created_at"] >= cutoff) & (posts["created_at"] + window <= end)].sort_values("post_id")
+    engaged = interactions.merge(new[["post_id", "created_at"]], on="post_id")
+    in_window = engaged.loc[engaged["occurred_at"] <= engaged["created_at"] + window]
+    engagement = new["post_id"].map(in_window.groupby("post_id")["user_id"].nunique()).fillna(0).to_numpy(float)
+    high = engagement > np.median(engagement)
+
+    # Users as of the cutoff (those who had signed up), and the posts live then with their counts then.
+    known = users.loc[users["created_at"] < cutoff]
+    user_ids, user_vectors = embed_users(evaluated_dir, user_features_as_of(interactions, known, cutoff))
+    counts = before.groupby(["post_id", "kind"]).size().unstack(fill_value=0).reset_index()
+    for kind in ("view", "upvote"):
+        if kind not in counts:
+            counts[kind] = 0
+    live = posts.loc[posts["created_at"] < cutoff]
+    _, live_vectors = embed_posts(evaluated_dir, post_features_as_of(counts, live, as_of=cutoff))
+    _, new_vectors = embed_posts(evaluated_dir, as_new_posts(new, cutoff), as_of=cutoff)
+    normalizers = log_normalizers(user_vectors, live_vectors)
+    model_scores = predicted_engagement(user_vectors, new_vectors, normalizers)
+    mean_scores = (user_vectors.astype(np.float64) @ new_vectors.astype(np.float64).T).mean(axis=0)
+
+    author_posts = live.groupby("user_id").size()
+    author_engaged = before.merge(live[["post_id", "user_id"]].rename(columns={"user_id": "author"}), on="post_id")
+    author_engaged = author_engaged.drop_duplicates(["post_id", "user_id"]).groupby("author").size()
+    authors = new["user_id"]
+    total = authors.map(author_engaged).fillna(0).to_numpy(float)
+    per_post = (authors.map(author_engaged).fillna(0) / authors.map(author_posts).fillna(1)).to_numpy(float)
+
+    predictors = {
+        "model: expected engagements (the ideas' score)": model_scores,
+        "model: mean score": mean_scores,
+        "author popularity: engaged users per post": per_post,
+        "author popularity: engaged users in all": total,
+        **oracles(settings.home / "synthetic" / "ground_truth.npz", new, window),
+    }
+    model_name = next(iter(predictors))
+    results = with_intervals(engagement, high, predictors, model_name)
+    summary = {
+        "model_version": promoted.model_version,
+        "evaluated_model": str(evaluated_dir),
+        "cutoff": str(cutoff),
+        "end": str(end),
+        "window_days": args.window_days,
+        "posts": len(new),
+        "first_posts": int((authors.map(author_posts).fillna(0) == 0).sum()),
+        "users": len(user_ids),
+        "live_posts": len(live),
+        "engagement_median": float(np.median(engagement)),
+        "engagement_mean": float(engagement.mean()),
+        "results": results,
+        "seconds": time.perf_counter() - started,
+    }
+    out = args.out or settings.home / "bench" / "post_ideas.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2))
+
+    print(
+        f"{promoted.model_version} (evaluated model), cutoff {cutoff:%Y-%m-%d}, end {end:%Y-%m-%d %H:%M}: "
+        f"{len(new)} new posts ({summary['first_posts']} first posts of their author), engagement in "
+        f"{args.window_days:g} days: median {summary['engagement_median']:g}, mean {summary['engagement_mean']:.1f}; "
+        f"{len(user_ids)} users, {len(live)} live posts"
+    )
+    print(f"{'predictor':<48} {'ROC-AUC [95% CI]':<24} {'Spearman [95% CI]':<24}")
+    for name, entry in results.items():
+        auc = f"{entry['auc']:.3f} [{entry['auc_ci'][0]:.3f}, {entry['auc_ci'][1]:.3f}]"
+        rho = f"{entry['spearman']:.3f} [{entry['spearman_ci'][0]:.3f}, {entry['spearman_ci'][1]:.3f}]"
+        print(f"{name:<48} {auc:<24} {rho:<24}")
+    for name, entry in results.items():
+        if "model_minus_auc" in entry:
+            print(
+                f"model minus {name}: AUC {entry['model_minus_auc']:+.3f} "
+                f"[{entry['model_minus_auc_ci'][0]:+.3f}, {entry['model_minus_auc_ci'][1]:+.3f}], Spearman "
+                f"{entry['model_minus_spearman']:+.3f} "
+                f"[{entry['model_minus_spearman_ci'][0]:+.3f}, {entry['model_minus_spearman_ci'][1]:+.3f}]"
+            )
+    print(f"{summary['seconds']:.1f} s; results in {out}")
+
+
+if __name__ == "__main__":
+    main()
