@@ -26,7 +26,8 @@ RUN pip install --no-cache-dir --no-deps -e . \
     && dbt parse --quiet --project-dir dbt_project --profiles-dir dbt_project
 
 VOLUME /data
-EXPOSE 3000
+# 3000: the Dagster UI; 8787: the online updater's HTTP endpoint, served when TEAMU_REALTIME_TOKEN is set.
+EXPOSE 3000 8787
 # The start period covers the first start's initdb and the code location's loading.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=120s --retries=3 CMD ["docker/healthcheck.sh"]
 ENTRYPOINT ["tini", "--", "docker/entrypoint.sh"]

@@ -56,11 +56,17 @@ test-fast: venv
 
 # -W: dagster 1.13 steers `dagster dev` users to `dg dev` (the dagster-dg project layout, which this repository
 # doesn't use); `dagster dev` is still supported.
+# The online updater (`teamu realtime`, docs/OPERATIONS.md section 8) runs beside dagster dev, logging to
+# TEAMU_HOME/logs/realtime.log; Ctrl-C stops both.
 ui: venv
 	$(BIN)/teamu db start
 	@echo "Dagster UI at http://127.0.0.1:3000 (Ctrl-C stops it). Services log warnings and errors only: make ui UI_LOG_LEVEL=info for more."
-	cd $(CURDIR) && $(BIN)/python -W 'ignore:Function `dev_command` is superseded:FutureWarning' \
-		-m dagster dev -w workspace.yaml --log-level $(UI_LOG_LEVEL)
+	@echo "Online updater: teamu realtime, log in $(TEAMU_HOME)/logs/realtime.log"
+	@mkdir -p $(TEAMU_HOME)/logs
+	cd $(CURDIR) && { $(BIN)/teamu realtime > $(TEAMU_HOME)/logs/realtime.log 2>&1 & realtime=$$!; \
+		trap 'kill $$realtime 2> /dev/null; wait $$realtime' EXIT; \
+		$(BIN)/python -W 'ignore:Function `dev_command` is superseded:FutureWarning' \
+		-m dagster dev -w workspace.yaml --log-level $(UI_LOG_LEVEL); }
 
 db-start: venv
 	$(BIN)/teamu db start

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Start the database (or check TEAMU_DATABASE_URL), then the three Dagster processes. On `docker stop` (SIGTERM,
-# handed on by tini), or when any of the three exits, stop the others and then the embedded Postgres, so it shuts
-# down cleanly instead of being killed with the container (and recovering at the next start).
+# Start the database (or check TEAMU_DATABASE_URL), then the three Dagster processes and the online updater. On
+# `docker stop` (SIGTERM, handed on by tini), or when any of them exits, stop the others and then the embedded
+# Postgres, so it shuts down cleanly instead of being killed with the container (and recovering at the next start).
 set -euo pipefail
 
 teamu db start
@@ -11,6 +11,9 @@ pids+=("$!")
 dagster-webserver -h 0.0.0.0 -p 3000 -w docker/workspace.yaml &
 pids+=("$!")
 dagster-daemon run -w docker/workspace.yaml &
+pids+=("$!")
+# The online updater (docs/OPERATIONS.md section 8); its HTTP endpoint on port 8787 only with a token.
+teamu realtime ${TEAMU_REALTIME_TOKEN:+--http-port 8787 --http-host 0.0.0.0} &
 pids+=("$!")
 
 stop_all() {

@@ -25,7 +25,7 @@ from teamu_assets.assets.ml import (
 from teamu_assets.jobs import full_refresh_job, incremental_refresh_job, post_freshness_job
 from teamu_assets.resources import ArtifactStore, LanguageModel, MixpanelExport, TeamuDatabase, TowerPreloader
 from teamu_assets.schedules import daily_post_freshness_schedule, nightly_retrain_schedule
-from teamu_assets.sensors import new_interactions_sensor, retrain_on_new_interactions_sensor
+from teamu_assets.sensors import new_interactions_sensor, online_updater_sensor, retrain_on_new_interactions_sensor
 from teamu_assets.settings import Settings, default_landing_dir
 
 settings = Settings.from_env()
@@ -85,7 +85,7 @@ defs = Definitions(
     ],
     asset_checks=[promotion_gate, post_embeddings_are_complete_and_sane, user_embeddings_are_complete_and_sane],
     jobs=[full_refresh_job, incremental_refresh_job, post_freshness_job],
-    sensors=[new_interactions_sensor, retrain_on_new_interactions_sensor],
+    sensors=[new_interactions_sensor, retrain_on_new_interactions_sensor, online_updater_sensor],
     schedules=[nightly_retrain_schedule, daily_post_freshness_schedule],
     resources=build_resources(
         settings.home,

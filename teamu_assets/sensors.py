@@ -1,10 +1,14 @@
-"""Sensors: new interactions refresh embeddings within seconds; enough of them retrain through the promotion gate."""
+"""Sensors: new interactions refresh embeddings within seconds; enough of them retrain through the promotion gate;
+the online updater's progress shows on ml/user_embeddings."""
 
 import hashlib
 import json
+import time
 from pathlib import Path
 
 from dagster import (
+    AssetKey,
+    AssetObservation,
     DefaultSensorStatus,
     RunRequest,
     SensorEvaluationContext,
@@ -66,3 +70,38 @@ def retrain_on_new_interactions_sensor(
         return SkipReason(f"{new} new interactions since {last_version or 'the start'} (< {RETRAIN_MIN_INTERACTIONS})")
     # One retraining per registered model: the key changes once the retrained model is registered.
     return RunRequest(run_key=f"retrain-after-{last_version or 'nothing'}")
+
+
+@sensor(
+    minimum_interval_seconds=30,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="The online updater's (teamu realtime) progress, as observations of ml/user_embeddings.",
+)
+def online_updater_sensor(context: SensorEvaluationContext, database: TeamuDatabase) -> SensorResult | SkipReason:
+    """The updater runs outside Dagster (a long-lived process, teamu_assets/realtime); this puts what it applied
+    since the last tick, its throughput, lag and queue beside the batch path's materializations in the UI.
+    Cursor: the applied count and the time of the last observation."""
+    from teamu_assets.realtime.updater import progress
+
+    now = progress(database.url())
+    if now is None:
+        return SkipReason("the online updater (teamu realtime) is not installed")
+    last = json.loads(context.cursor) if context.cursor else {"applied_rows": 0, "at": None}
+    if now.applied_rows == last["applied_rows"]:
+        return SkipReason(f"nothing applied since the last observation; {now.queued} rows queued")
+    observed_at = time.time()
+    applied = now.applied_rows - last["applied_rows"]
+    metadata: dict[str, float | int | str] = {
+        "online_applied_rows": applied,
+        "online_applied_rows_total": now.applied_rows,
+        "online_embedded_users_total": now.embedded_users,
+        "online_queued": now.queued,
+        "online_last_lag_seconds": now.last_lag_seconds or 0.0,
+        "online_last_applied_at": now.last_applied_at.isoformat() if now.last_applied_at else "",
+    }
+    if last["at"] is not None:
+        metadata["online_rows_per_second"] = applied / max(observed_at - last["at"], 1e-9)
+    return SensorResult(
+        asset_events=[AssetObservation(asset_key=AssetKey(["ml", "user_embeddings"]), metadata=metadata)],
+        cursor=json.dumps({"applied_rows": now.applied_rows, "at": observed_at}),
+    )

@@ -9,7 +9,7 @@ POST /v1/supabase-webhook  a Database Webhook payload ({"type": "INSERT", "table
                            vote or comment: queues the record's user (ml.online_queue) and wakes the updater. Where
                            the updater's triggers are installed on those tables this is a second, harmless wake-up;
                            where they can't be, it is the way in.
-GET  /healthz              the queue's depth and the updater's progress (ml.online_cursor).
+GET  /healthz              the queue's depth and the updater's progress (ml.online_cursor): updater.progress().
 
 With a token (TEAMU_REALTIME_TOKEN), every request must carry `Authorization: Bearer <token>`; without one, the
 endpoint only listens on a loopback address.
@@ -33,7 +33,7 @@ from typing import Any
 
 from teamu_assets.db.connection import connect
 from teamu_assets.ingest.loader import IngestError, load_export_file
-from teamu_assets.realtime.updater import CHANNEL, CONSUMER
+from teamu_assets.realtime.updater import CHANNEL, progress
 
 log = logging.getLogger("teamu.realtime.http")
 
@@ -109,19 +109,13 @@ def queue_webhook(config: EndpointConfig, payload: Any) -> dict[str, Any]:
 
 
 def health(config: EndpointConfig) -> dict[str, Any]:
-    with connect(config.url) as conn:
-        queued = conn.execute("select count(*) from ml.online_queue").fetchone()[0]
-        row = conn.execute(
-            "select applied_rows, last_applied_at, last_lag_seconds from ml.online_cursor where consumer = %s",
-            (CONSUMER,),
-        ).fetchone()
-    applied, last_applied_at, last_lag = row or (0, None, None)
-    return {
-        "queued": queued,
-        "applied_rows": applied,
-        "last_applied_at": None if last_applied_at is None else last_applied_at.isoformat(),
-        "last_lag_seconds": last_lag,
-    }
+    state = progress(config.url)
+    if state is None:
+        raise RequestError(HTTPStatus.SERVICE_UNAVAILABLE, "the online updater is not installed in this database")
+    answer = asdict(state)
+    if state.last_applied_at is not None:
+        answer["last_applied_at"] = state.last_applied_at.isoformat()
+    return answer
 
 
 class _Server(ThreadingHTTPServer):

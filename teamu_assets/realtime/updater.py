@@ -112,6 +112,32 @@ def uninstall(url: str, supabase_schema: str = "raw_supabase") -> None:
 
 
 @dataclass(frozen=True)
+class Progress:
+    """What ml.online_cursor and ml.online_queue say: the updater's progress, for its endpoint and Dagster."""
+
+    queued: int
+    applied_rows: int
+    applied_batches: int
+    embedded_users: int
+    last_applied_at: datetime | None
+    last_lag_seconds: float | None
+
+
+def progress(url: str) -> Progress | None:
+    """None where the updater was never installed."""
+    with connect(url) as conn:
+        if conn.execute("select to_regclass('ml.online_cursor')").fetchone()[0] is None:
+            return None
+        queued = conn.execute("select count(*) from ml.online_queue").fetchone()[0]
+        row = conn.execute(
+            "select applied_rows, applied_batches, embedded_users, last_applied_at, last_lag_seconds"
+            " from ml.online_cursor where consumer = %s",
+            (CONSUMER,),
+        ).fetchone()
+    return Progress(queued, *(row or (0, 0, 0, None, None)))
+
+
+@dataclass(frozen=True)
 class LiveFeatures:
     frame: pd.DataFrame  # marts.user_features' columns (refreshed_at aside) for the users found, plus member
     pending: dict[int, list[int]]  # user -> posts engaged with that marts.interactions doesn't hold yet

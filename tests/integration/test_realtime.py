@@ -599,3 +599,30 @@ def test_the_edge_function_reaches_the_endpoint(world: World, online: updater.On
     assert answer["status"] == 202 and answer["body"]["updater"] == {"queued": 1, "user_id": user}
     with connect(world.url) as conn:
         assert conn.execute("select user_id, source from ml.online_queue").fetchall() == [(user, "webhook:comments")]
+
+
+def test_the_sensor_shows_the_updaters_progress_on_user_embeddings(world: World, online: updater.OnlineUpdater) -> None:
+    from dagster import AssetKey, SensorResult, SkipReason, build_sensor_context
+
+    from teamu_assets.resources import TeamuDatabase
+    from teamu_assets.sensors import online_updater_sensor
+
+    database = TeamuDatabase(teamu_home=str(world.home), database_url=world.url)
+    [user] = active_users(world.url, 31)[30:]
+    insert_vote(world.url, user, new_post_for(world.url, user))
+    drain(online)
+    first = online_updater_sensor(build_sensor_context(resources={"database": database}))
+    assert isinstance(first, SensorResult)
+    [observation] = first.asset_events
+    assert observation.asset_key == AssetKey(["ml", "user_embeddings"])
+    metadata = {name: value.value for name, value in observation.metadata.items()}
+    assert metadata["online_applied_rows_total"] == scalar(world.url, "select applied_rows from ml.online_cursor")
+    assert metadata["online_queued"] == 0 and metadata["online_last_lag_seconds"] > 0
+    # Nothing applied since: no observation.
+    again = online_updater_sensor(build_sensor_context(resources={"database": database}, cursor=first.cursor))
+    assert isinstance(again, SkipReason)
+    insert_vote(world.url, user, new_post_for(world.url, user))
+    drain(online)
+    later = online_updater_sensor(build_sensor_context(resources={"database": database}, cursor=first.cursor))
+    [observation] = later.asset_events
+    assert observation.metadata["online_applied_rows"].value == 1 and "online_rows_per_second" in observation.metadata
