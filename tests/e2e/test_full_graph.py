@@ -163,6 +163,13 @@ def test_full_graph_then_gate_keeps_the_promoted_model(seeded: tuple[Path, str])
     assert served == [(promoted.model_version,)]
     assert len(recommend(module_db_url, a_user[0], 10)) == 10
 
+    # Post ideas for the five most active teams, offline, ranked by the promoted model's post tower.
+    ideas = _metadata(first, "ml", "post_ideas")
+    assert ideas["teams"] == 5 and ideas["ideas"] == 50 and ideas["model_version"] == promoted.model_version
+    with connect(module_db_url) as conn:
+        stored = conn.execute("select count(distinct project_id), count(*), min(model_version) from ml.post_ideas")
+        assert stored.fetchone() == (5, 50, promoted.model_version)
+
     # A model that barely trained, against a gate with no tolerance: not promoted, serving unchanged.
     second = _run(home, module_db_url, {**SMALL_MODEL, "epochs": 1, "learning_rate": 1e-7}, gate_tolerance=0.0)
     assert not second.success
