@@ -165,21 +165,25 @@ interactions as (
     select * from unmerged
 ),
 
+-- One aggregate over all the users (an anti join), not a subquery per user: under sustained load, before the
+-- next refresh, a user's unmerged rows number in the hundreds.
+pending as (
+    select unmerged.user_id, array_agg(distinct unmerged.post_id order by unmerged.post_id) as post_ids
+    from unmerged
+    where not exists (
+        select 1 from merged where merged.user_id = unmerged.user_id and merged.post_id = unmerged.post_id
+    )
+    group by unmerged.user_id
+),
+
 {{ user_features_ctes() }}
 
 select
     features.*,
     {{ user_feature_hash() }} as feature_hash,
-    array(
-        select distinct pending.post_id
-        from unmerged as pending
-        where pending.user_id = features.user_id
-            and not exists (
-                select 1 from merged where merged.user_id = pending.user_id and merged.post_id = pending.post_id
-            )
-        order by pending.post_id
-    ) as pending_post_ids
+    coalesce(pending.post_ids, '{}'::bigint[]) as pending_post_ids
 from features
+left join pending on pending.user_id = features.user_id
 $fn$;
 
 revoke all on function {{ this.schema }}.user_features_live(bigint[]) from public;

@@ -626,3 +626,31 @@ def test_the_sensor_shows_the_updaters_progress_on_user_embeddings(world: World,
     later = online_updater_sensor(build_sensor_context(resources={"database": database}, cursor=first.cursor))
     [observation] = later.asset_events
     assert observation.metadata["online_applied_rows"].value == 1 and "online_rows_per_second" in observation.metadata
+
+
+def test_uninstall_leaves_the_batch_path_as_it_was(world: World) -> None:
+    """Last in the module: without the updater's objects, writes and serving work as before; install again."""
+    [user] = active_users(world.url, 1)
+    post = new_post_for(world.url, user)
+    updater.uninstall(world.url)
+    try:
+        with connect(world.url) as conn:
+            left = conn.execute(
+                "select count(*) from pg_trigger where tgname like 'teamu_online%%'"
+                " union all select count(*) from pg_proc where proname like 'online_enqueue%%'"
+                " union all select count(*) from pg_class where relname in"
+                " ('online_queue', 'online_cursor', 'user_online_state')"
+            ).fetchall()
+        assert left == [(0,), (0,), (0,)]
+        insert_vote(world.url, user, post)
+        with connect(world.url) as conn:
+            assert len(conn.execute("select * from ml.recommend_posts(%s, 5)", (user,)).fetchall()) == 5
+        served = scalar(world.url, "select model_version from ml.user_embeddings limit 1")
+        assert write_embeddings(world.url, "user", *_one_batch_vector(world, user), served, mode="upsert").rows == 1
+    finally:
+        updater.install(world.url)
+
+
+def _one_batch_vector(world: World, user_id: int) -> tuple[np.ndarray, np.ndarray]:
+    vector = batch_vectors(world, [user_id])[user_id]
+    return np.array([user_id]), vector[np.newaxis]
