@@ -14,7 +14,7 @@ from tests.unit.realdata_fixtures import write_lastfm, write_stackexchange_site
 
 pytestmark = pytest.mark.integration
 
-TABLES = ("users", "projects", "posts", "comments", "votes")
+TABLES = ("users", "projects", "project_members", "posts", "comments", "votes")
 
 
 def _raw_counts(url: str) -> dict[str, int]:
