@@ -4,7 +4,8 @@
     (their rows of marts.interactions, or of what marts.interactions will hold after the next refresh); the
     macros below add the rest. tests/integration/test_realtime.py checks the two agree on every column. -#}
 
-{#- The CTEs from the members' interactions, projects and posts to `features`, one row per member. -#}
+{#- The CTEs from the members' interactions, projects and posts to `features`, one row per member. The
+    relations without the database, as the function below stores this text. -#}
 {% macro user_features_ctes() %}
 interaction_counts as (
     select
@@ -38,7 +39,7 @@ projects as (
         user_id,
         array_agg(title order by created_at, project_id) filter (where title is not null) as project_titles,
         max(created_at) as last_project_at
-    from {{ ref('stg_supabase__projects') }}
+    from {{ ref('stg_supabase__projects').include(database=false) }}
     where user_id in (select user_id from users)
     group by user_id
 ),
@@ -48,7 +49,7 @@ created_posts as (
         user_id,
         array_agg(title order by created_at, post_id) filter (where title is not null) as created_post_titles,
         max(greatest(created_at, updated_at)) as last_post_at
-    from {{ ref('stg_supabase__posts') }}
+    from {{ ref('stg_supabase__posts').include(database=false) }}
     where user_id in (select user_id from users)
     group by user_id
 ),
@@ -112,7 +113,9 @@ features as (
     (marts.interactions' own incremental rule), and the source rows int_interactions will take on its next run
     (its own filter, new_interaction_filter): every row by key once, as the merges on interaction_id keep them.
     Run as a post-hook of marts.user_features, so every build of the mart (re)creates it from the same text.
-    The result columns are the mart's (without refreshed_at), in its order, then pending_post_ids. -#}
+    The result columns are the mart's (without refreshed_at), in its order, then pending_post_ids. Relations are
+    named without the database (dbt's default names it): the stored function then works in a database restored
+    under another name. -#}
 {% macro create_user_features_live() %}
 create or replace function {{ this.schema }}.user_features_live(p_user_ids bigint[])
 returns table (
@@ -139,24 +142,29 @@ set search_path = pg_catalog, pg_temp
 as $fn$
 with
 users as (
-    select * from {{ ref('stg_supabase__users') }} where user_id = any(p_user_ids)
+    select * from {{ ref('stg_supabase__users').include(database=false) }} where user_id = any(p_user_ids)
 ),
 
 merged as (
-    select user_id, post_id, kind, occurred_at from {{ ref('interactions') }} where user_id = any(p_user_ids)
+    select user_id, post_id, kind, occurred_at
+    from {{ ref('interactions').include(database=false) }}
+    where user_id = any(p_user_ids)
 ),
 
 unmerged as (
     select user_id, post_id, kind, occurred_at
-    from {{ ref('int_interactions') }}
+    from {{ ref('int_interactions').include(database=false) }}
     where user_id = any(p_user_ids)
-        and loaded_at > (select coalesce(max(loaded_at), '-infinity'::timestamptz) from {{ ref('interactions') }})
+        and loaded_at > (
+            select coalesce(max(loaded_at), '-infinity'::timestamptz)
+            from {{ ref('interactions').include(database=false) }}
+        )
     union all
     select user_id, post_id, kind, occurred_at
-    from {{ ref('int_interaction_candidates') }}
+    from {{ ref('int_interaction_candidates').include(database=false) }}
     where rejection_reason is null
         and user_id = any(p_user_ids)
-        and {{ new_interaction_filter(ref('int_interactions')) }}
+        and {{ new_interaction_filter(ref('int_interactions').include(database=false)) }}
 ),
 
 interactions as (

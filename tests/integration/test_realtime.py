@@ -493,6 +493,8 @@ def test_a_users_events_are_read_through_their_index(world: World) -> None:
         query = body.replace("p_user_ids", f"array[{user}]::bigint[]")
         plan = "\n".join(row[0] for row in conn.execute(f"explain (costs off) {query}"))
     assert "events_user_id_idx" in plan
+    # The stored text names no database: it works in a database restored under another name.
+    assert f'"{world.url.rsplit("/", 1)[1]}"' not in body
 
 
 TOKEN = "t0ken"
