@@ -303,7 +303,8 @@ def test_a_vote_reaches_the_vector_and_leaves_the_recommendations(world: World, 
     running = threading.Thread(target=updater.run, args=(world.url, stop), kwargs={"idle_wait_seconds": 0.2})
     running.start()
     try:
-        latencies = []
+        # Two users: the first call loads the tower, the second runs on the loaded one. How fast is the bench's
+        # business (bench_freshness.py --realtime), not a test's: no timing assertion here.
         for user in active_users(world.url, 11)[9:]:
             with connect(world.url) as conn:
                 post = conn.execute("select post_id from ml.recommend_posts(%s, 1)", (user,)).fetchone()[0]
@@ -320,13 +321,10 @@ def test_a_vote_reaches_the_vector_and_leaves_the_recommendations(world: World, 
                 if post not in recommended and written >= voted_at:
                     break
                 time.sleep(0.01)
-            latencies.append(time.monotonic() - started)
             assert post not in recommended and written >= voted_at
     finally:
         stop.set()
         running.join()
-    # The first includes loading the tower; the second is the updater's own time.
-    assert latencies[1] < 2.0, latencies
 
 
 def test_the_batch_path_never_overwrites_a_newer_online_vector(world: World, online: updater.OnlineUpdater) -> None:
