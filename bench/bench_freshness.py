@@ -279,7 +279,9 @@ def main() -> int:
             updater.send_signal(signal.SIGTERM)  # it finishes the batch in hand
             updater.wait(timeout=60)
             if not was_installed:
-                subprocess.run([str(Path(sys.executable).parent / "teamu"), "realtime", "--uninstall"], check=True)
+                # Quietly: the figure's line must stay the last one the bench prints.
+                teamu = str(Path(sys.executable).parent / "teamu")
+                subprocess.run([teamu, "realtime", "--uninstall"], check=True, stdout=subprocess.DEVNULL)
         os.killpg(daemon.pid, signal.SIGTERM)
         daemon.wait(timeout=60)
     if not latencies:
