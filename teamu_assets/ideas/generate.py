@@ -14,6 +14,7 @@ import re
 import time
 import urllib.error
 import urllib.request
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -41,7 +42,10 @@ STOP_WORDS = frozenset(
         "after also been but can did do does even first get got here if like make meets most much not now one only "
         "over part really should then there these they want was were when where which will would year "
         "building built group help needed lessons looking meetup project projects session show started tell "
-        "teammates thoughts tips weekend welcome working learned sharing feedback"
+        "teammates thoughts tips weekend welcome working learned sharing feedback "
+        # Adjectives and times: they read as a subject in no draft ("a twist of fast", "bringing in night").
+        "fast quick easy hard good great best big small tiny little simple open free old real local nearby "
+        "night tonight today week month day evening morning"
     ).split()
 )
 
@@ -108,69 +112,189 @@ def _subject_words(text: str) -> set[str]:
     return {word for word in found if word not in STOP_WORDS and len(word) > 2}
 
 
-def themes(context: IdeaContext, limit: int = 12) -> list[str]:
-    """The context's themes, most telling first: the members' passions (by how many hold them), then the words
-    the successful posts and local trends share (weighted by engagement), then the project titles' words."""
-    found: dict[str, None] = {}
-    for passion, _ in context.passions:
-        found.setdefault(passion, None)
+@dataclass(frozen=True)
+class Angle:
+    """One kind of post a team writes (a guide, a question, a call for help...): ways to title it and to open and
+    close its description. {a} is one of the team's own themes, {b} one its audience responds to ({A}: {a}
+    capitalised)."""
+
+    name: str
+    titles: tuple[str, ...]
+    openings: tuple[str, ...]
+    closings: tuple[str, ...]
+
+
+ANGLES: tuple[Angle, ...] = (
+    Angle(
+        "guide",
+        (
+            "A beginner's guide to {a}",
+            "How we got started with {a}, step by step",
+            "{A} from scratch: the first steps that worked for us",
+        ),
+        (
+            "We wrote down the steps that took us from zero to our first working {a} setup.",
+            "Starting with {a} looked daunting, so we kept notes on what actually helped.",
+        ),
+        ("Questions welcome: we'll answer every one.", "Tell us which step you'd like us to explain in more detail."),
+    ),
+    Angle(
+        "show and tell",
+        (
+            "What happens when {a} meets {b}",
+            "Our {a} build, now with a bit of {b}",
+            "We mixed {a} and {b}: here's the result",
+        ),
+        (
+            "We've been combining {a} with {b} and the result surprised us.",
+            "A look at the {a} work we've been doing lately, and where {b} came into it.",
+        ),
+        ("We'd love your feedback before the next round.", "Have a look and tell us what you'd change."),
+    ),
+    Angle(
+        "question",
+        ("What got you into {a}?", "{A} or {b}: where would you start?", "How do you fit {b} into {a}?"),
+        (
+            "We keep debating this within the team and want to hear from people outside it.",
+            "Everyone seems to come to {a} by a different road, and we're curious about yours.",
+        ),
+        ("Share your story in the comments.", "Reply with your take: we'll collect the best answers in a follow-up."),
+    ),
+    Angle(
+        "call for collaborators",
+        ("Looking for a hand with {a} and {b}", "Wanted: people who love {a}", "Join us: {a} with a side of {b}"),
+        (
+            "Our next step needs more hands than we have, especially people who know {a}.",
+            "We're opening up the team to anyone curious about {a}, beginners included.",
+        ),
+        ("Drop a comment if you want in.", "Message any of us and we'll set up a call."),
+    ),
+    Angle(
+        "lessons",
+        (
+            "Three things {a} taught us",
+            "What a month of {a} taught our team",
+            "Mistakes we made with {a}, so you don't have to",
+        ),
+        (
+            "Not everything went to plan when we took on {a}.",
+            "After a few weeks of {a} we've collected more lessons than we expected.",
+        ),
+        ("What would you add to the list?", "Tell us which lesson you learned the hard way too."),
+    ),
+    Angle(
+        "challenge",
+        ("A one-week {a} challenge, with a twist of {b}", "Can you build something with {a} in a weekend?"),
+        (
+            "We're setting ourselves a small challenge and inviting everyone to take part.",
+            "Small, time-boxed projects are the best way we know to get better at {a}.",
+        ),
+        ("Post what you make and we'll share our favourites.", "Comment to join and we'll send the rules on Monday."),
+    ),
+)
+# Only for a local team, whose audience lives nearby: something to meet at.
+LOCAL_ANGLE = Angle(
+    "meetup",
+    ("{A} meetup nearby this weekend", "Anyone nearby into {a}? Let's meet up", "An evening of {a} and {b}, near you"),
+    (
+        "We're getting together in person to work on {a} and would love some new faces.",
+        "Nothing beats meeting the people around here who are into {a}.",
+    ),
+    ("Comment if you're coming so we can plan the space.", "Bring a friend, no experience needed."),
+)
+# How a draft ties itself to the team's project and to a post its audience liked: its words are the audience's,
+# and the candidate tower reads them.
+PROJECT_LINES: tuple[str, ...] = (
+    'It grew out of our work on "{project}", with {b} never far away.',
+    'It\'s the next chapter of "{project}", this time bringing in {b}.',
+    'It ties into "{project}" and what we\'ve picked up about {b} there.',
+)
+EXAMPLE_LINES: tuple[str, ...] = (
+    'If you enjoyed "{example}", you\'ll feel at home here.',
+    'It picks up where "{example}" left off.',
+    'People who liked "{example}" asked us for more like it.',
+)
+
+
+def _capitalised(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _project_name(title: str) -> str:
+    """A project's title as it reads inside a sentence ("The study lab" -> "the study lab")."""
+    first, _, rest = title.partition(" ")
+    return f"{first.lower()} {rest}" if first in ("The", "A", "An") and rest else title
+
+
+def _pick(options: tuple[str, ...], *key: object) -> str:
+    """One of options, by a stable hash of the key (crc32, not hash(): the same on every run and machine)."""
+    return options[zlib.crc32(repr(key).encode()) % len(options)]
+
+
+def theme_pairs(context: IdeaContext, limit: int = 12) -> list[tuple[str, str]]:
+    """(team theme, audience theme) pairs, the most telling first: the members' passions and project words
+    each with a word the successful posts and local trends share, so a draft speaks both for the team and to its
+    audience. With only one kind of theme, pairs of it; with one theme, that theme twice."""
+    audience = _audience_words(context)
+    team = list(dict.fromkeys([p for p, _ in context.passions] + _project_words(context)))
+    team = [theme for theme in team if theme not in audience[:3]] or team
+    pairs: list[tuple[str, str]] = []
+    if team and audience:
+        # Diagonals of the team x audience grid: the best of each first, then each with the other's next best.
+        for rank in range(len(team) + len(audience)):
+            pairs += [
+                (team[i], audience[rank - i]) for i in range(rank + 1) if i < len(team) and rank - i < len(audience)
+            ]
+    else:
+        found = team or audience or ["our project"]
+        pairs = [(a, b) for i, a in enumerate(found) for b in found[i + 1 :]] or [(found[0], found[0])]
+    return [(a, b) for a, b in pairs if a != b or len(pairs) == 1][:limit]
+
+
+def _audience_words(context: IdeaContext) -> list[str]:
     counts: Counter[str] = Counter()
     for post in (*context.successful_posts, *context.local_trends):
         for word in _subject_words(f"{post.title} {post.description}"):
             counts[word] += 1 + post.engagement
-    for word, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
-        found.setdefault(word, None)
-    for project in context.projects:
-        for word in sorted(_subject_words(project.lower())):
-            found.setdefault(word, None)
-    return list(found)[:limit]
+    return [word for word, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0]))]
 
 
-TITLE_TEMPLATES: tuple[str, ...] = (
-    "What {project} taught us about {a}",
-    "Looking for people into {a} and {b}",
-    "{A} for beginners: our team's starter guide",
-    "Show and tell: {a} meets {b}",
-    "Ask us anything about {a}",
-    "Our next {a} build, and where {b} fits in",
-    "Five {a} lessons from {project}",
-)
-LOCAL_TITLE_TEMPLATES: tuple[str, ...] = (
-    "{A} meetup near us this weekend",
-    "Anyone nearby into {a}? Join {project}",
-)
-DESCRIPTION_TEMPLATE = (
-    'We are the team behind "{project}". {hook} This time it is about {a} and {b}: what we tried, what worked and '
-    "what we would do differently. Tell us how you approach {a}."
-)
+def _project_words(context: IdeaContext) -> list[str]:
+    return [word for project in context.projects for word in sorted(_subject_words(project.lower()))]
 
 
 class OfflineGenerator:
-    """Drafts from templates filled with the context's themes, in a fixed order: the same context gives the same
-    drafts. Each draft's description quotes a successful post the audience liked, so its words (which the
-    candidate tower reads) are the audience's."""
+    """Drafts that recombine the context's themes, deterministically: each pairs one of the team's themes with
+    one its audience responds to, written from a different angle (a guide, a question, a call for help, a
+    meetup for a local team...) with its wording picked by a stable hash of the team and the themes, so the
+    same context gives the same drafts and different teams read differently. Each description ties the draft to
+    the team's project or to a post the audience liked, whose words the candidate tower reads."""
 
     name = "offline"
 
     def generate(self, context: IdeaContext, count: int) -> list[Idea]:
-        found = themes(context) or ["our project"]
-        project = context.team.title or (context.projects[0] if context.projects else "our")
-        templates = (*(LOCAL_TITLE_TEMPLATES if context.team.is_local else ()), *TITLE_TEMPLATES)
-        examples = [post.title for post in (*context.successful_posts, *context.local_trends)]
-        pairs = [(a, b) for i, a in enumerate(found) for b in found[i + 1 :]] or [(found[0], found[0])]
+        pairs = theme_pairs(context)
+        team = context.team
+        project = _project_name(team.title or (context.projects[0] if context.projects else "our project"))
+        angles = ((LOCAL_ANGLE,) if team.is_local else ()) + ANGLES
+        examples = [post.title for post in (*context.successful_posts, *context.local_trends) if post.title]
         ideas: list[Idea] = []
-        wanted = count * CANDIDATES_PER_IDEA
-        for index in range(min(wanted, len(pairs) * len(templates))):
+        for index in range(min(count * CANDIDATES_PER_IDEA, len(pairs) * len(angles))):
+            # Consecutive drafts change both their themes and their angle; a pair comes back under other angles
+            # only once every pair has been used.
             a, b = pairs[index % len(pairs)]
-            template = templates[(index // len(pairs) + index) % len(templates)]
-            hook = f'People who liked "{examples[index % len(examples)]}" are our audience.' if examples else ""
-            values = {"a": a, "b": b, "A": a[:1].upper() + a[1:], "project": project}
-            ideas.append(
-                Idea(
-                    title=_clip(template.format(**values), MAX_TITLE_CHARS),
-                    description=_clip(DESCRIPTION_TEMPLATE.format(hook=hook, **values), MAX_DESCRIPTION_CHARS),
-                )
+            angle = angles[(index + index // len(pairs)) % len(angles)]
+            key = (team.project_id, a, b, angle.name)
+            values = {"a": a, "b": b, "A": _capitalised(a), "project": project}
+            if examples and index % 2:
+                link = _pick(EXAMPLE_LINES, *key).format(example=examples[index // 2 % len(examples)])
+            else:
+                link = _pick(PROJECT_LINES, *key).format(**values)
+            description = " ".join(
+                (_pick(angle.openings, *key).format(**values), link, _pick(angle.closings, *key).format(**values))
             )
+            title = _capitalised(_pick(angle.titles, *key).format(**values))
+            ideas.append(Idea(_clip(title, MAX_TITLE_CHARS), _clip(description, MAX_DESCRIPTION_CHARS)))
         return ideas
 
 

@@ -4,6 +4,7 @@ client against a fake server on loopback (retries, clear errors, no secret sent 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -151,6 +152,27 @@ def test_the_offline_generator_recombines_the_context_deterministically() -> Non
     assert len(kept) >= 4
     local = OfflineGenerator().generate(make_context(local=True), 4)
     assert any("near" in d.title.lower() for d in local)
+
+
+def test_offline_drafts_read_as_varied_sentences_pairing_the_team_with_its_audience() -> None:
+    context = make_context()
+    drafts = OfflineGenerator().generate(context, 4)
+    team_themes = {"robotics", "coding", "electronics", "music", "robot", "lab", "project"}
+    audience_themes = {"drone", "drones", "racing", "arduino", "beginners", "firmware", "steps"}
+    for draft in drafts:
+        assert draft.title[0].isupper() and not {"{", "}"} & set(draft.title + draft.description)
+        text = set(re.findall(r"[a-z]+", f"{draft.title} {draft.description}".lower()))
+        assert text & team_themes and text & audience_themes, draft
+        # A description is sentences: an opening, a tie to the project or a liked post, a call to the reader.
+        assert draft.description.count(". ") + draft.description.count("? ") >= 2 and draft.description[-1] in ".?!"
+    # Varied: the titles' frames (themes blanked out) and the descriptions' openings differ from draft to draft.
+    frames = {re.sub(r"\b(" + "|".join(team_themes | audience_themes) + r")\b", "_", d.title.lower()) for d in drafts}
+    openings = {d.description.split(". ")[0] for d in drafts}
+    assert len(frames) >= 8 and len(openings) >= 6
+    # Another team with the same context gets other wording, as deterministically.
+    other = replace(context, team=replace(context.team, project_id=8))
+    assert OfflineGenerator().generate(other, 4) != drafts
+    assert OfflineGenerator().generate(other, 4) == OfflineGenerator().generate(other, 4)
 
 
 def test_the_prompt_holds_the_chosen_context_and_nothing_else() -> None:
