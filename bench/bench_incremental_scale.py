@@ -55,8 +55,7 @@ from dagster import (
 from teamu_assets import definitions
 from teamu_assets.db import bootstrap, features, registry
 from teamu_assets.db.connection import connect, resolve_url, scratch_database
-from teamu_assets.db.embeddings import ensure_embedding_tables, write_embeddings
-from teamu_assets.db.recommend import install_serving_functions
+from teamu_assets.db.store import EmbeddingStore
 from teamu_assets.ingest import load_landing_folder
 from teamu_assets.jobs import incremental_refresh_job
 from teamu_assets.settings import Settings, default_landing_dir
@@ -127,14 +126,15 @@ def build_world(url: str, home: Path, model_dir: Path, users: int, posts: int, a
     shutil.copytree(model_dir, model_copy)
     config = read_model_config(model_copy)
     registry.register_model_version(url, model_dir.name, dict(config.get("params", {})), str(model_copy))
-    # What the evaluation gate records when it promotes; the metrics are not the point here.
+    # What the evaluation gate records when it approves; the metrics are not the point here.
     registry.record_evaluation(url, model_dir.name, metrics={}, baselines={}, segments={}, promote=True, report_path="")
-    ensure_embedding_tables(url, int(config["tower"]["embedding_dim"]))
-    install_serving_functions(url)
     user_ids, user_vectors = embed_users(model_copy, features.read_user_features(url))
     post_ids, post_vectors = embed_posts(model_copy, features.read_post_features(url), as_of=features.data_clock(url))
-    write_embeddings(url, "user", user_ids, user_vectors, model_dir.name, mode="full")
-    write_embeddings(url, "post", post_ids, post_vectors, model_dir.name, mode="full")
+    # As the full refresh's embedding steps do: both kinds staged, then published with the promotion.
+    with EmbeddingStore(url) as store:
+        store.install(int(config["tower"]["embedding_dim"]))
+        store.write("user", user_ids, user_vectors, model_dir.name, mode="publish")
+        store.write("post", post_ids, post_vectors, model_dir.name, mode="publish")
     seconds["embeddings"] = time.perf_counter() - started
     return SizeResult(
         users=features.row_count(url, "marts.user_features"),

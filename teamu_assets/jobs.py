@@ -27,8 +27,8 @@ incremental_refresh_job = define_asset_job(
     tags=WRITES_MARTS_AND_EMBEDDINGS,
     config={
         "ops": {
-            "ml__post_embeddings": {"config": {"incremental": True}},
-            "ml__user_embeddings": {"config": {"incremental": True}},
+            "ml__post_embeddings": {"config": {"mode": "incremental"}},
+            "ml__user_embeddings": {"config": {"mode": "incremental"}},
         }
     },
     description="New interactions to fresh embeddings, no retraining: cost grows with the changed rows.",
@@ -42,7 +42,7 @@ post_freshness_job = define_asset_job(
     selection=AssetSelection.assets(AssetKey(["ml", "post_embeddings"])),
     executor_def=in_process_executor,
     tags=WRITES_MARTS_AND_EMBEDDINGS,
-    config={"ops": {"ml__post_embeddings": {"config": {"rewrite_with_promoted": True}}}},
+    config={"ops": {"ml__post_embeddings": {"config": {"mode": "rewrite"}}}},
     description="Rewrite every post embedding with the promoted model, so post freshness follows the clock.",
 )
 

@@ -10,6 +10,7 @@ from pydantic import PrivateAttr
 
 from teamu_assets.db import registry
 from teamu_assets.db.connection import dbt_env, resolve_url
+from teamu_assets.db.store import EmbeddingStore
 from teamu_assets.settings import (
     DEFAULT_LLM_MODEL,
     DEFAULT_LLM_TIMEOUT_SECONDS,
@@ -29,6 +30,10 @@ class TeamuDatabase(ConfigurableResource):
 
     def dbt_env(self) -> dict[str, str]:
         return dbt_env(self.url())
+
+    def embedding_store(self) -> EmbeddingStore:
+        """The serving tables' store on this database, with a connection of its own: use it in a `with` block."""
+        return EmbeddingStore(self.url())
 
 
 class MixpanelExport(ConfigurableResource):

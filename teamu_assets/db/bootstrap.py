@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from teamu_assets.db import schema, server
+from teamu_assets.db import recommend, schema, server
 from teamu_assets.db.connection import ensure_database, ensure_pgvector, with_database
 from teamu_assets.instance import write_dagster_yaml
 from teamu_assets.settings import Settings
@@ -16,11 +16,13 @@ OWNED_SCHEMAS = ("supabase_shim", "raw_supabase", "raw_mixpanel", "ml", "analyst
 
 
 def prepare_app_database(app_url: str) -> str:
-    """Ensure pgvector (>= 0.8), the owned schemas and the Supabase migrations (the app-facing API and its grants)
-    in the app database; return the pgvector version."""
+    """Ensure pgvector (>= 0.8), the owned schemas, the Supabase migrations (the app-facing API and its grants)
+    and the serving functions in the app database; return the pgvector version. The serving functions are
+    installed here once; the pipeline only verifies them (teamu_assets.db.store.EmbeddingStore.ensure_ready)."""
     version = ensure_pgvector(app_url)
     schema.apply(app_url, *[name for name in OWNED_SCHEMAS if name in schema.available()])
     schema.apply_migrations(app_url)
+    recommend.install_serving_functions(app_url)
     return version
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pandas as pd
+import psycopg
 from psycopg import sql
 
 from teamu_assets.contract import RECOMMENDATION_CLICKED, RECOMMENDATION_SHOWN
 from teamu_assets.db.connection import connect
-from teamu_assets.db.embeddings import FEATURE_MARTS, ID_COLUMNS, EmbeddingKind, has_feature_hash_column, table_name
+from teamu_assets.db.embeddings import SPECS, EmbeddingKind, has_feature_hash_column
 
 USER_FEATURES_SQL = """
 select user_id, username, bio, passions, latitude, longitude, project_titles, created_post_titles,
@@ -82,20 +83,25 @@ def read_recommendation_events(url: str) -> pd.DataFrame:
 
 
 def changed_since_embedding(url: str, kind: EmbeddingKind) -> list[int]:
+    with connect(url) as conn:
+        return changed_ids(conn, kind)
+
+
+def changed_ids(conn: psycopg.Connection, kind: EmbeddingKind) -> list[int]:
     """Ids whose mart feature_hash differs from the one their embedding was written with, or that have no
     embedding: the incremental set. The hash changes exactly when a row's feature values do, so a dbt full
     refresh (which recomputes every row and its refreshed_at) re-embeds nothing unless a value changed."""
-    id_column, mart = sql.Identifier(ID_COLUMNS[kind]), sql.Identifier(*FEATURE_MARTS[kind].split("."))
-    with connect(url) as conn:
-        if has_feature_hash_column(conn, kind):
-            query = sql.SQL(
-                "select f.{id} from {mart} f left join {table} e using ({id})"
-                " where f.feature_hash is distinct from e.feature_hash"
-            ).format(id=id_column, mart=mart, table=sql.Identifier("ml", table_name(kind)))
-        else:
-            # A table from before feature_hash (or none yet): no embedding records what it was computed from.
-            query = sql.SQL("select {id} from {mart}").format(id=id_column, mart=mart)
-        return [row[0] for row in conn.execute(query)]
+    spec = SPECS[kind]
+    id_column, mart = sql.Identifier(spec.id_column), sql.Identifier(*spec.feature_mart.split("."))
+    if has_feature_hash_column(conn, kind):
+        query = sql.SQL(
+            "select f.{id} from {mart} f left join {table} e using ({id})"
+            " where f.feature_hash is distinct from e.feature_hash"
+        ).format(id=id_column, mart=mart, table=sql.Identifier("ml", spec.table))
+    else:
+        # A table from before feature_hash (or none yet): no embedding records what it was computed from.
+        query = sql.SQL("select {id} from {mart}").format(id=id_column, mart=mart)
+    return [row[0] for row in conn.execute(query)]
 
 
 def row_count(url: str, table: str) -> int:
@@ -108,14 +114,18 @@ def row_count(url: str, table: str) -> int:
 
 
 def table_row_count(url: str, schema_name: str, table_name: str) -> int | None:
-    """Rows of a table; None for a view (counting one runs its whole query) or a relation that does not exist."""
     with connect(url) as conn:
-        kind = conn.execute(
-            "select c.relkind from pg_class c join pg_namespace n on n.oid = c.relnamespace "
-            "where n.nspname = %s and c.relname = %s",
-            (schema_name, table_name),
-        ).fetchone()
-        if kind is None or kind[0] not in ("r", "p"):
-            return None
-        query = sql.SQL("select count(*) from {}.{}").format(sql.Identifier(schema_name), sql.Identifier(table_name))
-        return conn.execute(query).fetchone()[0]
+        return relation_rows(conn, schema_name, table_name)
+
+
+def relation_rows(conn: psycopg.Connection, schema_name: str, table_name: str) -> int | None:
+    """Rows of a table; None for a view (counting one runs its whole query) or a relation that does not exist."""
+    kind = conn.execute(
+        "select c.relkind from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+        "where n.nspname = %s and c.relname = %s",
+        (schema_name, table_name),
+    ).fetchone()
+    if kind is None or kind[0] not in ("r", "p"):
+        return None
+    query = sql.SQL("select count(*) from {}.{}").format(sql.Identifier(schema_name), sql.Identifier(table_name))
+    return conn.execute(query).fetchone()[0]

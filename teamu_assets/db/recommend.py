@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+
+import psycopg
 
 from teamu_assets.db.connection import connect
 
@@ -21,15 +24,39 @@ class Recommendation:
     source: str  # 'model' or 'popularity fallback' (ml.recommend_posts decides per call)
 
 
-def install_serving_functions(url: str) -> None:
-    """Create or replace ml.recommend_posts, ml.similar_posts and their helpers (idempotent).
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
-    Run after ml.sql and dbt's marts: the functions read marts.interactions, marts.post_features and
-    marts.user_features when called (PL/pgSQL resolves tables at call time: creating them doesn't need them).
-    """
+
+def install_serving_functions(url: str) -> None:
     with connect(url) as conn:
-        conn.execute("create schema if not exists ml")
-        conn.execute(SERVING_FUNCTIONS_SQL.read_text())
+        install(conn)
+
+
+def install(conn: psycopg.Connection) -> None:
+    """Create or replace ml.recommend_posts, ml.similar_posts and their helpers (idempotent), and record the
+    digest of the file installed (ml.installed_sql, created by the file itself).
+
+    Run at bootstrap: the functions read marts.interactions, marts.post_features and marts.user_features and
+    the embedding tables when called (PL/pgSQL resolves tables at call time: creating them doesn't need them).
+    """
+    text = SERVING_FUNCTIONS_SQL.read_text()
+    conn.execute("create schema if not exists ml")
+    conn.execute(text)
+    conn.execute(
+        "insert into ml.installed_sql (name, digest) values ('serving_functions', %s)"
+        " on conflict (name) do update set digest = excluded.digest, installed_at = now()",
+        (_digest(text),),
+    )
+
+
+def installed_current(conn: psycopg.Connection) -> bool:
+    """Whether the installed serving functions are this checkout's file: one catalog lookup and one row read,
+    so a run can verify them instead of re-creating 200 lines of functions (and their locks) every time."""
+    if conn.execute("select to_regclass('ml.installed_sql')").fetchone()[0] is None:
+        return False
+    row = conn.execute("select digest from ml.installed_sql where name = 'serving_functions'").fetchone()
+    return row is not None and row[0] == _digest(SERVING_FUNCTIONS_SQL.read_text())
 
 
 def recommend(url: str, user_id: int, count: int = 20) -> list[Recommendation]:

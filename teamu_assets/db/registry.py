@@ -1,10 +1,16 @@
-"""The model registry (ml.model_versions) and evaluation records (ml.model_evaluations)."""
+"""The model registry (ml.model_versions) and evaluation records (ml.model_evaluations).
+
+ml.model_versions.promoted marks the model being served: it changes only in the transaction that swaps that
+model's embeddings in (teamu_assets.db.embeddings.publish). ml.model_evaluations.promoted records the gate's
+decision, which comes earlier.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from psycopg.types.json import Jsonb
 
 from teamu_assets.db.connection import connect
@@ -41,18 +47,37 @@ def register_model_version(url: str, model_version: str, params: dict[str, Any],
 
 def promoted_model(url: str) -> ModelVersion | None:
     with connect(url) as conn:
-        row = conn.execute(
-            "select model_version, artifact_path, params from ml.model_versions where promoted "
-            "order by trained_at desc limit 1"
-        ).fetchone()
+        return served_model(conn)
+
+
+def served_model(conn: psycopg.Connection) -> ModelVersion | None:
+    """The promoted model: the one whose vectors ml.user_embeddings and ml.post_embeddings hold."""
+    row = conn.execute(
+        "select model_version, artifact_path, params from ml.model_versions where promoted "
+        "order by trained_at desc limit 1"
+    ).fetchone()
     return None if row is None else ModelVersion(*row)
+
+
+def promote(conn: psycopg.Connection, model_version: str) -> None:
+    """Make model_version the one promoted model, in the caller's transaction (the embedding swap's)."""
+    updated = conn.execute(
+        "update ml.model_versions set promoted = (model_version = %s) where promoted or model_version = %s",
+        (model_version, model_version),
+    ).rowcount
+    if not updated:
+        raise LookupError(f"model version {model_version} is not registered in ml.model_versions")
 
 
 def model_version(url: str, version: str) -> ModelVersion:
     with connect(url) as conn:
-        row = conn.execute(
-            "select model_version, artifact_path, params from ml.model_versions where model_version = %s", (version,)
-        ).fetchone()
+        return registered_model(conn, version)
+
+
+def registered_model(conn: psycopg.Connection, version: str) -> ModelVersion:
+    row = conn.execute(
+        "select model_version, artifact_path, params from ml.model_versions where model_version = %s", (version,)
+    ).fetchone()
     if row is None:
         raise LookupError(f"model version {version} is not registered in ml.model_versions")
     return ModelVersion(*row)
@@ -69,8 +94,8 @@ def record_evaluation(
     report_path: str,
     gate: dict[str, Any] | None = None,
 ) -> None:
-    """Store the evaluation and the gate's decision (promote, rule, reason, figures) and, when the gate says
-    so, make this the one promoted version, atomically."""
+    """Store the evaluation and the gate's decision (promote, rule, reason, figures). A promote decision does
+    not promote yet: the embedding assets publish the model's vectors and promote it in one transaction."""
     with connect(url) as conn:
         conn.execute(
             "insert into ml.model_evaluations"
@@ -86,20 +111,22 @@ def record_evaluation(
                 Jsonb(gate or {}),
             ),
         )
-        if promote:
-            conn.execute("update ml.model_versions set promoted = (model_version = %s)", (model_version,))
 
 
 _EVALUATION_COLUMNS = "model_version, evaluated_at, metrics, baselines, segments, promoted, report_path, gate"
 
 
 def latest_evaluation(url: str, model_version: str | None = None) -> EvaluationRecord | None:
-    """The latest evaluation of any model, or of model_version."""
     with connect(url) as conn:
-        row = conn.execute(
-            f"select {_EVALUATION_COLUMNS} from ml.model_evaluations"
-            " where %(version)s::text is null or model_version = %(version)s"
-            " order by evaluated_at desc, evaluation_id desc limit 1",
-            {"version": model_version},
-        ).fetchone()
+        return last_evaluation(conn, model_version)
+
+
+def last_evaluation(conn: psycopg.Connection, model_version: str | None = None) -> EvaluationRecord | None:
+    """The latest evaluation of any model, or of model_version."""
+    row = conn.execute(
+        f"select {_EVALUATION_COLUMNS} from ml.model_evaluations"
+        " where %(version)s::text is null or model_version = %(version)s"
+        " order by evaluated_at desc, evaluation_id desc limit 1",
+        {"version": model_version},
+    ).fetchone()
     return None if row is None else EvaluationRecord(*row)

@@ -1,5 +1,5 @@
-"""Training hyperparameters, importable without TensorFlow: the Dagster config of the training asset takes its
-defaults from here, so the two never drift apart."""
+"""Training hyperparameters, importable without TensorFlow: the Dagster config of the training asset is built
+from these fields (RUN_KNOBS, their types and defaults), so the two never drift apart."""
 
 from __future__ import annotations
 
@@ -30,3 +30,16 @@ class TrainParams:
     max_passions: int = 8
     shuffle_buffer: int = 10_000
     validation_k: int = GATE_K
+
+
+# The fields a Dagster run may override (the training asset's TrainConfig is built from them, with these types and
+# defaults); the rest are the model's design.
+RUN_KNOBS: tuple[str, ...] = (
+    "epochs",
+    "batch_size",
+    "embedding_dim",
+    "temperature",
+    "learning_rate",
+    "patience",
+    "seed",
+)

@@ -205,8 +205,8 @@ def test_incremental_refresh_reembeds_only_what_changed(seeded: tuple[Path, str]
         selection=incremental_refresh_job.selection,
         run_config={
             "ops": {
-                "ml__post_embeddings": {"config": {"incremental": True}},
-                "ml__user_embeddings": {"config": {"incremental": True}},
+                "ml__post_embeddings": {"config": {"mode": "incremental"}},
+                "ml__user_embeddings": {"config": {"mode": "incremental"}},
             }
         },
     )
@@ -242,7 +242,7 @@ def test_post_freshness_rewrites_every_post_with_the_promoted_model(seeded: tupl
         instance=DagsterInstance.ephemeral(),
         resources=definitions.build_resources(home, url),
         selection=post_freshness_job.selection,
-        run_config={"ops": {"ml__post_embeddings": {"config": {"rewrite_with_promoted": True}}}},
+        run_config={"ops": {"ml__post_embeddings": {"config": {"mode": "rewrite"}}}},
     )
     assert result.success
     written = _metadata(result, "ml", "post_embeddings")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import psycopg
 import pytest
 from psycopg.rows import dict_row
@@ -505,3 +506,35 @@ def test_docs_generate(dbt: Dbt, builds: Builds) -> None:
     catalog = json.loads((dbt.work_dir / "target" / "catalog.json").read_text())
     columns = catalog["nodes"]["model.teamu.user_features"]["columns"]
     assert {"user_id", "recent_post_ids", "feature_hash"} <= {name.lower() for name in columns}
+
+
+def _histories(frame: pd.DataFrame, column: str) -> dict[int, list[int]]:
+    return {int(row.user_id): [int(post) for post in getattr(row, column)] for row in frame.itertuples()}
+
+
+def test_the_mart_and_the_dataset_agree_on_every_users_history(db_url: str, builds: Builds) -> None:
+    """One history definition: marts.user_features.recent_post_ids (SQL), the dataset's example histories and
+    the evaluation's histories as of a cutoff (model/dataset.py) hold the same posts in the same order."""
+    from teamu_assets.db import features as marts
+    from teamu_assets.model.dataset import build_training_examples, user_features_as_of
+
+    interactions = marts.read_interactions(db_url)
+    users, posts = marts.read_user_features(db_url), marts.read_post_features(db_url)
+    in_mart = _histories(users, "recent_post_ids")
+    assert any(len(history) > 1 for history in in_mart.values())  # the fixture orders something
+
+    after = interactions["occurred_at"].max() + timedelta(hours=1)
+    assert _histories(user_features_as_of(interactions, users, after), "recent_post_ids") == in_mart
+
+    # A probe engagement per user after everything else: its example's history is the user's whole history.
+    probes = pd.DataFrame(
+        {"user_id": users.user_id, "post_id": posts.post_id.iloc[0], "kind": "view", "occurred_at": after}
+    )
+    data = build_training_examples(
+        pd.concat([interactions, probes], ignore_index=True),
+        users,
+        posts,
+        after + timedelta(hours=1),
+        validation_fraction=0.0,
+    )
+    assert _histories(data.train.loc[data.train["occurred_at"] == after], "history") == in_mart

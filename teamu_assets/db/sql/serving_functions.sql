@@ -2,11 +2,20 @@
 -- owns them; the app reaches them only through the SECURITY DEFINER API in public
 -- (supabase/migrations/*_teamu_api_security.sql), so nobody else may execute them (revoked at the end of this file).
 -- Reads ml.user_embeddings / ml.post_embeddings and the dbt marts (interactions, post_features,
--- user_features), so it is installed after dbt has built them: teamu_assets.db.recommend.install_serving_functions.
+-- user_features) when called, not when created: installed once at bootstrap (teamu_assets.db.recommend.install),
+-- which records this file's digest in ml.installed_sql; later runs compare the digest instead of re-installing.
 -- Idempotent. Tables are schema-qualified. Every function has a fixed search_path (a caller's path must not decide
 -- what a name means; Supabase's Security Advisor flags those that don't): pg_catalog for the built-ins, then the
 -- schemas pgvector's vector type and <#> operator may live in (public locally, extensions on Supabase; a schema
 -- that doesn't exist is skipped), and pg_temp last, so a caller's temporary table or type can't stand in for them.
+
+-- What teamu_assets.db.recommend.install installed, by digest: a changed file is installed again, an unchanged one
+-- is left alone.
+create table if not exists ml.installed_sql (
+    name            text primary key,
+    digest          text not null,
+    installed_at    timestamptz not null default now()
+);
 
 -- Great-circle distance in km between two points in degrees; NULL when either point is unknown.
 create or replace function ml.haversine_km(

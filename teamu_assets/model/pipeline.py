@@ -1,0 +1,193 @@
+"""The ML steps the Dagster assets call, each one function: build the dataset, evaluate a candidate (and record
+the gate's decision), embed one kind for serving. No Dagster here; TensorFlow is imported only inside the
+functions that embed.
+
+Evaluation reads the split the dataset step wrote (teamu_assets.model.dataset.write_dataset): the history is the
+train and validation files (every interaction before the cutoff), the evaluation period is evaluation.parquet.
+Re-reading the live marts instead would judge the model on interactions that arrived after its dataset was
+built, and compute the same split a second way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from teamu_assets.db import features, registry
+from teamu_assets.evaluation.gate import DEFAULT_TOLERANCE, GateDecision, promotion_decision
+from teamu_assets.evaluation.metrics import GATE_METRIC
+from teamu_assets.evaluation.offline import Embeddings, OfflineEvaluation, evaluate_embeddings
+from teamu_assets.evaluation.records import stored_json
+from teamu_assets.evaluation.report import Report, render_report
+from teamu_assets.model.dataset import (
+    DatasetManifest,
+    build_training_examples,
+    count_posts_by_kind,
+    post_features_as_of,
+    read_manifest,
+    user_features_as_of,
+    write_dataset,
+)
+
+# Under a served model's directory: the model trained before the evaluation period, which the gate judged.
+EVALUATED_MODEL_DIR = "evaluated"
+_INTERACTION_COLUMNS = ["user_id", "post_id", "kind", "occurred_at"]
+
+
+def evaluated_model_dir(model_dir: Path) -> Path:
+    """The model the gate judged: <model_dir>/evaluated when the served one is a refit, else model_dir itself."""
+    evaluated = model_dir / EVALUATED_MODEL_DIR
+    return evaluated if evaluated.is_dir() else model_dir
+
+
+def build_dataset(
+    url: str, out_dir: Path, *, holdout_fraction: float, history_length: int, validation_fraction: float
+) -> DatasetManifest:
+    """The temporal split of marts.interactions: the last holdout_fraction of its time span (from a whole hour)
+    is the evaluation period; written as Parquet under out_dir."""
+    interactions = features.read_interactions(url)
+    if interactions.empty:
+        raise ValueError("marts.interactions is empty: load data first (`teamu seed`, then the dbt models)")
+    start, end = interactions["occurred_at"].min(), interactions["occurred_at"].max()
+    cutoff = (end - (end - start) * holdout_fraction).floor("h")
+    data = build_training_examples(
+        interactions,
+        features.read_user_features(url),
+        features.read_post_features(url),
+        cutoff,
+        history_length=history_length,
+        validation_fraction=validation_fraction,
+    )
+    return write_dataset(data, out_dir)
+
+
+@dataclass(frozen=True)
+class CandidateEvaluation:
+    model_version: str
+    result: OfflineEvaluation
+    decision: GateDecision
+    report: Report
+
+
+def _interactions(manifest: DatasetManifest, *splits: str) -> pd.DataFrame:
+    frames = [pd.read_parquet(manifest.path(split), columns=_INTERACTION_COLUMNS) for split in splits]
+    return pd.concat(frames, ignore_index=True)
+
+
+def embeddings_as_of(
+    model_dir: Path,
+    history: pd.DataFrame,
+    post_counts: pd.DataFrame,
+    users: pd.DataFrame,
+    posts: pd.DataFrame,
+    cutoff: pd.Timestamp,
+) -> tuple[Embeddings, Embeddings]:
+    """Users and posts embedded as the marts read at the cutoff: histories and activity from `history` (the
+    interactions before it), popularity from `post_counts` (count_posts_by_kind of the same files)."""
+    from teamu_assets.model.train import embed_posts, embed_users
+
+    user_ids, user_vectors = embed_users(model_dir, user_features_as_of(history, users, cutoff))
+    post_ids, post_vectors = embed_posts(model_dir, post_features_as_of(post_counts, posts, as_of=cutoff))
+    return Embeddings(user_ids, user_vectors), Embeddings(post_ids, post_vectors)
+
+
+def _oracle(truth_path: Path | None, cutoff: pd.Timestamp) -> Callable[[Any, Any], Any] | None:
+    """The generator's expected scores over the evaluation period, when this is synthetic data."""
+    if truth_path is None or not truth_path.exists():
+        return None
+    from teamu_assets.synthetic import load_truth
+
+    truth = load_truth(truth_path)
+
+    def scores(user_ids: Any, post_ids: Any) -> Any:
+        return truth.expected_scores(user_ids, post_ids, window_start=int(cutoff.timestamp()))
+
+    return scores
+
+
+def evaluate_candidate(
+    url: str,
+    model_version: str,
+    model_dir: Path,
+    dataset_dir: Path,
+    reports_dir: Path,
+    *,
+    truth_path: Path | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> CandidateEvaluation:
+    """Evaluate the model judged for model_version (evaluated_model_dir) against popularity, item-item, random,
+    the promoted model and (synthetic data) the oracle; the gate's decision; the report under reports_dir; the
+    record in ml.model_evaluations. Promotion itself waits for the embeddings (teamu_assets.db.store)."""
+    manifest = read_manifest(dataset_dir)
+    cutoff = pd.Timestamp(manifest.cutoff)
+    history = _interactions(manifest, "train", "validation")
+    evaluation = _interactions(manifest, "evaluation")
+    post_counts = count_posts_by_kind([manifest.path("train"), manifest.path("validation")])
+    users, posts = features.read_user_features(url), features.read_post_features(url)
+
+    user_vectors, post_vectors = embeddings_as_of(model_dir, history, post_counts, users, posts, cutoff)
+    promoted = registry.promoted_model(url)
+    previous = None
+    if promoted is not None and promoted.model_version != model_version:
+        previous_dir = evaluated_model_dir(Path(promoted.artifact_path))
+        previous = embeddings_as_of(previous_dir, history, post_counts, users, posts, cutoff)
+    result = evaluate_embeddings(
+        train=history,
+        evaluation=evaluation,
+        posts=posts,
+        cutoff=cutoff,
+        users=user_vectors,
+        items=post_vectors,
+        previous=previous,
+        oracle_scores=_oracle(truth_path, cutoff),
+        recommendation_events=features.read_recommendation_events(url),
+    )
+    vs_popularity = None if result.intervals is None else result.intervals.model_minus["popularity"][GATE_METRIC]
+    decision = promotion_decision(
+        result.metrics,
+        result.baselines.get("previous"),
+        vs_popularity,
+        popularity_metrics=result.baselines["popularity"],
+        tolerance=tolerance,
+    )
+    report = render_report(
+        model_version,
+        result.metrics,
+        result.baselines,
+        result.segments,
+        result.ctr,
+        decision,
+        reports_dir,
+        score_samples=result.score_samples,
+        intervals=result.intervals,
+    )
+    metrics_json, baselines_json = stored_json(result)
+    registry.record_evaluation(
+        url,
+        model_version,
+        metrics=metrics_json,
+        baselines=baselines_json,
+        segments=result.segments,
+        promote=decision.promote,
+        report_path=str(report.markdown_path),
+        gate=decision.as_json(),
+    )
+    return CandidateEvaluation(model_version, result, decision, report)
+
+
+def embed_for_serving(url: str, model: registry.ModelVersion, kind: str, ids: list[int] | None) -> tuple[Any, Any, int]:
+    """(ids, vectors, dimension) of `kind` (ids None: every row of its mart) with the model to serve. Post age is
+    an input of the candidate tower: measured at the data's clock, as in training."""
+    from teamu_assets.model.train import embed_posts, embed_users, read_model_config
+
+    model_dir = Path(model.artifact_path)
+    dim = int(read_model_config(model_dir)["tower"]["embedding_dim"])
+    if kind == "post":
+        row_ids, vectors = embed_posts(model_dir, features.read_post_features(url, ids), as_of=features.data_clock(url))
+    else:
+        row_ids, vectors = embed_users(model_dir, features.read_user_features(url, ids))
+    return row_ids, vectors, dim
