@@ -220,12 +220,6 @@ def _capitalised(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def _project_name(title: str) -> str:
-    """A project's title as it reads inside a sentence ("The study lab" -> "the study lab")."""
-    first, _, rest = title.partition(" ")
-    return f"{first.lower()} {rest}" if first in ("The", "A", "An") and rest else title
-
-
 def _pick(options: tuple[str, ...], *key: object) -> str:
     """One of options, by a stable hash of the key (crc32, not hash(): the same on every run and machine)."""
     return options[zlib.crc32(repr(key).encode()) % len(options)]
@@ -275,7 +269,7 @@ class OfflineGenerator:
     def generate(self, context: IdeaContext, count: int) -> list[Idea]:
         pairs = theme_pairs(context)
         team = context.team
-        project = _project_name(team.title or (context.projects[0] if context.projects else "our project"))
+        project = team.title or (context.projects[0] if context.projects else "our project")
         angles = ((LOCAL_ANGLE,) if team.is_local else ()) + ANGLES
         examples = [post.title for post in (*context.successful_posts, *context.local_trends) if post.title]
         ideas: list[Idea] = []
