@@ -24,32 +24,51 @@ updater) change nothing.
 Metrics: ROC-AUC of each predictor for "high", Spearman correlation with the real engagement; a 95% bootstrap
 interval over posts (1,000 resamples, seeded) for each, and a paired one for the model minus each baseline.
 
+--real runs the same measure on public data sets (bench_real_data.py's readers, teamu_assets.realdata's
+mappings) instead of the demo: each whole data set goes through the raw contract into a database of its own
+(<--db-prefix>_<data set>) and the product's full_refresh job (default model config, without the refit: only
+the evaluated model is measured), one data set after the other; then each is measured. Last.fm's descriptions
+are its tags (see descriptions_as_of): a post from the evaluation period is described by the tags of its first
+tagging only. With --workdir the trained runs (TEAMU_HOME per data set, and the databases) are kept and a later
+run measures them again without training; without it, both are removed. No oracle: the truth is synthetic only.
+
     .venv/bin/python bench/bench_post_ideas.py [--window-days 3] [--out PATH]
+    nice -n 10 .venv/bin/python bench/bench_post_ideas.py --real [lastfm se-quantumcomputing se-cardano]
+        [--workdir DIR] [--db-prefix NAME] [--data-dir DIR] [--window-days D] [--out PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from bench_real_data import DATASETS, default_data_dir, read_dataset, run_full_refresh
+from psycopg import sql
 
 import teamu_assets  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is first imported)
-from teamu_assets.db import features, registry
-from teamu_assets.db.connection import resolve_url
+from teamu_assets.db import bootstrap, features, registry
+from teamu_assets.db.connection import connect, ensure_pgvector, resolve_url, with_database
 from teamu_assets.ideas.rank import as_new_posts, log_normalizers, predicted_engagement
-from teamu_assets.settings import Settings
+from teamu_assets.realdata import RealDataset, write_real_dataset
+from teamu_assets.realdata.dataset import tag_descriptions
+from teamu_assets.settings import Settings, default_landing_dir
 
 RESAMPLES = 1_000
 SEED = 0
 EVALUATED_MODEL_DIR = "evaluated"  # where the refit keeps the model the gate judged (assets/ml.py)
-SECONDS_PER_DAY = 86_400
+# Engagement is counted this long after a post's creation. Last.fm's dates are months (each tagging placed
+# somewhere inside its month), so its window spans three of them.
+DEFAULT_WINDOW_DAYS = {"demo": 3.0, "se-quantumcomputing": 3.0, "se-cardano": 3.0, "lastfm": 90.0}
 
 
 def oracles(truth_path: Path, posts: pd.DataFrame, window: pd.Timedelta) -> dict[str, np.ndarray]:
@@ -127,29 +146,18 @@ def with_intervals(
     return results
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--window-days", type=float, default=3.0, help="engagement counted this long after creation")
-    parser.add_argument(
-        "--out", type=Path, default=None, help="JSON results (default TEAMU_HOME/bench/post_ideas.json)"
-    )
-    args = parser.parse_args()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from teamu_assets.model.dataset import post_features_as_of, read_manifest, user_features_as_of
+def measure(url: str, model_dir: Path, window: pd.Timedelta, truth_path: Path | None) -> dict[str, Any]:
+    """The bench on one database: the model at model_dir (the one the gate judged) against the real engagement
+    of the posts new in its dataset's evaluation period. The summary as written to JSON."""
+    from teamu_assets.model.dataset import post_features_as_of, user_features_as_of
     from teamu_assets.model.train import embed_posts, embed_users
 
-    started = time.perf_counter()
-    settings = Settings.from_env()
-    url = resolve_url(settings.database_url, settings.pgdata)
+    evaluation = registry.latest_evaluation(url, model_dir.name)
     promoted = registry.promoted_model(url)
-    if promoted is None:
-        raise SystemExit("no promoted model: run `make demo` first")
-    model_dir = Path(promoted.artifact_path)
     evaluated_dir = model_dir / EVALUATED_MODEL_DIR if (model_dir / EVALUATED_MODEL_DIR).is_dir() else model_dir
-    manifest = read_manifest(Path(promoted.params["dataset"]))
+    manifest = read_manifest_of(url, model_dir)
     cutoff = pd.Timestamp(manifest.cutoff)
     end = pd.read_parquet(manifest.path("evaluation"), columns=["occurred_at"])["occurred_at"].max()
-    window = pd.Timedelta(days=args.window_days)
 
     interactions = features.read_interactions(url)
     interactions = interactions.loc[interactions["occurred_at"] <= end]
@@ -188,35 +196,116 @@ def main() -> None:
         "model: mean score": mean_scores,
         "author popularity: engaged users per post": per_post,
         "author popularity: engaged users in all": total,
-        **oracles(settings.home / "synthetic" / "ground_truth.npz", new, window),
+        **(oracles(truth_path, new, window) if truth_path is not None else {}),
     }
     model_name = next(iter(predictors))
-    results = with_intervals(engagement, high, predictors, model_name)
-    summary = {
-        "model_version": promoted.model_version,
+    return {
+        "model_version": model_dir.name,
+        "promoted": promoted is not None and promoted.model_version == model_dir.name,
+        "gate": evaluation.gate if evaluation is not None else {},
         "evaluated_model": str(evaluated_dir),
         "cutoff": str(cutoff),
         "end": str(end),
-        "window_days": args.window_days,
+        "window_days": window / pd.Timedelta(days=1),
         "posts": len(new),
+        "authors": int(authors.nunique()),
         "first_posts": int((authors.map(author_posts).fillna(0) == 0).sum()),
         "users": len(user_ids),
         "live_posts": len(live),
         "engagement_median": float(np.median(engagement)),
         "engagement_mean": float(engagement.mean()),
-        "results": results,
-        "seconds": time.perf_counter() - started,
+        "results": with_intervals(engagement, high, predictors, model_name),
     }
-    out = args.out or settings.home / "bench" / "post_ideas.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2))
 
-    print(
-        f"{promoted.model_version} (evaluated model), cutoff {cutoff:%Y-%m-%d}, end {end:%Y-%m-%d %H:%M}: "
-        f"{len(new)} new posts ({summary['first_posts']} first posts of their author), engagement in "
-        f"{args.window_days:g} days: median {summary['engagement_median']:g}, mean {summary['engagement_mean']:.1f}; "
-        f"{len(user_ids)} users, {len(live)} live posts"
+
+# --- the real data sets ------------------------------------------------------------------------------------
+
+
+def descriptions_as_of(dataset: RealDataset, cutoff: pd.Timestamp) -> RealDataset:
+    """A data set whose descriptions come from its tags (Last.fm) with each description as it stood when it could
+    be known: a post from before the cutoff gets the tags given before it (what training may see), a post from
+    the cutoff on only those given with its first tagging (what its "author" wrote on publishing it). The
+    adapter's descriptions count every tag ever given, so a new post's would carry its later popularity."""
+    if not dataset.descriptions_from_tags:
+        return dataset
+    created = dataset.comments["post_id"].map(dataset.posts.set_index("post_id")["created_at"])
+    known = dataset.comments["created_at"] < cutoff
+    known |= (created >= cutoff) & (dataset.comments["created_at"] <= created)
+    posts = dataset.posts.assign(description=tag_descriptions(dataset.posts, dataset.comments.loc[known]))
+    return dataclasses.replace(dataset, posts=posts)
+
+
+def product_cutoff(dataset: RealDataset, holdout_fraction: float) -> pd.Timestamp:
+    """The cutoff training_dataset will pick (assets/ml.py: the last holdout_fraction of the interactions'
+    time span, floored to the hour), from the rows that become marts.interactions: views, votes, comments."""
+    times = pd.concat(
+        [dataset.views["occurred_at"], dataset.votes["created_at"], dataset.comments["created_at"]], ignore_index=True
     )
+    start, end = times.min(), times.max()
+    return (end - (end - start) * holdout_fraction).floor("h")
+
+
+def prepare_real(name: str, data_dir: Path, server_url: str, workdir: Path, db_prefix: str) -> tuple[str, Path]:
+    """The whole data set through the product: its raw contract into the database <db_prefix>_<name>, then the
+    full_refresh job (ingest, dbt, training with the default model config without the refit, the gate,
+    embeddings) with TEAMU_HOME workdir/<name>. A workdir that already holds a finished run is reused (the
+    training is the slow part). Returns the database URL and the model directory."""
+    from teamu_assets.assets.ml import DatasetConfig
+
+    home = workdir / name
+    done = home / "prepared.json"
+    database = f"{db_prefix}_{name.replace('-', '_')}"
+    url = with_database(server_url, database)
+    if done.exists():
+        _log(f"{name}: reusing {home} and database {database}")
+        return url, Path(json.loads(done.read_text())["model_dir"])
+    home.mkdir(parents=True, exist_ok=True)
+    with connect(with_database(server_url, "postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(database)))
+        conn.execute(sql.SQL("create database {}").format(sql.Identifier(database)))
+    ensure_pgvector(url)
+    dataset = read_dataset(name, data_dir)
+    cutoff = product_cutoff(dataset, DatasetConfig().holdout_fraction)
+    bootstrap.prepare_app_database(url)
+    write_real_dataset(url, descriptions_as_of(dataset, cutoff), default_landing_dir(home))
+    _log(f"{name}: full_refresh in {database} (cutoff {cutoff:%Y-%m-%d %H:%M}) ...")
+    started = time.perf_counter()
+    product = run_full_refresh(home, url, {"refit": False})
+    model_dir = Path(registry.model_version(url, product.model_version).artifact_path)
+    manifest_cutoff = pd.Timestamp(read_manifest_of(url, model_dir).cutoff)
+    if manifest_cutoff != cutoff:
+        # The descriptions were cut at the predicted cutoff: any other one would leak (or hide) tags.
+        raise RuntimeError(f"{name}: the product cut at {manifest_cutoff}, the descriptions at {cutoff}")
+    done.write_text(
+        json.dumps(
+            {"model_dir": str(model_dir), "promoted": product.promoted, "seconds": time.perf_counter() - started}
+        )
+    )
+    _log(f"{name}: trained {product.model_version} in {time.perf_counter() - started:.0f} s")
+    return url, model_dir
+
+
+def read_manifest_of(url: str, model_dir: Path) -> Any:
+    """The manifest of the training dataset the model at model_dir (named by its version) was trained on."""
+    from teamu_assets.model.dataset import read_manifest
+
+    return read_manifest(Path(registry.model_version(url, model_dir.name).params["dataset"]))
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def print_summary(title: str, summary: dict[str, Any]) -> None:
+    print(
+        f"{title}: {summary['model_version']} (evaluated model"
+        f"{'' if summary['promoted'] else ', not promoted'}), cutoff {pd.Timestamp(summary['cutoff']):%Y-%m-%d}, "
+        f"end {pd.Timestamp(summary['end']):%Y-%m-%d %H:%M}: {summary['posts']} new posts by {summary['authors']} "
+        f"authors ({summary['first_posts']} first posts of their author), engagement in "
+        f"{summary['window_days']:g} days: median {summary['engagement_median']:g}, "
+        f"mean {summary['engagement_mean']:.1f}; {summary['users']} users, {summary['live_posts']} live posts"
+    )
+    results = summary["results"]
     print(f"{'predictor':<48} {'ROC-AUC [95% CI]':<24} {'Spearman [95% CI]':<24}")
     for name, entry in results.items():
         auc = f"{entry['auc']:.3f} [{entry['auc_ci'][0]:.3f}, {entry['auc_ci'][1]:.3f}]"
@@ -230,7 +319,62 @@ def main() -> None:
                 f"{entry['model_minus_spearman']:+.3f} "
                 f"[{entry['model_minus_spearman_ci'][0]:+.3f}, {entry['model_minus_spearman_ci'][1]:+.3f}]"
             )
-    print(f"{summary['seconds']:.1f} s; results in {out}")
+    print(flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--window-days", type=float, default=None, help="engagement window after creation (default: 3, Last.fm 90)"
+    )
+    parser.add_argument(
+        "--real", nargs="+", choices=DATASETS, default=None, help="the real data sets instead of the demo"
+    )
+    parser.add_argument("--data-dir", type=Path, default=None, help="default: TEAMU_REAL_DATA_DIR or ../shared/data")
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="--real: keep each trained run here (reused by the next run)"
+    )
+    parser.add_argument("--db-prefix", default="bench_post_ideas", help="--real: databases <prefix>_<data set>")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="JSON results (default TEAMU_HOME/bench/post_ideas[_real].json)"
+    )
+    args = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    started = time.perf_counter()
+    settings = Settings.from_env()
+    url = resolve_url(settings.database_url, settings.pgdata)
+    report: dict[str, Any] = {"command": " ".join(["bench/bench_post_ideas.py", *sys.argv[1:]])}
+    if args.real is None:
+        promoted = registry.promoted_model(url)
+        if promoted is None:
+            raise SystemExit("no promoted model: run `make demo` first")
+        window = pd.Timedelta(days=args.window_days or DEFAULT_WINDOW_DAYS["demo"])
+        report["demo"] = measure(
+            url, Path(promoted.artifact_path), window, settings.home / "synthetic" / "ground_truth.npz"
+        )
+        print_summary("demo", report["demo"])
+        out = args.out or settings.home / "bench" / "post_ideas.json"
+    else:
+        data_dir = (args.data_dir or default_data_dir()).resolve()
+        out = args.out or settings.home / "bench" / "post_ideas_real.json"
+        with contextlib.ExitStack() as stack:
+            workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_post_ideas_")))
+            # Every data set is trained first: the slow part, done once per workdir.
+            names = args.real or list(DATASETS)
+            prepared = {name: prepare_real(name, data_dir, url, workdir, args.db_prefix) for name in names}
+            for name, (database_url, model_dir) in prepared.items():
+                window = pd.Timedelta(days=args.window_days or DEFAULT_WINDOW_DAYS[name])
+                report[name] = measure(database_url, model_dir, window, None)
+                print_summary(name, report[name])
+            if args.workdir is None:
+                with connect(with_database(url, "postgres"), autocommit=True) as conn:
+                    for name in names:
+                        database = sql.Identifier(f"{args.db_prefix}_{name.replace('-', '_')}")
+                        conn.execute(sql.SQL("drop database if exists {} with (force)").format(database))
+    report["seconds"] = time.perf_counter() - started
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, default=str))
+    print(f"{report['seconds']:.1f} s; results in {out}")
 
 
 if __name__ == "__main__":
