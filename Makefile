@@ -16,9 +16,17 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 # interactions sensor ticks every 2 s). `make ui UI_LOG_LEVEL=info` shows them.
 UI_LOG_LEVEL ?= warning
 
-.PHONY: venv demo test test-fast ui db-start db-stop bench lint docs-dbt clean
+.PHONY: venv manifest demo test test-fast ui db-start db-stop bench lint docs-dbt clean
 
 venv: $(STAMP)
+
+# The parsed dbt project, which the code location reads its dbt assets and checks from (it never parses at
+# import); re-parsed when a file of the dbt project changes. `dagster dev` re-parses on every load itself.
+MANIFEST := dbt_project/target/manifest.json
+DBT_SOURCES := dbt_project/dbt_project.yml dbt_project/profiles.yml $(shell find dbt_project/models dbt_project/macros dbt_project/tests -type f)
+manifest: $(MANIFEST)
+$(MANIFEST): $(DBT_SOURCES) | $(STAMP)
+	@$(BIN)/dbt parse --quiet --project-dir dbt_project --profiles-dir dbt_project
 
 # The Python version is checked against pyproject.toml's requires-python before anything is installed: the Python
 # that creates .venv, or the one an existing .venv was made with.
@@ -37,19 +45,19 @@ $(STAMP): requirements.lock pyproject.toml
 	@$(BIN)/python -c "import teamu_assets, dagster, dagster_dbt, tensorflow_recommenders" 2>/dev/null
 	@rm -f $(VENV)/.installed-* && touch $@
 
-demo: venv
+demo: manifest
 	@$(BIN)/teamu demo
 
 # The Supabase Edge Functions' handlers are plain JavaScript, tested with Node's own runner (Node 18 or newer).
 NODE_TEST = command -v node > /dev/null || { echo "node not found: install Node.js 18+ for the Edge Function tests" >&2; exit 1; }; \
 	node --test supabase/functions/
 
-test: venv
+test: manifest
 	@$(NODE_TEST)
 	$(BIN)/teamu db start
 	$(BIN)/pytest
 
-test-fast: venv
+test-fast: manifest
 	@$(NODE_TEST)
 	$(BIN)/teamu db start
 	$(BIN)/pytest -m "not slow and not e2e"
@@ -58,7 +66,7 @@ test-fast: venv
 # doesn't use); `dagster dev` is still supported.
 # The online updater (`teamu realtime`, docs/OPERATIONS.md section 8) runs beside dagster dev, logging to
 # TEAMU_HOME/logs/realtime.log; Ctrl-C stops both.
-ui: venv
+ui: manifest
 	$(BIN)/teamu db start
 	@echo "Dagster UI at http://127.0.0.1:3000 (Ctrl-C stops it). Services log warnings and errors only: make ui UI_LOG_LEVEL=info for more."
 	@echo "Online updater: teamu realtime, log in $(TEAMU_HOME)/logs/realtime.log"
@@ -74,7 +82,7 @@ db-start: venv
 db-stop: venv
 	$(BIN)/teamu db stop
 
-bench: venv
+bench: manifest
 	$(BIN)/teamu db start
 	$(BIN)/python bench/bench_ingest.py
 	$(BIN)/python bench/bench_faults.py
@@ -89,8 +97,14 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-docs-dbt: venv
-	$(BIN)/teamu dbt docs generate
+# dbt's documentation site (every model, column, test and the lineage) from the configured database, served on
+# loopback until Ctrl-C; DBT_DOCS_PORT=... for another port.
+DBT_DOCS_PORT ?= 8080
+docs-dbt: manifest
+	$(BIN)/teamu db start
+	$(BIN)/teamu dbt docs generate --quiet
+	@echo "dbt docs at http://127.0.0.1:$(DBT_DOCS_PORT) (Ctrl-C stops the server)"
+	$(BIN)/teamu dbt docs serve --host 127.0.0.1 --port $(DBT_DOCS_PORT) --no-browser
 
 clean:
 	-$(BIN)/teamu db stop

@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dagster import Definitions, EnvVar
+from dagster import Definitions, EnvVar, map_asset_specs
 
-from teamu_assets.assets.dbt import DBT_EXECUTABLE, TeamuDbtCliResource, dbt_project, teamu_dbt_models
+from teamu_assets.assets.dbt import teamu_dbt_models
+from teamu_assets.assets.dbt_cli import DBT_EXECUTABLE, TeamuDbtCliResource, dbt_project
 from teamu_assets.assets.ideas import post_ideas
 from teamu_assets.assets.ingestion import mixpanel_events, supabase_tables
 from teamu_assets.assets.ml import (
@@ -22,6 +23,7 @@ from teamu_assets.assets.ml import (
     user_embeddings,
     user_embeddings_are_complete_and_sane,
 )
+from teamu_assets.catalog import catalog_mapper
 from teamu_assets.jobs import full_refresh_job, incremental_refresh_job, post_freshness_job
 from teamu_assets.resources import ArtifactStore, LanguageModel, MixpanelExport, TeamuDatabase, TowerPreloader
 from teamu_assets.schedules import daily_post_freshness_schedule, nightly_retrain_schedule
@@ -72,17 +74,21 @@ def build_resources(
 
 
 defs = Definitions(
-    assets=[
-        *supabase_tables,
-        mixpanel_events,
-        teamu_dbt_models,
-        training_dataset,
-        two_tower_model,
-        evaluation_report,
-        post_embeddings,
-        user_embeddings,
-        post_ideas,
-    ],
+    # Owners, code versions, table names and freshness policies for every asset: teamu_assets/catalog.py.
+    assets=map_asset_specs(
+        catalog_mapper(),
+        [
+            *supabase_tables,
+            mixpanel_events,
+            teamu_dbt_models,
+            training_dataset,
+            two_tower_model,
+            evaluation_report,
+            post_embeddings,
+            user_embeddings,
+            post_ideas,
+        ],
+    ),
     asset_checks=[promotion_gate, post_embeddings_are_complete_and_sane, user_embeddings_are_complete_and_sane],
     jobs=[full_refresh_job, incremental_refresh_job, post_freshness_job],
     sensors=[new_interactions_sensor, retrain_on_new_interactions_sensor, online_updater_sensor],

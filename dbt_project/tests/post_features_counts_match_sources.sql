@@ -1,5 +1,8 @@
 -- Every post's view_count equals its views in marts.interactions and its vote_count the sum of its Supabase
 -- votes; post_length is the characters of title and description.
+-- Reads several models: the meta names the one it is shown on as a Dagster asset check.
+{{ config(meta={'dagster': {'ref': {'name': 'post_features'}}}) }}
+
 with views as (
     select post_id, count(*) as view_count
     from {{ ref('interactions') }}

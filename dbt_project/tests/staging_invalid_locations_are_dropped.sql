@@ -1,4 +1,7 @@
 -- A flagged location never leaks through, and every kept one is on the globe.
+-- Reads several models: the meta names the one it is shown on as a Dagster asset check.
+{{ config(meta={'dagster': {'ref': {'name': 'stg_supabase__posts'}}}) }}
+
 {% for model in ['stg_supabase__users', 'stg_supabase__posts'] %}
 select '{{ model }}' as model, latitude, longitude, has_invalid_location
 from {{ ref(model) }}

@@ -1,5 +1,8 @@
 -- Every member's counts equal what marts.interactions holds for them: an incremental refresh that missed a
 -- touched member leaves a stale count and fails here.
+-- Reads several models: the meta names the one it is shown on as a Dagster asset check.
+{{ config(meta={'dagster': {'ref': {'name': 'user_features'}}}) }}
+
 with expected as (
     select
         user_id,

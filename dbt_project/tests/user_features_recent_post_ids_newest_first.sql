@@ -1,5 +1,8 @@
 -- recent_post_ids holds distinct posts, at most var('history_length') of them, and is exactly the member's most
 -- recently engaged posts in marts.interactions, newest engagement first (ties by post_id, descending).
+-- Reads several models: the meta names the one it is shown on as a Dagster asset check.
+{{ config(meta={'dagster': {'ref': {'name': 'user_features'}}}) }}
+
 with last_engagement as (
     select user_id, post_id, max(occurred_at) as engaged_at
     from {{ ref('interactions') }}

@@ -15,6 +15,7 @@ from dagster import (
     asset,
 )
 
+from teamu_assets.db import features
 from teamu_assets.resources import MixpanelExport, TeamuDatabase
 
 SUPABASE_TABLES = {
@@ -103,6 +104,8 @@ def mixpanel_events(
         )
     return MaterializeResult(
         metadata={
+            # The table's rows after the load, as Dagster's catalog shows row counts.
+            "dagster/row_count": features.table_row_count(database.url(), "raw_mixpanel", "events"),
             "files_loaded": len(results),
             **totals,
             "reconciles": totals["lines_read"] == totals["loaded"] + totals["duplicates"] + totals["quarantined"],
