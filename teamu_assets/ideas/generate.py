@@ -231,7 +231,6 @@ def theme_pairs(context: IdeaContext, limit: int = 12) -> list[tuple[str, str]]:
     audience. With only one kind of theme, pairs of it; with one theme, that theme twice."""
     audience = _audience_words(context)
     team = list(dict.fromkeys([p for p, _ in context.passions] + _project_words(context)))
-    team = [theme for theme in team if theme not in audience[:3]] or team
     pairs: list[tuple[str, str]] = []
     if team and audience:
         # Diagonals of the team x audience grid: the best of each first, then each with the other's next best.
@@ -246,11 +245,32 @@ def theme_pairs(context: IdeaContext, limit: int = 12) -> list[tuple[str, str]]:
 
 
 def _audience_words(context: IdeaContext) -> list[str]:
-    counts: Counter[str] = Counter()
+    """The themes of the successful posts and local trends, most engaged first (each post a word is in weighs
+    1 + its engagement). A word that mostly comes with the same next one, in more than one post, is that pair
+    ("deep learning", "food truck"): a theme reads as its posts wrote it, not as half of it."""
+    words_seen: Counter[str] = Counter()
+    pairs_seen: Counter[tuple[str, str]] = Counter()
+    pair_posts: Counter[tuple[str, str]] = Counter()
     for post in (*context.successful_posts, *context.local_trends):
-        for word in _subject_words(f"{post.title} {post.description}"):
-            counts[word] += 1 + post.engagement
-    return [word for word, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0]))]
+        words: set[str] = set()
+        pairs: set[tuple[str, str]] = set()
+        for text in (post.title, post.description):
+            subject = [t if t in _subject_words(t) else None for t in re.findall(r"[A-Za-z0-9]+", text)]
+            words |= {t for t in subject if t}
+            pairs |= {(a, b) for a, b in zip(subject, subject[1:], strict=False) if a and b}
+        for word in words:
+            words_seen[word] += 1 + post.engagement
+        for pair in pairs:
+            pairs_seen[pair] += 1 + post.engagement
+            pair_posts[pair] += 1
+    theme_of = {word: word for word in words_seen}
+    for (first, second), seen in sorted(pairs_seen.items(), key=lambda item: (-item[1], item[0])):
+        if pair_posts[first, second] > 1 and 2 * seen >= max(words_seen[first], words_seen[second]):
+            for word in (first, second):
+                if " " not in theme_of[word]:
+                    theme_of[word] = f"{first} {second}"
+    ranked = sorted(words_seen.items(), key=lambda item: (-item[1], item[0]))
+    return list(dict.fromkeys(theme_of[word] for word, _ in ranked))
 
 
 def _project_words(context: IdeaContext) -> list[str]:
