@@ -27,7 +27,7 @@ from dagster import (
 from pydantic import create_model
 
 from teamu_assets.contract import HISTORY_LENGTH
-from teamu_assets.db import features, registry
+from teamu_assets.db import registry
 from teamu_assets.db.store import EmbeddingMode, serving_after
 from teamu_assets.evaluation.gate import DEFAULT_TOLERANCE
 from teamu_assets.model.params import RUN_KNOBS, TrainParams
@@ -119,20 +119,21 @@ def two_tower_model(
     """TFRS two-tower model trained on the dataset's train split with early stopping on validation recall@20
     (the model evaluation_report judges), then refit on every example for serving; SavedModel towers,
     vocabularies and the serving index (BruteForce, ScaNN) under artifacts/models/<version>."""
-    from teamu_assets.model.export import export_serving_indexes
-    from teamu_assets.model.pipeline import EVALUATED_MODEL_DIR
-    from teamu_assets.model.train import refit, train
+    from teamu_assets.model.pipeline import train_candidate
 
-    url, version = database.url(), _version("tt")
-    model_dir, dataset_dir = artifacts.path("artifacts", "models", version), Path(training_dataset)
-    params = TrainParams(**config.model_dump(exclude={"refit"}))
-    users, posts = features.read_user_features(url), features.read_post_features(url)
-    evaluated_dir = model_dir / EVALUATED_MODEL_DIR if config.refit else model_dir
-    result = train(dataset_dir, users, posts, params, evaluated_dir, log=context.log.info)
-    served = refit(dataset_dir, users, posts, result, model_dir, log=context.log.info) if config.refit else result
-    indexes = export_serving_indexes(model_dir, posts, model_dir / "serving")
-    registry.register_model_version(url, version, {**config.model_dump(), "dataset": training_dataset}, str(model_dir))
-    history = result.history
+    version = _version("tt")
+    model_dir = artifacts.path("artifacts", "models", version)
+    trained = train_candidate(
+        database.url(),
+        version,
+        Path(training_dataset),
+        model_dir,
+        TrainParams(**config.model_dump(exclude={"refit"})),
+        refit=config.refit,
+        registry_params={**config.model_dump(), "dataset": training_dataset},
+        log=context.log.info,
+    )
+    result, served, history = trained.evaluated, trained.served, trained.evaluated.history
     return Output(
         {"model_version": version, "model_dir": str(model_dir), "dataset_dir": training_dataset},
         metadata={
@@ -148,7 +149,7 @@ def two_tower_model(
             "final_loss": float(history[-1]["loss"]),
             "examples_per_second": float(history[-1]["examples_per_second"]),
             "history": MetadataValue.md(_md_table(history)),
-            "serving_indexes": MetadataValue.json({kind: str(path) for kind, path in indexes.items()}),
+            "serving_indexes": MetadataValue.json({kind: str(path) for kind, path in trained.indexes.items()}),
         },
     )
 

@@ -11,7 +11,7 @@ built, and compute the same split a second way.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from teamu_assets.model.dataset import (
     user_features_as_of,
     write_dataset,
 )
+from teamu_assets.model.params import TrainParams
 
 # Under a served model's directory: the model trained before the evaluation period, which the gate judged.
 EVALUATED_MODEL_DIR = "evaluated"
@@ -63,6 +64,46 @@ def build_dataset(
         validation_fraction=validation_fraction,
     )
     return write_dataset(data, out_dir)
+
+
+@dataclass(frozen=True)
+class TrainedCandidate:
+    """What train_candidate produced: the evaluated run (its history, best epoch), the served one (the refit, or
+    the evaluated run itself) and the exported serving indexes."""
+
+    evaluated: Any  # teamu_assets.model.train.TrainResult (a TensorFlow module: not imported here)
+    served: Any
+    indexes: dict[str, Path] = field(default_factory=dict)
+
+
+def train_candidate(
+    url: str,
+    model_version: str,
+    dataset_dir: Path,
+    model_dir: Path,
+    params: TrainParams,
+    *,
+    refit: bool,
+    registry_params: dict[str, Any],
+    log: Callable[[str], None],
+) -> TrainedCandidate:
+    """Train on the dataset's train split with early stopping on validation; with refit, retrain the evaluated
+    recipe on every example for serving (the evaluated model kept under evaluated/); export the serving indexes;
+    register the version (not promoted)."""
+    from teamu_assets.model.export import export_serving_indexes
+    from teamu_assets.model.train import refit as refit_model
+    from teamu_assets.model.train import train
+
+    users, posts = features.read_user_features(url), features.read_post_features(url)
+    evaluated_dir = model_dir / EVALUATED_MODEL_DIR if refit else model_dir
+    result = train(dataset_dir, users, posts, params, evaluated_dir, log=log)
+    served = result
+    if refit:
+        log(f"refit on every example for serving: {result.best_epoch} epochs")
+        served = refit_model(dataset_dir, users, posts, result, model_dir, log=log)
+    indexes = export_serving_indexes(model_dir, posts, model_dir / "serving")
+    registry.register_model_version(url, model_version, registry_params, str(model_dir))
+    return TrainedCandidate(result, served, indexes)
 
 
 @dataclass(frozen=True)
