@@ -44,6 +44,18 @@ run_coordinator:
       - key: "teamu/writes"
         value: "marts-and-embeddings"
         limit: 1
+# Run monitoring (the daemon): a run whose worker died (pid gone) is marked failed and leaves the queue, a run
+# stuck STARTING or CANCELING is failed/canceled after 3 minutes; a dead run is never resumed (the default
+# launcher can't): it is failed, and the runs queued behind it start (teamu_assets/run_launcher.py).
+run_launcher:
+  module: teamu_assets.run_launcher
+  class: LocalRunLauncher
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  cancel_timeout_seconds: 180
+  max_resume_run_attempts: 0
+  poll_interval_seconds: 30
 telemetry:
   enabled: false
 """

@@ -1,0 +1,55 @@
+"""The run launcher: Dagster's default one, plus a health check of each run's worker process for run monitoring.
+
+Dagster's DefaultRunLauncher can't tell the daemon whether a run's worker is alive, so with it run monitoring
+never fails a run whose worker died together with the code server (a killed `dagster dev`, an OOM kill of the
+container's processes, a reboot): the run stays STARTED forever and holds its place in the run queue (the
+refresh jobs' tag limit of 1), and the sensor's incremental_refresh runs wait QUEUED behind it. Here every
+process of the platform runs on one machine (`make ui`, the Docker image), so the worker's pid, which the worker
+itself records in the run's "Started process for run" event, tells whether it is still alive.
+"""
+
+from __future__ import annotations
+
+import psutil
+from dagster import DagsterEventType, DagsterInstance, DefaultRunLauncher
+from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
+from dagster._core.storage.dagster_run import DagsterRun
+
+# A process whose start is later than the worker's event by more than this is another process under a reused pid.
+PID_REUSE_SLACK_SECONDS = 1.0
+
+
+def worker_process(instance: DagsterInstance, run: DagsterRun) -> tuple[int, float] | None:
+    """The run worker's pid and when it reported it, from the run's latest engine event with a pid; None before
+    the worker has started."""
+    for record in reversed(instance.all_logs(run.run_id, of_type=DagsterEventType.ENGINE_EVENT)):
+        event = record.dagster_event
+        data = event.engine_event_data if event is not None else None
+        pid = data.metadata.get("pid") if data is not None else None
+        if pid is not None and event is not None and event.message and event.message.startswith("Started process"):
+            return int(pid.value), record.timestamp
+    return None
+
+
+class LocalRunLauncher(DefaultRunLauncher):
+    """DefaultRunLauncher whose run workers run monitoring checks by pid (the daemon runs on the workers' machine)."""
+
+    @property
+    def supports_check_run_worker_health(self) -> bool:
+        return True
+
+    def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
+        worker = worker_process(self._instance, run)
+        if worker is None:
+            # Not started yet: run monitoring's start timeout covers a worker that never comes up.
+            return CheckRunHealthResult(WorkerStatus.UNKNOWN, "the run worker has not reported its pid yet")
+        pid, reported_at = worker
+        try:
+            process = psutil.Process(pid)
+            alive = process.status() != psutil.STATUS_ZOMBIE
+            reused = process.create_time() > reported_at + PID_REUSE_SLACK_SECONDS
+        except psutil.NoSuchProcess:
+            alive, reused = False, False
+        if alive and not reused:
+            return CheckRunHealthResult(WorkerStatus.RUNNING, f"run worker pid {pid} is alive")
+        return CheckRunHealthResult(WorkerStatus.FAILED, f"run worker pid {pid} is gone (killed or crashed)")
