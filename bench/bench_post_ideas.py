@@ -245,23 +245,36 @@ def product_cutoff(dataset: RealDataset, holdout_fraction: float) -> pd.Timestam
     return (end - (end - start) * holdout_fraction).floor("h")
 
 
-def prepare_real(name: str, data_dir: Path, server_url: str, workdir: Path, db_prefix: str) -> tuple[str, Path]:
+def database_name(prefix: str, dataset: str) -> str:
+    return f"{prefix}_{dataset.replace('-', '_')}"
+
+
+def drop_databases(server_url: str, names: list[str]) -> None:
+    with connect(with_database(server_url, "postgres"), autocommit=True) as conn:
+        for name in names:
+            conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+
+
+def prepare_real(
+    name: str, data_dir: Path, server_url: str, workdir: Path, db_prefix: str
+) -> tuple[str, Path, dict[str, Any]]:
     """The whole data set through the product: its raw contract into the database <db_prefix>_<name>, then the
     full_refresh job (ingest, dbt, training with the default model config without the refit, the gate,
     embeddings) with TEAMU_HOME workdir/<name>. A workdir that already holds a finished run is reused (the
-    training is the slow part). Returns the database URL and the model directory."""
+    training is the slow part). Returns the database URL, the model directory and how the training went."""
     from teamu_assets.assets.ml import DatasetConfig
 
     home = workdir / name
     done = home / "prepared.json"
-    database = f"{db_prefix}_{name.replace('-', '_')}"
+    database = database_name(db_prefix, name)
     url = with_database(server_url, database)
     if done.exists():
         _log(f"{name}: reusing {home} and database {database}")
-        return url, Path(json.loads(done.read_text())["model_dir"])
+        training = json.loads(done.read_text())
+        return url, Path(training["model_dir"]), training
     home.mkdir(parents=True, exist_ok=True)
+    drop_databases(server_url, [database])
     with connect(with_database(server_url, "postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(database)))
         conn.execute(sql.SQL("create database {}").format(sql.Identifier(database)))
     ensure_pgvector(url)
     dataset = read_dataset(name, data_dir)
@@ -276,13 +289,15 @@ def prepare_real(name: str, data_dir: Path, server_url: str, workdir: Path, db_p
     if manifest_cutoff != cutoff:
         # The descriptions were cut at the predicted cutoff: any other one would leak (or hide) tags.
         raise RuntimeError(f"{name}: the product cut at {manifest_cutoff}, the descriptions at {cutoff}")
-    done.write_text(
-        json.dumps(
-            {"model_dir": str(model_dir), "promoted": product.promoted, "seconds": time.perf_counter() - started}
-        )
-    )
-    _log(f"{name}: trained {product.model_version} in {time.perf_counter() - started:.0f} s")
-    return url, model_dir
+    training = {
+        "model_dir": str(model_dir),
+        "promoted": product.promoted,
+        "failed_steps": product.failed_steps,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    done.write_text(json.dumps(training))
+    _log(f"{name}: trained {product.model_version} in {training['seconds']:.0f} s")
+    return url, model_dir, training
 
 
 def read_manifest_of(url: str, model_dir: Path) -> Any:
@@ -357,20 +372,19 @@ def main() -> None:
     else:
         data_dir = (args.data_dir or default_data_dir()).resolve()
         out = args.out or settings.home / "bench" / "post_ideas_real.json"
+        names = args.real or list(DATASETS)
         with contextlib.ExitStack() as stack:
-            workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_post_ideas_")))
-            # Every data set is trained first: the slow part, done once per workdir.
-            names = args.real or list(DATASETS)
-            prepared = {name: prepare_real(name, data_dir, url, workdir, args.db_prefix) for name in names}
-            for name, (database_url, model_dir) in prepared.items():
-                window = pd.Timedelta(days=args.window_days or DEFAULT_WINDOW_DAYS[name])
-                report[name] = measure(database_url, model_dir, window, None)
-                print_summary(name, report[name])
             if args.workdir is None:
-                with connect(with_database(url, "postgres"), autocommit=True) as conn:
-                    for name in names:
-                        database = sql.Identifier(f"{args.db_prefix}_{name.replace('-', '_')}")
-                        conn.execute(sql.SQL("drop database if exists {} with (force)").format(database))
+                workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_post_ideas_")))
+                stack.callback(drop_databases, url, [database_name(args.db_prefix, name) for name in names])
+            else:
+                workdir = args.workdir
+            # Every data set is trained first: the slow part, done once per workdir.
+            prepared = {name: prepare_real(name, data_dir, url, workdir, args.db_prefix) for name in names}
+            for name, (database_url, model_dir, training) in prepared.items():
+                window = pd.Timedelta(days=args.window_days or DEFAULT_WINDOW_DAYS[name])
+                report[name] = {**measure(database_url, model_dir, window, None), "training": training}
+                print_summary(name, report[name])
     report["seconds"] = time.perf_counter() - started
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, default=str))
