@@ -456,14 +456,17 @@ def staged_versions(conn: psycopg.Connection) -> dict[str, list[str]]:
 
 def publish(conn: psycopg.Connection, model_version: str) -> bool:
     """Swap in every kind's staged table and mark model_version the one promoted model, in the caller's
-    transaction, when every kind has staged that version; otherwise change nothing and return False (the
-    kind staged last publishes). Together they commit or not at all: users and posts are never on two models,
-    and ml.model_versions never names a model the tables don't hold."""
+    transaction, when every kind has staged that version; otherwise change nothing (the kind staged last
+    publishes). Returns whether model_version is served with nothing of it left staged. The swaps and the
+    promotion commit together or not at all: users and posts are never on two models, and ml.model_versions
+    never names a model the tables don't hold."""
     for kind in KINDS:  # always in this order, so two publishers can't deadlock
         lock_writes(conn, kind)
     staged = staged_versions(conn)
     if any(staged.get(kind) != [model_version] for kind in KINDS):
-        return False
+        # Not both staged: either the other kind's step is still running, or it has published already.
+        served = registry.served_model(conn)
+        return served is not None and served.model_version == model_version and not staged
     for kind in KINDS:
         _swap_in(conn, kind)
     registry.promote(conn, model_version)

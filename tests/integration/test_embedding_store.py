@@ -91,6 +91,7 @@ def test_a_swap_failing_midway_leaves_the_old_model_promoted_with_its_vectors(
 
     monkeypatch.setattr(embeddings, "_swap_in", swap)
     assert store.publish("m2")  # both kinds are still staged: publishing again completes the promotion
+    assert store.publish("m2")  # and a second publisher finds it done
     assert store.promoted_model().model_version == "m2"
     assert _served_versions(store) == {"user": '["m2"]', "post": '["m2"]'}
 
