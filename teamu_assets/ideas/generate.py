@@ -107,9 +107,14 @@ def _clip(text: str, limit: int) -> str:
 
 def _subject_words(text: str) -> set[str]:
     """The words of a text that can be a theme: lower-case where written (names of people and places are
-    capitalised, so a city doesn't become a theme), not stop words, at least three letters."""
+    capitalised, so a city doesn't become a theme), not stop words, at least three letters, and no past tense
+    ("ended", "shared": a verb reads as no subject; "seed" and "feed" stay)."""
     found = re.findall(r"\b[a-z][a-z0-9]*\b", text)
-    return {word for word in found if word not in STOP_WORDS and len(word) > 2}
+    return {
+        word
+        for word in found
+        if word not in STOP_WORDS and len(word) > 2 and not (word.endswith("ed") and not word.endswith("eed"))
+    }
 
 
 @dataclass(frozen=True)
