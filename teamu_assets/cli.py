@@ -384,6 +384,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="print the latest evaluation summary")
     report.set_defaults(func=_report)
+
+    from teamu_assets.vertex_cli import add_vertex_parser
+
+    add_vertex_parser(commands)
     return parser
 
 

@@ -10,12 +10,13 @@ import math
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from teamu_assets.model.towers import user_input_signature
-from teamu_assets.model.train import QUERY_TOWER_DIR, embed_posts, load_tower
+from teamu_assets.model.train import CANDIDATE_TOWER_DIR, QUERY_TOWER_DIR, embed_posts, load_tower
 
 IndexKind = Literal["brute_force", "scann"]
 
@@ -91,3 +92,57 @@ def export_serving_indexes(
 def load_retrieval_index(index_dir: Path) -> tf.Module:
     """A saved index; `scores, post_ids = index(user_inputs)`. Importing TFRS first registers ScaNN's ops."""
     return tf.saved_model.load(str(index_dir))
+
+
+# Vertex AI's prebuilt TensorFlow prediction containers serve the SavedModel in the artifact directory (the one
+# holding saved_model.pb) through TF Serving: the `serve` tag and the `serving_default` signature, which takes
+# the request's {"instances": [...]} rows (one object per user or post, named like the signature's inputs) and
+# answers {"predictions": [...]}, one entry per row (with the one output, TF Serving gives its value alone).
+VERTEX_TOWER_DIRS: dict[str, str] = {"query": QUERY_TOWER_DIR, "candidate": CANDIDATE_TOWER_DIR}
+VERTEX_OUTPUT = "embedding"
+
+
+class _VertexTower(tf.Module):
+    """A saved tower behind named inputs: TF Serving maps each instance's keys to the signature's input names,
+    which are the TensorSpec names, so every spec carries its feature's name."""
+
+    def __init__(self, tower: tf.Module) -> None:
+        super().__init__()
+        self.tower = tower
+        # The tower's own input signature (towers saved before post age was an input keep theirs).
+        saved = tower.serve.concrete_functions[0].structured_input_signature[0][0]
+        named = {name: tf.TensorSpec(spec.shape, spec.dtype, name=name) for name, spec in saved.items()}
+        self.serving_default = tf.function(
+            lambda features: {VERTEX_OUTPUT: self.tower.serve(features)}, input_signature=[named]
+        )
+
+
+def export_vertex_towers(model_dir: Path, out_dir: Path) -> dict[str, Path]:
+    """Both towers of a trained model, each as a SavedModel Vertex AI's prebuilt TensorFlow container loads:
+    out_dir/query_tower (a user's features -> the user's embedding) and out_dir/candidate_tower (a post's ->
+    the post's), each answering {"instances": [...]} with {"predictions": [[D floats], ...]}.
+    Upload each directory (gs://.../query_tower) as one Vertex model's artifact_uri."""
+    exported = {}
+    for name, tower_dir in VERTEX_TOWER_DIRS.items():
+        module = _VertexTower(load_tower(model_dir, tower_dir))
+        path = Path(out_dir) / tower_dir
+        tf.saved_model.save(module, str(path), signatures={"serving_default": module.serving_default})
+        exported[name] = path
+    return exported
+
+
+def vertex_instances(inputs: dict[str, np.ndarray]) -> list[dict[str, object]]:
+    """The rows of a Vertex prediction request ({"instances": rows}) for tower inputs as the feature tables
+    build them (UserFeatureTable.serving_inputs, PostFeatureTable.serving_inputs): one JSON object per user or
+    post. History and passions are padded lists (-1 and ""), as TF Serving stacks the rows of one request
+    into tensors and needs each key's lists to be of one length."""
+    rows = len(next(iter(inputs.values())))
+    return [{name: _json_value(values[i]) for name, values in inputs.items()} for i in range(rows)]
+
+
+def _json_value(value: np.ndarray | np.generic) -> object:
+    if isinstance(value, np.ndarray):
+        return [_json_value(item) for item in value]
+    if isinstance(value, bytes):
+        return value.decode()
+    return value.item() if isinstance(value, np.generic) else value
