@@ -86,6 +86,7 @@ bench: manifest
 	$(BIN)/teamu db start
 	$(BIN)/python bench/bench_ingest.py
 	$(BIN)/python bench/bench_faults.py
+	$(BIN)/python bench/bench_crashes.py
 	$(BIN)/python bench/bench_serving.py --posts 100000
 	$(BIN)/python bench/bench_training.py
 	$(BIN)/python bench/bench_freshness.py --trials 20
