@@ -59,12 +59,32 @@ def teamu_dbt_models(
         args += ["--exclude", "resource_type:test"]
     connection = database.dbt_env()
     with connection_environment(connection):
+        _rebuild_missing_views(context, dbt, database.url())
         invocation = dbt.build(context, args, connection, with_adapter=with_tests)
         if with_tests:
             yield from invocation.stream().fetch_row_counts().fetch_column_metadata()
         else:
             yield from _with_row_counts(context, invocation.stream(), database.url())
     keep_partial_parse_state(invocation)
+
+
+def _rebuild_missing_views(context: AssetExecutionContext, dbt: TeamuDbtCliResource, url: str) -> None:
+    """Recreate the project's views that are missing from the database before building: a failed `dbt build`
+    can leave views dropped (dbt replaces a view by dropping the old one with cascade, which takes the views
+    built on it, and the skipped ones are never recreated), and the incremental refresh selects no view."""
+    manifest = json.loads(manifest_path().read_text())
+    built_anyway = {tuple(key.path) for key in context.selected_asset_keys}  # keys are (schema, name)
+    views = [
+        (node["schema"], node["name"])
+        for node in manifest["nodes"].values()
+        if node["resource_type"] == "model" and node["config"]["materialized"] == "view"
+    ]
+    missing = features.missing_relations(url, [view for view in views if view not in built_anyway])
+    if missing:
+        context.log.warning(f"Recreating views missing from the database: {', '.join(map('.'.join, missing))}")
+        # One argument: dagster-dbt takes a single value after --select; dbt reads the spaces as a union.
+        select = ["--select", " ".join(name for _, name in missing)]
+        dbt.cli(["run", "--vars", json.dumps(DBT_VARS), *select], manifest=manifest).wait()
 
 
 def _with_row_counts(context: AssetExecutionContext, events: Iterable[Any], url: str) -> Iterator[Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import pandas as pd
 import psycopg
 from psycopg import sql
@@ -116,6 +118,20 @@ def row_count(url: str, table: str) -> int:
 def table_row_count(url: str, schema_name: str, table_name: str) -> int | None:
     with connect(url) as conn:
         return relation_rows(conn, schema_name, table_name)
+
+
+def missing_relations(url: str, relations: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The (schema, name) pairs of `relations` that don't exist in the database, in the order given."""
+    wanted = list(relations)
+    with connect(url) as conn:
+        existing = set(
+            conn.execute(
+                "select n.nspname, c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace"
+                " where (n.nspname, c.relname) in (select * from unnest(%s::text[], %s::text[]))",
+                ([schema for schema, _ in wanted], [name for _, name in wanted]),
+            ).fetchall()
+        )
+    return [relation for relation in wanted if relation not in existing]
 
 
 def relation_rows(conn: psycopg.Connection, schema_name: str, table_name: str) -> int | None:
