@@ -23,8 +23,14 @@ from teamu_assets.assets.ml import (
     user_embeddings,
     user_embeddings_are_complete_and_sane,
 )
+from teamu_assets.assets.partitioned import (
+    partitioned_embedding_refresh_job,
+    post_embedding_partitions,
+    user_embedding_partitions,
+)
 from teamu_assets.catalog import catalog_mapper
 from teamu_assets.jobs import full_refresh_job, incremental_refresh_job, post_freshness_job
+from teamu_assets.k8s import full_refresh_k8s_job
 from teamu_assets.resources import ArtifactStore, LanguageModel, MixpanelExport, TeamuDatabase, TowerPreloader
 from teamu_assets.schedules import daily_post_freshness_schedule, nightly_retrain_schedule
 from teamu_assets.sensors import new_interactions_sensor, online_updater_sensor, retrain_on_new_interactions_sensor
@@ -87,10 +93,18 @@ defs = Definitions(
             post_embeddings,
             user_embeddings,
             post_ideas,
+            user_embedding_partitions,
+            post_embedding_partitions,
         ],
     ),
     asset_checks=[promotion_gate, post_embeddings_are_complete_and_sane, user_embeddings_are_complete_and_sane],
-    jobs=[full_refresh_job, incremental_refresh_job, post_freshness_job],
+    jobs=[
+        full_refresh_job,
+        incremental_refresh_job,
+        post_freshness_job,
+        full_refresh_k8s_job,
+        partitioned_embedding_refresh_job,
+    ],
     sensors=[new_interactions_sensor, retrain_on_new_interactions_sensor, online_updater_sensor],
     schedules=[nightly_retrain_schedule, daily_post_freshness_schedule],
     resources=build_resources(

@@ -5,6 +5,7 @@ from dagster_dbt import build_dbt_asset_selection
 
 from teamu_assets.assets.dbt import teamu_dbt_models
 from teamu_assets.assets.ideas import POST_IDEAS
+from teamu_assets.assets.partitioned import EMBEDDING_PARTITIONS
 
 EMBEDDINGS = [AssetKey(["ml", "post_embeddings"]), AssetKey(["ml", "user_embeddings"])]
 # Every refresh job writes the marts and the embedding tables: the run queue lets one of them run at a time
@@ -47,9 +48,10 @@ post_freshness_job = define_asset_job(
 )
 
 # Post ideas are left out: with TEAMU_LLM_URL set they call an outside service, and nothing downstream needs them.
+# So are the partitioned embedding assets: their job (partitioned_embedding_refresh) runs one partition a run.
 full_refresh_job = define_asset_job(
     "full_refresh",
-    selection=AssetSelection.all() - AssetSelection.assets(POST_IDEAS),
+    selection=AssetSelection.all() - AssetSelection.assets(POST_IDEAS, *EMBEDDING_PARTITIONS),
     tags=WRITES_MARTS_AND_EMBEDDINGS,
     description="Everything: ingest, dbt build, training data, train, evaluate and gate, embeddings.",
 )

@@ -158,3 +158,15 @@ def publish_partitions(url: str, kind: EmbeddingKind, partitions: int, model_ver
         for table in tables:
             conn.execute(sql.SQL("drop table ml.{}").format(sql.Identifier(table)))
     return PublishResult(True, "", rows, time.perf_counter() - started)
+
+
+def partition_ids(url: str, kind: EmbeddingKind, partition: int, partitions: int) -> list[int]:
+    """The ids of the kind's feature mart that fall in the partition: what its step embeds."""
+    _check_partition(partition, partitions)
+    spec = SPECS[kind]
+    query = sql.SQL("select {} from {}").format(
+        sql.Identifier(spec.id_column), sql.Identifier(*spec.feature_mart.split("."))
+    )
+    with connect(url) as conn:
+        ids = np.array([row[0] for row in conn.execute(query)], dtype=np.int64)
+    return ids[partition_of(ids, partitions) == partition].tolist()
