@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
 from teamu_assets.settings import Settings
+
+# What `teamu db url --database` takes: plain names (the platform's and its scratch databases are), no URL syntax.
+DATABASE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,62}")
 
 
 def _settings() -> Settings:
@@ -58,8 +62,21 @@ def _db(args: argparse.Namespace) -> int:
         print(with_database(_app_url(settings), args.database) if args.database else _app_url(settings))
     elif args.action == "psql":
         psql = str(server.psql_path())
-        os.execv(psql, [psql, _app_url(settings), *args.psql_args])
+        # The password goes to psql in its environment, never on its command line, where `ps` shows it to every
+        # user of the machine.
+        conninfo, password = without_password(_app_url(settings))
+        env = {**os.environ, **({"PGPASSWORD": password} if password else {})}
+        os.execve(psql, [psql, conninfo, *args.psql_args], env)
     return 0
+
+
+def without_password(url: str) -> tuple[str, str | None]:
+    """A connection URL as a libpq connection string without its password, and the password (None if none)."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    parts = conninfo_to_dict(url)
+    password = parts.pop("password", None)
+    return make_conninfo("", **parts), None if password is None else str(password)
 
 
 # `teamu seed` flags that shape the synthetic world, each a SyntheticConfig field (its default when omitted):
@@ -289,6 +306,16 @@ def _int_between(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def _database_name(text: str) -> str:
+    """An argparse type: a plain database name. Anything else could carry URL syntax (`x?host=elsewhere`) into
+    the URL printed."""
+    if not DATABASE_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"not a plain database name (letters, digits, _ and -, at most 63, not starting with a digit): {text!r}"
+        )
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     from teamu_assets.db.recommend import MAX_COUNT, MAX_USER_ID
 
@@ -301,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     actions.add_parser("stop", help="stop the embedded server")
     actions.add_parser("status", help="is the embedded server running, and where")
     url = actions.add_parser("url", help="print the app database's URL")
-    url.add_argument("--database", help="the URL of another database on the same server")
+    url.add_argument("--database", type=_database_name, help="the URL of another database on the same server")
     actions.add_parser("psql", help="psql (bundled with the server) on the app database; other arguments go to psql")
     db.set_defaults(func=_db)
 

@@ -281,9 +281,14 @@ def test_expected_scores_rank_the_holdout_engagements(dataset: SyntheticDataset)
     np.testing.assert_allclose(subset, scores[np.ix_([5, 2], [7, 1, 3])])
 
 
-def test_expected_scores_reject_unknown_ids(dataset: SyntheticDataset) -> None:
-    with pytest.raises(KeyError, match="user"):
-        dataset.truth.expected_scores(np.array([10**9]), dataset.truth.post_ids[:2])
+def test_ids_added_after_seeding_score_0_and_leave_the_others_as_they_were(dataset: SyntheticDataset) -> None:
+    truth = dataset.truth
+    users, posts = truth.user_ids[[5, 2]], truth.post_ids[[7, 1, 3]]
+    known = truth.expected_scores(users, posts)
+    with_new = truth.expected_scores(np.append(users, 10**9), np.insert(posts, 1, 10**12))
+    assert with_new.shape == (3, 4)
+    np.testing.assert_array_equal(with_new[:2][:, [0, 2, 3]], known)
+    assert not with_new[2].any() and not with_new[:, 1].any()
 
 
 def test_truth_survives_save_and_load(dataset: SyntheticDataset, tmp_path: Path) -> None:
