@@ -274,9 +274,10 @@ def _write_embeddings(
     return MaterializeResult(
         metadata={
             "written": True,
-            "mode": mode,
+            "refresh": mode,
             "served": served,
-            **{key: value for key, value in dataclasses.asdict(written).items() if key not in ("kind", "mode")},
+            # mode: how the table was written (full, upsert, or staged for publication).
+            **{key: value for key, value in dataclasses.asdict(written).items() if key != "kind"},
             "dimension": dim,
         }
     )
