@@ -51,7 +51,9 @@ post_freshness_job = define_asset_job(
 # So are the partitioned embedding assets: their job (partitioned_embedding_refresh) runs one partition a run.
 full_refresh_job = define_asset_job(
     "full_refresh",
-    selection=AssetSelection.all() - AssetSelection.assets(POST_IDEAS, *EMBEDDING_PARTITIONS),
+    # all() leaves out the Supabase tables (external assets), and so the dbt source tests that are their checks.
+    selection=(AssetSelection.all() | AssetSelection.all_asset_checks())
+    - AssetSelection.assets(POST_IDEAS, *EMBEDDING_PARTITIONS),
     tags=WRITES_MARTS_AND_EMBEDDINGS,
     description="Everything: ingest, dbt build, training data, train, evaluate and gate, embeddings.",
 )
