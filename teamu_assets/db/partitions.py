@@ -7,12 +7,12 @@ empty table, so the partitions never write to the live table:
 
 1. stage_partition writes partition p's rows into ml.<kind>_embeddings_part<N>_<p>, an unindexed table only
    the refresh reads, in one transaction: a retried partition replaces its own staged rows, nothing else.
-2. publish_partitions, once every one of the N partitions is staged with the same model version, builds the
+2. publish_partitions, once every one of the N partitions is staged with the promoted model, builds the
    staged table of teamu_assets.db.embeddings (the union of the N, its primary key, the HNSW index for posts)
    and swaps it in with that module's swap, all in one transaction: readers see the old table until the commit
    and the complete new one after it (the swap's DROP waits for running readers and makes new ones wait for the
-   commit). Then the partition tables are dropped in the same transaction. Missing partitions, or partitions of
-   another model version, change nothing: the live table stays as it was.
+   commit). Then the partition tables are dropped in the same transaction. Missing partitions, partitions of
+   another model version, or a model that is no longer the promoted one change nothing: the live table stays.
 
 Writers of a kind take embeddings.lock_writes, as every other writer does: the publish can't interleave with an
 upsert of the online updater or the incremental refresh. A new model is promoted by the embedding store's
@@ -30,7 +30,7 @@ import psycopg
 from pgvector.psycopg import register_vector
 from psycopg import sql
 
-from teamu_assets.db import embeddings
+from teamu_assets.db import embeddings, registry
 from teamu_assets.db.connection import connect
 from teamu_assets.db.embeddings import SPECS, EmbeddingKind, EmbeddingWriteError
 
@@ -130,7 +130,12 @@ def publish_partitions(url: str, kind: EmbeddingKind, partitions: int, model_ver
         # An empty partition holds no version at all.
         other = sorted(p for p, held in versions.items() if held not in ([], [model_version]))
         reason = ""
-        if missing:
+        served = registry.served_model(conn)
+        if served is None or served.model_version != model_version:
+            # A new model was promoted (both kinds swapped with it) while the partitions were staged: publishing
+            # them would put this kind back on the old model beside the other kind on the new one.
+            reason = f"{model_version} is not the promoted model ({served.model_version if served else 'none'})"
+        elif missing:
             reason = f"partitions not staged yet: {missing}"
         elif other:
             reason = f"partitions staged with another model version than {model_version}: {other}"
