@@ -27,3 +27,11 @@
 {% macro text_to_bigint(text_value) -%}
     case when {{ text_value }} ~ '^\s*[0-9]{1,18}(\.0*)?\s*$' then btrim({{ text_value }})::numeric::bigint end
 {%- endmacro %}
+
+{#- True when a timestamp can't be when something happened in the app: before 2000-01-01, more than a day ahead
+    of the clock, or +-infinity (Mixpanel events are held to the same range when loaded). Staging leaves rows
+    carrying one out: a post dated 2100 would rank first for everyone, and a time far ahead would sit above every
+    incremental watermark downstream. NULL is not judged here. -#}
+{% macro is_implausible_time(column) -%}
+    coalesce(not ({{ column }} between timestamptz '2000-01-01 00:00:00+00' and now() + interval '1 day'), false)
+{%- endmacro %}

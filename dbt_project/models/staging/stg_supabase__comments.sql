@@ -9,3 +9,4 @@ select
     {{ clean_text('body') }} as body,
     created_at
 from source
+where not {{ is_implausible_time('created_at') }}

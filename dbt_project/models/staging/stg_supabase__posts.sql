@@ -1,4 +1,5 @@
--- Posts, cleaned like users: blank texts NULL, unusable coordinates NULL with has_invalid_location.
+-- Posts, cleaned like users: blank texts NULL, unusable coordinates NULL with has_invalid_location; a row with an
+-- implausible time (macros/cleaning.sql) is left out.
 with source as (
     select * from {{ source('supabase', 'posts') }}
 )
@@ -15,3 +16,4 @@ select
     created_at,
     updated_at
 from source
+where not {{ is_implausible_time('created_at') }} and not {{ is_implausible_time('updated_at') }}

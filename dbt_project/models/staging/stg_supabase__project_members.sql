@@ -8,3 +8,4 @@ select
     lower({{ clean_text('role') }}) as role,
     joined_at
 from source
+where not {{ is_implausible_time('joined_at') }}

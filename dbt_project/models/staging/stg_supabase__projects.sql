@@ -8,3 +8,4 @@ select
     {{ clean_text('title') }} as title,
     created_at
 from source
+where not {{ is_implausible_time('created_at') }}

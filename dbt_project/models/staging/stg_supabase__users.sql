@@ -1,5 +1,5 @@
 -- Members, cleaned: blank texts are NULL, passions never NULL (the empty array), unusable coordinates NULL
--- with has_invalid_location saying so.
+-- with has_invalid_location saying so; a row with an implausible time (macros/cleaning.sql) is left out.
 with source as (
     select * from {{ source('supabase', 'users') }}
 )
@@ -15,3 +15,4 @@ select
     created_at,
     updated_at
 from source
+where not {{ is_implausible_time('created_at') }} and not {{ is_implausible_time('updated_at') }}

@@ -9,3 +9,4 @@ select
     value::integer as value,
     created_at
 from source
+where not {{ is_implausible_time('created_at') }}
