@@ -19,11 +19,13 @@ incremental_refresh_job = define_asset_job(
     # Only the incremental models: views have nothing to refresh (re-creating them costs a lock and a round
     # trip each) and dbt's tests run in full_refresh. Without their checks dagster-dbt runs `dbt build` with no
     # tests, which is most of the latency budget saved. The embedding checks stay: they are cheap and guard serving.
+    # The dbt source tests on mixpanel/events are its checks too: taken out with the others.
     selection=(
         AssetSelection.keys(AssetKey(["mixpanel", "events"]))
         | build_dbt_asset_selection([teamu_dbt_models], dbt_select="config.materialized:incremental").without_checks()
         | AssetSelection.assets(*EMBEDDINGS)
-    ),
+    )
+    - AssetSelection.checks(*teamu_dbt_models.check_keys),
     executor_def=in_process_executor,
     tags=WRITES_MARTS_AND_EMBEDDINGS,
     config={
