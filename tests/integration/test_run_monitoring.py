@@ -32,15 +32,25 @@ def instance(db_url: str, tmp_path: Path) -> Iterator[DagsterInstance]:
         yield real_instance
 
 
-def started_run(instance: DagsterInstance, worker_pid: int) -> DagsterRun:
-    """An incremental_refresh run in STARTED whose worker reported `worker_pid`, as a real worker reports it."""
+LAUNCHED = "Started process for run (pid: {pid})."  # what a launched run's worker reports first
+IN_CALLER = "Executing steps in process (pid: {pid})"  # execute_in_process (`teamu demo`): the caller's process
+
+
+def started_run(instance: DagsterInstance, worker_pid: int | None, message: str = LAUNCHED) -> DagsterRun:
+    """An incremental_refresh run in STARTED whose worker reported `worker_pid` as Dagster reports it (None: no
+    pid reported yet)."""
     run = create_run_for_test(
         instance, job_name="incremental_refresh", status=DagsterRunStatus.STARTED, tags=WRITES_MARTS_AND_EMBEDDINGS
     )
-    instance.report_engine_event(
-        f"Started process for run (pid: {worker_pid}).", run, EngineEventData.in_process(worker_pid)
-    )
+    if worker_pid is not None:
+        instance.report_engine_event(message.format(pid=worker_pid), run, EngineEventData.in_process(worker_pid))
     return run
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
 
 
 def monitor(instance: DagsterInstance, run: DagsterRun) -> DagsterRunStatus:
@@ -85,3 +95,20 @@ def test_a_live_worker_keeps_its_run(instance: DagsterInstance) -> None:
     run = started_run(instance, os.getpid())
     assert monitor(instance, run) == DagsterRunStatus.STARTED
     assert run.run_id in in_progress(instance)
+
+
+def test_a_run_executing_in_its_callers_process_is_judged_by_that_process(instance: DagsterInstance) -> None:
+    assert monitor(instance, started_run(instance, os.getpid(), IN_CALLER)) == DagsterRunStatus.STARTED
+    assert monitor(instance, started_run(instance, dead_pid(), IN_CALLER)) == DagsterRunStatus.FAILURE
+
+
+def test_a_run_without_a_worker_pid_yet_is_not_failed(instance: DagsterInstance) -> None:
+    run = started_run(instance, None)
+    assert monitor(instance, run) == DagsterRunStatus.STARTED
+
+
+def test_a_finished_step_subprocess_is_not_the_worker(instance: DagsterInstance) -> None:
+    run = started_run(instance, os.getpid())
+    step = dead_pid()
+    instance.report_engine_event(f"Executing step a in subprocess (pid: {step})", run, EngineEventData.in_process(step))
+    assert monitor(instance, run) == DagsterRunStatus.STARTED
