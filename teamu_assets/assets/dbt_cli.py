@@ -98,9 +98,33 @@ class TeamuDbtCliResource(DbtCliResource):
             shutil.copyfile(saved, target / PARTIAL_PARSE_FILE)
         token = _with_adapter.set(with_adapter)
         try:
-            return self.cli(args, context=context, target_path=target)
+            invocation = self.cli(args, context=context, target_path=target)
         finally:
             _with_adapter.reset(token)
+        # The manifest names relations in the database it was parsed for (`make manifest`: teamu); the adapter
+        # queries the one this run builds (a scratch database, Supabase's postgres), and Postgres refuses
+        # references to another database.
+        invocation.manifest = _in_database(invocation.manifest, connection["TEAMU_DBT_DBNAME"])
+        return invocation
+
+
+def _in_database(manifest: Mapping[str, Any], database: str) -> dict[str, Any]:
+    """`manifest` with every model's and source's relation in `database`."""
+
+    def moved(node: Mapping[str, Any]) -> dict[str, Any]:
+        if not node.get("database") or node["database"] == database:
+            return dict(node)
+        relation = node.get("relation_name")
+        prefix = f'"{node["database"]}".'
+        if relation and relation.startswith(prefix):
+            relation = f'"{database}".{relation[len(prefix) :]}'
+        return {**node, "database": database, "relation_name": relation}
+
+    return {
+        **manifest,
+        "nodes": {unique_id: moved(node) for unique_id, node in manifest["nodes"].items()},
+        "sources": {unique_id: moved(node) for unique_id, node in manifest["sources"].items()},
+    }
 
 
 def _database_target_path(connection: Mapping[str, str]) -> Path:

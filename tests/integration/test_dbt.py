@@ -538,3 +538,15 @@ def test_the_mart_and_the_dataset_agree_on_every_users_history(db_url: str, buil
         validation_fraction=0.0,
     )
     assert _histories(data.train.loc[data.train["occurred_at"] == after], "history") == in_mart
+
+
+def test_descriptions_reach_the_database(db_url: str, builds: Builds) -> None:
+    """persist_docs: the .yml descriptions are comments on the relations and their columns (what `\\d+` shows)."""
+    with connect(db_url) as conn:
+        table, column, view = conn.execute(
+            "select obj_description('marts.user_features'::regclass, 'pg_class'),"
+            " col_description('marts.user_features'::regclass, 1),"
+            " obj_description('staging.stg_supabase__users'::regclass, 'pg_class')"
+        ).fetchone()
+    assert table.startswith("One row per member") and column == "The member's id (primary key)."
+    assert view
