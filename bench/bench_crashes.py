@@ -9,7 +9,7 @@ equal) and the serving functions. A full refresh here is what the full_refresh j
 `dbt run --full-refresh --select marts` and a full rewrite of both embedding tables. Then, in order:
 
   1. Postgres killed during the marts' full refresh (dbt is building a `__dbt_tmp` table), restarted, refresh rerun;
-  2. Postgres killed during the embedding table rewrite (the `_new` table being loaded or indexed), likewise;
+  2. Postgres killed during the embedding table rewrite (the `_staged` table being loaded or indexed), likewise;
   3. the dbt process killed mid-refresh, and 4. the embedding writer process killed mid-write, each rerun;
   5. Postgres killed during a load of new export files (after the first of them committed), restarted, rerun;
   6. the loader process killed mid-load of further files, rerun;
@@ -20,7 +20,7 @@ equal) and the serving functions. A full refresh here is what the full_refresh j
 or a power cut leaves it: no shutdown checkpoint. After each restart (and each rerun) the bench compares with the
 state before the kill: row count and checksum of the marts (keys and feature_hash), of both embedding tables
 (ids and vectors) and of the raw events, the rankings of sampled users, and no dbt `__dbt_tmp`/`__dbt_backup` or
-`_new` relation left behind. After the loads it compares raw_mixpanel.events and the ledger with a control
+`_staged` relation left behind. After the loads it compares raw_mixpanel.events and the ledger with a control
 database that loaded the same files without any kill (rows lost and duplicated: both must be 0), and checks that
 every file's rows in raw_mixpanel.events equal its ledger row (no file half in). Prints one line per probe and
 a final `crashes: ...` line, or the failures (exit status 1).
@@ -78,7 +78,7 @@ FINGERPRINTS = {
 LEFTOVERS_SQL = """
 select n.nspname || '.' || c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace
 where n.nspname in ('staging', 'intermediate', 'marts', 'ml')
-  and (c.relname like '%\\_\\_dbt\\_tmp%' or c.relname like '%\\_\\_dbt\\_backup%' or c.relname like '%\\_new')
+  and (c.relname like '%\\_\\_dbt\\_tmp%' or c.relname like '%\\_\\_dbt\\_backup%' or c.relname like '%\\_staged')
 """
 POLL_SECONDS = 0.01
 
@@ -225,7 +225,7 @@ def ledger_count(url: str) -> int:
         return conn.execute("select count(*) from raw_mixpanel.loaded_files").fetchone()[0]
 
 
-def files_whole(url: str) -> list[str]:
+def files_half_in(url: str) -> list[str]:
     """Files whose rows in raw_mixpanel.events differ from the ledger's `loaded` (a file half in)."""
     with connect(url) as conn:
         return [
@@ -343,7 +343,7 @@ def main() -> None:
     db = Throwaway(scratch / "pgdata")
     print(f"throwaway server: port {db.info.port}, data directory {db.pgdata}")
     try:
-        probes, kills = run_probes(db, scratch, args)
+        probes, kills, server_kills = run_probes(db, scratch, args)
     finally:
         db.stop()
         shutil.rmtree(scratch, ignore_errors=True)
@@ -351,11 +351,14 @@ def main() -> None:
     if failures:
         print(f"crashes: {len(failures)} failures:\n  " + "\n  ".join(failures))
         sys.exit(1)
-    print(f"crashes: {kills} kills survived (4 of Postgres, 2 of the writing process), rows lost 0, duplicated 0;")
+    print(
+        f"crashes: {kills} kills survived ({server_kills} of Postgres, {kills - server_kills} of the writing process),"
+        " rows lost 0, duplicated 0;"
+    )
     print(f"  {probes[-1].detail}")
 
 
-def run_probes(db: Throwaway, scratch: Path, args: argparse.Namespace) -> tuple[list[Probe], int]:
+def run_probes(db: Throwaway, scratch: Path, args: argparse.Namespace) -> tuple[list[Probe], int, int]:
     started = time.perf_counter()
     url = db.app_url
     bootstrap.prepare_app_database(url)
@@ -394,18 +397,21 @@ def run_probes(db: Throwaway, scratch: Path, args: argparse.Namespace) -> tuple[
     setup = Probe("setup")
     setup.expect(not empty, f"sampled users with no recommendations before any kill: {empty}")
     probes = [setup]
-    kills = 0
+    kills = server_kills = 0
 
     def done(probe: Probe) -> None:
         probes.append(probe)
         status = "ok" if not probe.failures else "FAILED"
         print(f"{probe.name:<44} {status:<7} {probe.detail}", flush=True)
 
-    def server_kill_probe(name: str, process: subprocess.Popen[bytes], condition: str, rerun: Callable[[], None]):
-        nonlocal url, kills
+    def server_kill_probe(
+        name: str, process: subprocess.Popen[bytes], condition: str, rerun: Callable[[], None]
+    ) -> Probe:
+        nonlocal url, kills, server_kills
         probe = Probe(name)
         if kill_during(probe, process, url, condition, db.kill):
             kills += 1
+            server_kills += 1
             url = db.restart()
             compare(probe, url, before, users, ranked, "after the restart")
             rerun()
@@ -425,7 +431,7 @@ def run_probes(db: Throwaway, scratch: Path, args: argparse.Namespace) -> tuple[
         server_kill_probe(
             "Postgres killed: embedding rewrite",
             start_step("embed", url),
-            active_query_like("%_embeddings_new%"),
+            active_query_like("%_embeddings_staged%"),
             lambda: embed_every_mart_row(url),
         )
     )
@@ -440,7 +446,7 @@ def run_probes(db: Throwaway, scratch: Path, args: argparse.Namespace) -> tuple[
         (
             "writer process killed: embeddings",
             lambda: start_step("embed", url),
-            active_query_like("%_embeddings_new%"),
+            active_query_like("%_embeddings_staged%"),
             lambda: embed_every_mart_row(url),
         ),
     ):
@@ -458,14 +464,15 @@ def run_probes(db: Throwaway, scratch: Path, args: argparse.Namespace) -> tuple[
         probe = Probe(f"{killer} killed: load of {len(batch)} files")
         for name in batch:
             shutil.copy2(exported / name, landing / name)
-        process = start_step("load", url, landing)
         in_ledger = ledger_count(url)
+        process = start_step("load", url, landing)
         kill = db.kill if killer == "Postgres" else process.kill
         if kill_during(probe, process, url, files_in_ledger_over(in_ledger), kill):
             kills += 1
             if killer == "Postgres":
+                server_kills += 1
                 url = db.restart()
-            half_in = files_whole(url)
+            half_in = files_half_in(url)
             probe.expect(not half_in, f"after the kill: files whose rows differ from their ledger: {half_in}")
             probe.detail = f"{ledger_count(url) - in_ledger} of {len(batch)} files in when killed"
             folder = load_landing_folder(url, landing)
@@ -481,12 +488,12 @@ def run_probes(db: Throwaway, scratch: Path, args: argparse.Namespace) -> tuple[
             f"{relation}: {ours[relation][0]} rows, the control load {control[relation][0]} (or their rows differ)",
         )
     loads.detail = f"{ours['raw_mixpanel.events'][0]:,} events, as the control load"
-    loads.expect(not files_whole(url), "a file's rows differ from its ledger")
+    loads.expect(not files_half_in(url), "a file's rows differ from its ledger")
     done(loads)
 
     # 7. Serving under full refreshes (of the marts with the new events in them).
     done(serve_under_refreshes(url, work_dir, users, args.clients, args.seconds))
-    return probes, kills
+    return probes, kills, server_kills
 
 
 if __name__ == "__main__":
