@@ -134,11 +134,26 @@ def test_full_graph_then_gate_keeps_the_promoted_model(seeded: tuple[Path, str])
     first = _run(home, module_db_url, SMALL_MODEL)
     assert first.success
 
-    # dbt's tables carry their row counts (counted by the asset, not by dagster-dbt's adapter); views none.
+    # A build with tests: dagster-dbt's adapter gives the tables their row counts (views none) and every model its
+    # column types and column lineage, in the scratch database the manifest was not parsed for.
     with connect(module_db_url) as conn:
         user_rows = conn.execute("select count(*) from marts.user_features").fetchone()[0]
-    assert _metadata(first, "marts", "user_features")["dagster/row_count"] == user_rows > 0
+    user_features = _metadata(first, "marts", "user_features")
+    assert user_features["dagster/row_count"] == user_rows > 0
     assert "dagster/row_count" not in _metadata(first, "staging", "stg_supabase__users")
+    columns = {column.name: column.type for column in user_features["dagster/column_schema"].columns}
+    assert columns["user_id"] == "bigint" and columns["viewed_count"] == "bigint" and len(columns) == 16
+    lineage = user_features["dagster/column_lineage"].deps_by_column
+    assert {(dep.asset_key, dep.column_name) for dep in lineage["username"]} == {
+        (AssetKey(["staging", "stg_supabase__users"]), "username")
+    }
+    # Every dbt test ran as an asset check: source tests on the raw assets, singular tests on the model they name.
+    dbt_checks = _checks(first)
+    assert dbt_checks["source_unique_supabase_users_user_id"].passed
+    assert dbt_checks["source_references_supabase_posts_user_id__user_id__users"].passed
+    assert dbt_checks["user_features_counts_match_interactions"].passed
+    rejected = dbt_checks["interactions_rejected_are_reported"]
+    assert not rejected.passed and rejected.severity == AssetCheckSeverity.WARN, "a warning, not a failure"
 
     evaluation = _metadata(first, "evaluation_report")
     # Nothing is promoted yet (the test above): rule 1 alone decides, the paired interval above 0.
@@ -211,6 +226,13 @@ def test_incremental_refresh_reembeds_only_what_changed(seeded: tuple[Path, str]
         },
     )
     assert result.success
+    # The sensor's refresh runs no dbt test (its latency budget), not even the source tests on mixpanel/events.
+    assert set(_checks(result)) == {
+        "export_files_loaded",
+        "post_embeddings_are_complete_and_sane",
+        "user_embeddings_are_complete_and_sane",
+    }
+    assert _metadata(result, "marts", "user_features")["dagster/row_count"] > 0, "counted without dbt's adapter"
     users = _metadata(result, "ml", "user_embeddings")
     assert users["mode"] == "upsert" and 1 <= users["rows"] < len(before)
     with connect(url) as conn:
