@@ -53,9 +53,26 @@ def _md_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+# Decimals shown for metrics in the catalog: recall and NDCG differences matter from the third.
+METADATA_DECIMALS = 4
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, METADATA_DECIMALS)
+    if isinstance(value, dict):
+        return {key: _rounded(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_rounded(item) for item in value]
+    return value
+
+
 def _metadata(values: dict[str, Any]) -> dict[str, Any]:
-    """Plain values as they are; mappings as JSON metadata."""
-    return {key: MetadataValue.json(value) if isinstance(value, dict) else value for key, value in values.items()}
+    """Floats rounded (nested ones too); mappings as JSON metadata."""
+    return {
+        key: MetadataValue.json(_rounded(value)) if isinstance(value, dict) else _rounded(value)
+        for key, value in values.items()
+    }
 
 
 class DatasetConfig(Config):
@@ -145,9 +162,9 @@ def two_tower_model(
             "popularity_weight": served.tower_config.popularity_weight,
             "epochs_run": len(history),
             "best_epoch": result.best_epoch,
-            "best_validation_recall@20": result.best_validation_recall or 0.0,
-            "final_loss": float(history[-1]["loss"]),
-            "examples_per_second": float(history[-1]["examples_per_second"]),
+            "best_validation_recall@20": _rounded(result.best_validation_recall or 0.0),
+            "final_loss": _rounded(float(history[-1]["loss"])),
+            "examples_per_second": round(float(history[-1]["examples_per_second"])),
             "history": MetadataValue.md(_md_table(history)),
             "serving_indexes": MetadataValue.json({kind: str(path) for kind, path in trained.indexes.items()}),
         },
@@ -231,7 +248,7 @@ def promotion_gate(context: AssetCheckExecutionContext, database: TeamuDatabase)
             "serving": f"{record.model_version} (approved: served once its embeddings are published)"
             if record.promoted
             else serving_after(registry.promoted_model(url)),
-            **{name: float(value) for name, value in gate.get("figures", {}).items()},
+            **{name: _rounded(float(value)) for name, value in gate.get("figures", {}).items()},
         },
     )
 
@@ -265,20 +282,30 @@ def _write_embeddings(
         plan = store.plan(kind, mode)  # type: ignore[arg-type]  # kind is one of the asset's two
         if not plan.writes:
             (context.log.info if plan.reason == "no changed rows" else context.log.warning)(plan.reason)
-            return MaterializeResult(metadata={"written": False, "reason": plan.reason, "rows": 0})
+            return MaterializeResult(
+                metadata={
+                    "written": False,
+                    "reason": plan.reason,
+                    "rows": 0,
+                    "dagster/row_count": store.row_count(kind),  # type: ignore[arg-type]
+                }
+            )
         assert plan.model is not None  # plan.writes says so
         preloader.wait()
         ids, vectors, dim = embed_for_serving(database.url(), plan.model, kind, plan.ids)
         store.ensure_ready(dim)
         written, served = store.write(kind, ids, vectors, plan.model.model_version, mode=mode)  # type: ignore[arg-type]
+        table_rows = store.row_count(kind)  # type: ignore[arg-type]
     return MaterializeResult(
         metadata={
             "written": True,
             "refresh": mode,
             "served": served,
-            # mode: how the table was written (full, upsert, or staged for publication).
-            **{key: value for key, value in dataclasses.asdict(written).items() if key != "kind"},
+            # mode: how the table was written (full, upsert, or staged for publication); rows: how many were.
+            **_metadata({key: value for key, value in dataclasses.asdict(written).items() if key != "kind"}),
             "dimension": dim,
+            # The live table's rows, as every table asset reports them (not the rows this write touched).
+            "dagster/row_count": table_rows,
         }
     )
 

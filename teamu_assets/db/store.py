@@ -18,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
+from psycopg import sql
 
 from teamu_assets.db import embeddings, features, recommend, registry
 from teamu_assets.db.connection import connect
@@ -140,6 +141,14 @@ class EmbeddingStore:
                 return WritePlan(promoted, None, "")
             ids = features.changed_ids(conn, kind)
             return WritePlan(promoted, ids, "" if ids else "no changed rows")
+
+    def row_count(self, kind: EmbeddingKind) -> int:
+        """Rows of the live table (what serving reads), 0 before it exists."""
+        conn = self.connection()
+        table = SPECS[kind].table
+        if conn.execute("select to_regclass(%s)", (f"ml.{table}",)).fetchone()[0] is None:
+            return 0
+        return int(conn.execute(sql.SQL("select count(*) from ml.{}").format(sql.Identifier(table))).fetchone()[0])
 
     def checks(self, kind: EmbeddingKind) -> CheckOutcome:
         """The rules the embedding asset checks apply to ml.<kind>_embeddings."""

@@ -126,7 +126,7 @@ def test_a_first_model_worse_than_popularity_is_not_promoted_and_serving_falls_b
     assert registry.promoted_model(url) is None
     [(promoted, stored_gate, vs_popularity)] = stored
     assert promoted is False and stored_gate["reason"] == gate.description
-    assert vs_popularity["recall@20_ci"][0] == figures["recall@20_minus_popularity_ci_low"]
+    assert round(vs_popularity["recall@20_ci"][0], 4) == figures["recall@20_minus_popularity_ci_low"]
     # The app's RPC answers anyway: the serving functions were installed before the gate, and serve popularity.
     served = [r.post_id for r in recommend(url, active_user, 10)]
     assert len(served) == 10 and served == _fallback_ranking(url, active_user, 10)
@@ -159,6 +159,7 @@ def test_full_graph_then_gate_keeps_the_promoted_model(seeded: tuple[Path, str])
     assert not rejected.passed and rejected.severity == AssetCheckSeverity.WARN, "a warning, not a failure"
 
     evaluation = _metadata(first, "evaluation_report")
+    assert evaluation["recall@20"] == round(evaluation["recall@20"], 4), "metrics rounded for the catalog"
     # Nothing is promoted yet (the test above): rule 1 alone decides, the paired interval above 0.
     assert evaluation["promoted"] is True
     assert evaluation["recall@20"] > evaluation["popularity_recall@20"]
@@ -238,6 +239,7 @@ def test_incremental_refresh_reembeds_only_what_changed(seeded: tuple[Path, str]
     assert _metadata(result, "marts", "user_features")["dagster/row_count"] > 0, "counted without dbt's adapter"
     users = _metadata(result, "ml", "user_embeddings")
     assert users["mode"] == "upsert" and 1 <= users["rows"] < len(before)
+    assert users["dagster/row_count"] == len(before), "the table's rows, not the rows the upsert wrote"
     with connect(url) as conn:
         after = dict(conn.execute("select user_id, updated_at from ml.user_embeddings").fetchall())
         served = [row[0] for row in conn.execute("select post_id from ml.recommend_posts(%s, 50)", (user_id,))]
