@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from teamu_assets.db import recommend, schema, server
-from teamu_assets.db.connection import ensure_database, ensure_pgvector, with_database
+from teamu_assets.db.connection import ddl_transaction, ensure_database, ensure_pgvector, with_database
 from teamu_assets.instance import write_dagster_yaml
 from teamu_assets.settings import Settings
 
@@ -22,7 +22,8 @@ def prepare_app_database(app_url: str) -> str:
     version = ensure_pgvector(app_url)
     schema.apply(app_url, *[name for name in OWNED_SCHEMAS if name in schema.available()])
     schema.apply_migrations(app_url)
-    recommend.install_serving_functions(app_url)
+    with ddl_transaction(app_url, "installing the serving functions") as conn:
+        recommend.install(conn)
     return version
 
 

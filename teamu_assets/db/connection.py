@@ -15,6 +15,11 @@ from psycopg.conninfo import conninfo_to_dict
 from teamu_assets.db import server
 
 MIN_PGVECTOR = (0, 8)
+# How long the DDL of `teamu db start` (schemas, migrations, serving functions, databases, pgvector, the server's
+# roles) waits for a lock before it gives up. Without a limit an open transaction elsewhere (an analyst's, a
+# refresh's) makes the DDL wait as long as it stays open, and every query on the same table, ml.recommend_posts
+# included, queues behind the waiting DDL. Failing fast changes nothing (the transaction rolls back); rerun later.
+DDL_LOCK_TIMEOUT = "2s"
 
 
 class DatabaseError(RuntimeError):
@@ -58,6 +63,39 @@ def dbt_env(url: str) -> dict[str, str]:
     }
 
 
+def _lock_timeout_error(url: str, what: str, exc: psycopg.errors.LockNotAvailable) -> DatabaseError:
+    where = " ".join((exc.diag.context or "").split()[:12])
+    return DatabaseError(
+        f"{what} at {describe(url)} gave up after waiting {DDL_LOCK_TIMEOUT} (lock_timeout) for a lock another "
+        f"session holds{f' ({where})' if where else ''}; nothing was changed. End that session's open transaction "
+        "(pg_stat_activity lists it as 'idle in transaction') and run it again."
+    )
+
+
+@contextmanager
+def ddl_transaction(url: str, what: str) -> Iterator[psycopg.Connection]:
+    """A transaction for bootstrap DDL whose statements wait at most DDL_LOCK_TIMEOUT for a lock: a lock held
+    elsewhere is a DatabaseError naming `what`, and everything done in the transaction is rolled back."""
+    with connect(url) as conn:
+        conn.execute(f"set local lock_timeout = '{DDL_LOCK_TIMEOUT}'")
+        try:
+            yield conn
+        except psycopg.errors.LockNotAvailable as exc:
+            raise _lock_timeout_error(url, what, exc) from None
+
+
+@contextmanager
+def ddl_session(url: str, what: str) -> Iterator[psycopg.Connection]:
+    """ddl_transaction for DDL that can't run in a transaction block (CREATE DATABASE): autocommit, the lock
+    timeout set for the session."""
+    with connect(url, autocommit=True) as conn:
+        conn.execute(f"set lock_timeout = '{DDL_LOCK_TIMEOUT}'")
+        try:
+            yield conn
+        except psycopg.errors.LockNotAvailable as exc:
+            raise _lock_timeout_error(url, what, exc) from None
+
+
 def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
     try:
         return psycopg.connect(url, autocommit=autocommit, connect_timeout=10)
@@ -68,7 +106,7 @@ def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
 
 def ensure_database(url: str, database: str) -> None:
     """Create `database` on the server of `url` when missing."""
-    with connect(url, autocommit=True) as conn:
+    with ddl_session(url, f"creating database {database}") as conn:
         exists = conn.execute("select 1 from pg_database where datname = %s", (database,)).fetchone()
         if not exists:
             conn.execute(sql.SQL("create database {}").format(sql.Identifier(database)))
@@ -76,7 +114,7 @@ def ensure_database(url: str, database: str) -> None:
 
 def ensure_pgvector(url: str) -> str:
     """Create the vector extension when missing; return its version, refusing one older than 0.8."""
-    with connect(url, autocommit=True) as conn:
+    with ddl_session(url, "creating the vector extension") as conn:
         available = conn.execute("select default_version from pg_available_extensions where name = 'vector'").fetchone()
         if available is None:
             raise DatabaseError(f"Postgres at {describe(url)} lacks the pgvector extension (vector >= 0.8 is required)")

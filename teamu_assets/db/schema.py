@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from teamu_assets.db.connection import connect
+from teamu_assets.db.connection import ddl_transaction
 from teamu_assets.settings import PROJECT_ROOT
 
 SQL_DIR = Path(__file__).parent / "sql"
@@ -18,8 +18,9 @@ def available() -> list[str]:
 
 
 def apply(url: str, *names: str) -> None:
-    """Run the named DDL files (e.g. 'raw_supabase') in one transaction; every file is idempotent."""
-    with connect(url) as conn:
+    """Run the named DDL files (e.g. 'raw_supabase') in one transaction; every file is idempotent. A lock held
+    elsewhere fails it after DDL_LOCK_TIMEOUT instead of stalling every reader of the table behind it."""
+    with ddl_transaction(url, f"applying {', '.join(names)}") as conn:
         for name in names:
             conn.execute((SQL_DIR / f"{name}.sql").read_text())
 
@@ -36,6 +37,6 @@ def apply_migrations(url: str) -> None:
     if not paths:
         # Without them the app-facing API and its revokes would be silently missing.
         raise FileNotFoundError(f"no Supabase migrations under {MIGRATIONS_DIR}")
-    with connect(url) as conn:
+    with ddl_transaction(url, "applying the Supabase migrations") as conn:
         for path in paths:
             conn.execute(path.read_text())
