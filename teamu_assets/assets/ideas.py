@@ -10,6 +10,7 @@ from typing import Any
 from dagster import AssetExecutionContext, AssetKey, Config, Failure, MaterializeResult, MetadataValue, asset
 
 from teamu_assets.ideas import DEFAULT_IDEAS, TeamIdeas
+from teamu_assets.ideas.blend import RankerBlend
 from teamu_assets.ideas.context import DEFAULT_AUDIENCE_SIZE
 from teamu_assets.resources import LanguageModel, TeamuDatabase
 
@@ -32,14 +33,16 @@ def _cell(text: str) -> str:
     return text.replace("|", "/").replace("\n", " ")
 
 
-def ideas_markdown(result: TeamIdeas, shown: int = SHOWN_PER_TEAM) -> str:
-    """One team's ranked ideas as a markdown table, under a heading that says who and for whom."""
+def ideas_markdown(result: TeamIdeas, blend: RankerBlend, shown: int = SHOWN_PER_TEAM) -> str:
+    """One team's ranked ideas as a markdown table, under a heading that says who and for whom, and what scored
+    them."""
     team, audience = result.context.team, result.context.audience
     where = f"local team, {int(audience.is_local.sum())} of its audience nearby" if team.is_local else "not local"
     lines = [
         f"### {_cell(team.label)}: {len(team.members)} members, {where}, audience {len(audience.user_ids)}",
         f"written by {result.generator}"
         + (f" (fallback: {_cell(result.fallback_reason)})" if result.fallback_reason else ""),
+        f"scored by {blend.label}; the team's past engagement: {result.team_prior:.2f} engaged users per post",
         "",
         "| # | expected engagements | idea | because |",
         "|---|---|---|---|",
@@ -63,7 +66,9 @@ def post_ideas(
     """Ranked post ideas for the most active teams (or the teams named) in ml.post_ideas, one transaction: the
     served embeddings choose each team's audience and context, the language model (offline generator when none
     is configured) writes, the promoted model's candidate tower ranks by the engagement it predicts. A failing
-    language model doesn't fail the asset: that team gets the offline ideas and the metadata says why."""
+    language model doesn't fail the asset: that team gets the offline ideas and the metadata says why. The score
+    blends the tower's prediction with the team's past engagement as validated for the model (ranker metadata:
+    the weight, why, and the validation's figures)."""
     from teamu_assets.ideas import (
         ContextError,
         TeamNotFound,
@@ -106,6 +111,8 @@ def post_ideas(
         "teams": len(results),
         "ideas": sum(len(r.ranked) for r in results),
         "model_version": ranker.model_version,
+        "ranker": ranker.blend.reason,
+        "ranker_validation": MetadataValue.json(ranker.blend.to_dict()),
         "generator": generator.name,
         "generated_at": str(generated_at),
         "fallbacks": MetadataValue.json(
@@ -113,7 +120,7 @@ def post_ideas(
         ),
         "skipped": MetadataValue.json(skipped),
         "dropped_repeats": sum(len(r.dropped) for r in results),
-        "ranked_ideas": MetadataValue.md("\n\n".join(ideas_markdown(r) for r in results) or "(no teams)"),
+        "ranked_ideas": MetadataValue.md("\n\n".join(ideas_markdown(r, ranker.blend) for r in results) or "(no teams)"),
         "contexts": MetadataValue.json({str(r.context.team.project_id): r.context.summary() for r in results}),
     }
     return MaterializeResult(metadata=metadata)

@@ -2,17 +2,19 @@
 (cold start by content: no id the model knows, no views, votes or comments, age 0), and scored against the
 audience's user embeddings.
 
-The score is the model's own prediction of engagement. The towers are trained with a softmax over posts, so for a
-user u, exp(u . p) / sum over the live posts q of exp(u . q) is the share of u's next engagement that post p
-would get; summed over the audience, it is the number of engagements the idea is expected to draw from its
-audience were it published now among the live posts (predicted_engagement). The reasons are the successful posts
-of the context nearest each idea in content.
+The tower's score is the model's own prediction of engagement. The towers are trained with a softmax over posts,
+so for a user u, exp(u . p) / sum over the live posts q of exp(u . q) is the share of u's next engagement that
+post p would get; summed over the audience, it is the number of engagements the idea is expected to draw from
+its audience were it published now among the live posts (predicted_engagement). The ideas' score blends it with the
+team's past engagement as the model's validation chose (blend.RankerBlend; the tower alone when not validated).
+The reasons are the successful posts of the context nearest each idea in content.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -20,6 +22,9 @@ import pandas as pd
 from teamu_assets.db.connection import connect
 from teamu_assets.ideas.context import ContextPost, IdeaContext, content
 from teamu_assets.ideas.generate import Idea
+
+if TYPE_CHECKING:
+    from teamu_assets.ideas.blend import RankerBlend
 
 # Embeds a post frame (marts.post_features' columns) as the served candidate tower does, post ages measured at
 # the given moment: [n, D] float32.
@@ -46,9 +51,10 @@ class Reason:
 class RankedIdea:
     rank: int
     idea: Idea
-    score: float  # expected engagements from the audience (predicted_engagement)
+    score: float  # the ranker's: the blend of tower_score and the team's past engagement (RankerBlend.score)
     mean_affinity: float  # mean over the audience of user . idea: the raw model score
     reasons: tuple[Reason, ...]
+    tower_score: float | None = None  # expected engagements from the audience (predicted_engagement)
 
 
 def as_new_posts(posts: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
@@ -139,17 +145,25 @@ def _reasons(idea_vector: np.ndarray, context: IdeaContext) -> tuple[Reason, ...
 
 
 def rank_ideas(
-    ideas: Sequence[Idea], context: IdeaContext, embed: PostEmbedder, normalizers: np.ndarray
+    ideas: Sequence[Idea],
+    context: IdeaContext,
+    embed: PostEmbedder,
+    normalizers: np.ndarray,
+    blend: RankerBlend | None = None,
+    prior: float = 0.0,
 ) -> list[RankedIdea]:
-    """The ideas best first by predicted engagement from the context's audience (ties: the earlier idea), each
-    with its reasons. normalizers: the audience's log_normalizers over the live posts, in audience order."""
+    """The ideas best first by the blend's score of the tower's predicted engagement from the context's audience
+    and the team's prior (blend.team_prior), the tower alone without a blend; ties (all of them when the blend
+    is the prior alone) by the tower's score, then the earlier idea. Each with its reasons. normalizers: the
+    audience's log_normalizers over the live posts, in audience order."""
     if not ideas:
         return []
     vectors = np.asarray(embed(idea_posts(ideas, context), context.as_of), np.float64)
     audience = context.audience.vectors
-    scores = predicted_engagement(audience, vectors, normalizers)
+    tower = predicted_engagement(audience, vectors, normalizers)
+    scores = tower if blend is None else blend.score(tower, prior)
     mean_affinity = (np.asarray(audience, np.float64) @ vectors.T).mean(axis=0)
-    order = np.lexsort((np.arange(len(ideas)), -scores))
+    order = np.lexsort((np.arange(len(ideas)), -tower, -scores))
     return [
         RankedIdea(
             rank=rank,
@@ -157,6 +171,7 @@ def rank_ideas(
             score=float(scores[i]),
             mean_affinity=float(mean_affinity[i]),
             reasons=_reasons(vectors[i], context),
+            tower_score=float(tower[i]),
         )
         for rank, i in enumerate(order, start=1)
     ]

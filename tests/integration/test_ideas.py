@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +26,10 @@ from teamu_assets.ideas import (
     suggest_ideas,
     write_post_ideas,
 )
+from teamu_assets.ideas.blend import RankerBlend, team_prior
 from teamu_assets.ideas.generate import ChatCompletionsGenerator, Idea
 from teamu_assets.ideas.rank import RankedIdea, live_log_normalizers, log_normalizers
+from teamu_assets.ideas.team import TeamPost
 from teamu_assets.settings import LanguageModelSettings
 from tests.fakes.llm_server import Reply, fake_chat_completions
 
@@ -267,6 +269,23 @@ def test_a_failing_llm_gives_the_offline_ideas_with_the_reason(world: World) -> 
     assert not again.context.team.is_local and not again.context.audience.is_local.any()
 
 
+def test_the_score_blends_in_the_teams_past_engagement(world: World) -> None:
+    team = read_team(world.url, GLOBAL_TEAM)
+    assert team_prior(world.url, team) == 0.0  # nobody engaged with its members' posts
+    # Posts 1001 and 1003 drew users 1 and 2, post 1002 users 1, 2 and 3 (the fixture's interactions).
+    posts = tuple(TeamPost(post_id, 2, "t", "", False, None, None) for post_id in (1001, 1002, 1003))
+    assert team_prior(world.url, replace(team, posts=posts)) == pytest.approx(7 / 3)
+    assert team_prior(world.url, replace(team, posts=())) == 0.0
+
+    blended = Ranker(VERSION, fake_embed, RankerBlend(0.5, 2.0, "fixture"))
+    result = suggest_ideas(world.url, GLOBAL_TEAM, generator=OfflineGenerator(), ranker=blended, count=4)
+    tower = suggest_ideas(world.url, GLOBAL_TEAM, generator=OfflineGenerator(), ranker=RANKER, count=4)
+    assert result.team_prior == 0.0 and [r.idea for r in result.ranked] == [r.idea for r in tower.ranked]
+    # Half the tower's log score, half the prior's in its units (2 x (1 + 0)).
+    assert [r.score for r in result.ranked] == pytest.approx([np.sqrt(r.score * 2.0) for r in tower.ranked])
+    assert [r.tower_score for r in result.ranked] == [r.score for r in tower.ranked]
+
+
 def test_post_ideas_are_replaced_per_team_in_one_transaction(world: World) -> None:
     url = world.url
     with connect(url) as conn:
@@ -324,6 +343,7 @@ def test_the_asset_survives_a_slow_language_model_and_an_unknown_team(
     assert "999" in metadata["skipped"].value
     table = metadata["ranked_ideas"].value
     assert "| # | expected engagements | idea | because |" in table and "Robot garage" in table
+    assert "scored by the post tower alone" in table and metadata["ranker"].value == RANKER.blend.reason
     assert all(SECRET not in str(value.value) for value in metadata.values())
     stored = read_post_ideas(world.url, LOCAL_TEAM)
     assert [idea.rank for idea in stored] == [1, 2, 3, 4] and {idea.generator for idea in stored} == {"offline"}
