@@ -4,14 +4,25 @@ in deploy/values.yaml; docs/SCALING.md says what runs where and why these sizes.
 
 Only the `full_refresh_k8s` job uses this executor: the other jobs keep their executors (the incremental refresh
 runs in-process on purpose: one pod start per step would cost more than its whole latency budget).
+
+dagster-k8s is imported only when a run of that job starts: with the Kubernetes client it imports it adds ~0.6 s
+to every process that loads the code location, the run process of each sensor-launched incremental refresh
+included (docs/BENCHMARKS.md, Freshness).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from dagster import define_asset_job
-from dagster_k8s import k8s_job_executor
+from dagster import (
+    DagsterInvalidConfigError,
+    Executor,
+    InitExecutorContext,
+    define_asset_job,
+    executor,
+    multiple_process_executor_requirements,
+)
+from dagster._config import process_config
 
 from teamu_assets.jobs import WRITES_MARTS_AND_EMBEDDINGS, full_refresh_job
 
@@ -44,7 +55,24 @@ K8S_EXECUTOR_CONFIG: dict[str, Any] = {
     "max_concurrent": 4,
 }
 
-k8s_executor = k8s_job_executor.configured(K8S_EXECUTOR_CONFIG, name="teamu_k8s")
+
+@executor(name="teamu_k8s", requirements=multiple_process_executor_requirements())
+def k8s_executor(init_context: InitExecutorContext) -> Executor:
+    """dagster-k8s' k8s_job_executor with K8S_EXECUTOR_CONFIG (its schema's defaults filled in, as Dagster does
+    for the executor of a run), imported here rather than at the code location's load."""
+    from dagster_k8s import k8s_job_executor
+
+    processed = process_config(k8s_job_executor.config_schema.config_type, K8S_EXECUTOR_CONFIG)
+    if not processed.success:
+        raise DagsterInvalidConfigError("K8S_EXECUTOR_CONFIG", processed.errors, K8S_EXECUTOR_CONFIG)
+    config = InitExecutorContext(
+        job=init_context.job,
+        executor_def=k8s_job_executor,
+        executor_config=processed.value,
+        instance=init_context.instance,
+    )
+    return k8s_job_executor.executor_creation_fn(config)  # type: ignore[misc]  # the decorator always sets it
+
 
 full_refresh_k8s_job = define_asset_job(
     "full_refresh_k8s",

@@ -201,3 +201,41 @@ def test_executor_config_validates_and_sizes_each_step() -> None:
     assert step_pod_resources("two_tower_model") == LARGE
     assert step_pod_resources("ml__user_embeddings") == SMALL
     assert step_pod_resources("teamu_dbt_models") == SMALL
+
+
+def test_the_executor_is_k8s_job_executor_with_the_config(chart_env: dict[str, str]) -> None:
+    """teamu_k8s builds dagster-k8s' executor from K8S_EXECUTOR_CONFIG, with the defaults of its schema (retries)
+    filled in, under the rendered instance (its launcher's kubeconfig: no cluster is called)."""
+    from dagster import DagsterInstance, InitExecutorContext
+    from dagster._core.definitions.job_base import InMemoryJob
+    from dagster._core.execution.retries import RetryMode
+    from dagster._core.executor.step_delegating import StepDelegatingExecutor
+    from dagster_k8s.executor import K8sStepHandler
+
+    from teamu_assets.definitions import defs
+    from teamu_assets.k8s import K8S_EXECUTOR_CONFIG
+
+    job = defs.resolve_job_def("full_refresh_k8s")
+    with DagsterInstance.get() as instance:
+        context = InitExecutorContext(
+            job=InMemoryJob(job), executor_def=job.executor_def, executor_config={}, instance=instance
+        )
+        built = job.executor_def.executor_creation_fn(context)  # type: ignore[misc]
+    assert isinstance(built, StepDelegatingExecutor)
+    assert built.retries == RetryMode.ENABLED
+    assert built._max_concurrent == K8S_EXECUTOR_CONFIG["max_concurrent"]
+    handler = built._step_handler
+    assert isinstance(handler, K8sStepHandler)
+    per_step = {op: config["container_config"] for op, config in handler._per_step_k8s_config.items()}
+    assert per_step == {
+        op: config["container_config"] for op, config in K8S_EXECUTOR_CONFIG["per_step_k8s_config"].items()
+    }
+
+
+def test_loading_the_code_location_imports_no_kubernetes_client() -> None:
+    """Every run process loads the code location: dagster-k8s and the Kubernetes client wait for a run of
+    full_refresh_k8s (teamu_assets/k8s.py)."""
+    code = "import sys, teamu_assets.definitions; print(sorted({'dagster_k8s', 'kubernetes'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
