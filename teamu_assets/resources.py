@@ -76,10 +76,11 @@ class ArtifactStore(ConfigurableResource):
 
 
 class TowerPreloader(ConfigurableResource):
-    """Imports TensorFlow and loads the promoted model's towers in a background thread from the moment a run
-    starts, so that in the incremental refresh the ~3 s of import and SavedModel loading overlap the ingest and
-    dbt steps instead of adding to the time a new interaction takes to reach recommendations. The embedding
-    assets call wait() before they embed; if preloading failed they load (and fail) themselves."""
+    """Imports TensorFlow and the embedding code, and loads the promoted model's towers, in a background thread
+    from the moment a run starts, so that in the incremental refresh the ~3 s of import and SavedModel loading
+    overlap the ingest and dbt steps instead of adding to the time a new interaction takes to reach
+    recommendations. The embedding assets call wait() before they embed; if preloading failed they load (and
+    fail) themselves."""
 
     database: TeamuDatabase
     _thread: threading.Thread | None = PrivateAttr(default=None)
@@ -90,6 +91,8 @@ class TowerPreloader(ConfigurableResource):
 
     def _preload(self) -> None:
         try:
+            # The embedding assets' entry point: its module imports the evaluation code too (matplotlib, ~0.7 s).
+            import teamu_assets.model.pipeline  # noqa: F401
             from teamu_assets.model.train import CANDIDATE_TOWER_DIR, QUERY_TOWER_DIR, load_tower
 
             promoted = registry.promoted_model(self.database.url())
