@@ -1,17 +1,23 @@
-"""Is the post-ideas ranker worth trusting? The candidate tower's predicted engagement of posts that were new in the
-evaluation period (cold start), against the engagement they really got.
+"""Is the post-ideas ranker worth trusting? The ideas' score (the candidate tower's predicted engagement blended
+with the author's past engagement as chosen on the training period, teamu_assets.ideas.blend) of posts that
+were new in the evaluation period (cold start), against the engagement they really got; beside the tower alone
+and the author's record alone.
 
 Runs against the project's own database after `make demo` (a promoted model, its dataset and marts must exist).
 The model judged is the promoted version's evaluated model (trained before the cutoff: the refit served beside it
 has seen the evaluation period). The posts: every post created in the evaluation period at least --window-days
-before its end (so each had the whole window), taken as the ideas are (teamu_assets.ideas.rank.as_new_posts): an
+before its end (so each had the whole window), taken as the ideas are (teamu_assets.ideas.blend.cold_start): an
 id the model doesn't know, no comments, votes or views, age 0, only their text, place and locality. The end of the
 period is the dataset's (its evaluation split's last interaction), so rows written later (benchmarks, the online
 updater) change nothing.
 
 - real engagement: distinct users who engaged with the post (view, upvote or comment) within --window-days of
   its creation; "high" = above the median of these posts;
-- model: the ideas' score, the expected engagements from an audience (predicted_engagement), the audience being
+- chosen ranker: the ideas' score, RankerBlend.score of the tower's and the author's figures below with the
+  tower weight chosen by validate_on_training_period: the same measure on the posts new in the last quarter of
+  the training period, scored as of its start, their engagement before the cutoff (never the evaluation
+  period's);
+- model, the tower alone: the expected engagements from an audience (predicted_engagement), the audience being
   every user who had signed up by the cutoff, embedded by the query tower as of the cutoff, each user's softmax
   normalised over the posts live at the cutoff (embedded with their counts then);
 - model, mean score: the mean over the same users of user . post (the raw score, unnormalised);
@@ -22,7 +28,8 @@ updater) change nothing.
   oracle (the same with quality, appeal and taste appeal set to 0: topic, place and time only, the most a model
   reading a new post's content could know).
 Metrics: ROC-AUC of each predictor for "high", Spearman correlation with the real engagement; a 95% bootstrap
-interval over posts (1,000 resamples, seeded) for each, and a paired one for the model minus each baseline.
+interval over posts (1,000 resamples, seeded) for each, and a paired one for the chosen ranker minus each other
+predictor.
 
 --real runs the same measure on public data sets (bench_real_data.py's readers, teamu_assets.realdata's
 mappings) instead of the demo: each whole data set goes through the raw contract into a database of its own
@@ -58,7 +65,7 @@ from psycopg import sql
 import teamu_assets  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is first imported)
 from teamu_assets.db import bootstrap, features, registry
 from teamu_assets.db.connection import connect, ensure_pgvector, resolve_url, with_database
-from teamu_assets.ideas.rank import as_new_posts, log_normalizers, predicted_engagement
+from teamu_assets.ideas.blend import author_priors, cold_start, roc_auc, spearman, validate_on_training_period
 from teamu_assets.realdata import RealDataset, write_real_dataset
 from teamu_assets.realdata.dataset import tag_descriptions
 from teamu_assets.settings import Settings, default_landing_dir
@@ -102,56 +109,37 @@ def oracles(truth_path: Path, posts: pd.DataFrame, window: pd.Timedelta) -> dict
     return found
 
 
-def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """P(score of a random positive > score of a random negative), ties counted half (Mann-Whitney U)."""
-    ranks = pd.Series(scores).rank(method="average").to_numpy()
-    positives = labels.astype(bool)
-    n_pos, n_neg = positives.sum(), (~positives).sum()
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson's correlation of the average ranks (no scipy in the lock file)."""
-    ranks_a, ranks_b = pd.Series(a).rank().to_numpy(), pd.Series(b).rank().to_numpy()
-    if ranks_a.std() == 0 or ranks_b.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(ranks_a, ranks_b)[0, 1])
-
-
 def metrics(engagement: np.ndarray, high: np.ndarray, scores: np.ndarray) -> dict[str, float]:
     return {"auc": roc_auc(high, scores), "spearman": spearman(scores, engagement)}
 
 
 def with_intervals(
-    engagement: np.ndarray, high: np.ndarray, predictors: dict[str, np.ndarray], model: str
+    engagement: np.ndarray, high: np.ndarray, predictors: dict[str, np.ndarray], reference: str
 ) -> dict[str, dict[str, Any]]:
-    """Each predictor's metrics with a bootstrap 95% interval over posts; baselines also get the paired interval
-    of the model minus them (the same resampled posts for both)."""
+    """Each predictor's metrics with a bootstrap 95% interval over posts; the others also get the paired interval
+    of the reference (the chosen ranker) minus them (the same resampled posts for both)."""
     rng = np.random.default_rng(SEED)
     samples = [rng.integers(0, len(engagement), len(engagement)) for _ in range(RESAMPLES)]
     draws = {name: [metrics(engagement[s], high[s], scores[s]) for s in samples] for name, scores in predictors.items()}
     results: dict[str, dict[str, Any]] = {}
-    for name, scores in predictors.items():
-        entry: dict[str, Any] = dict(metrics(engagement, high, scores))
+    for name in (reference, *(name for name in predictors if name != reference)):
+        entry: dict[str, Any] = dict(metrics(engagement, high, predictors[name]))
         for metric in ("auc", "spearman"):
             values = np.array([d[metric] for d in draws[name]])
             entry[f"{metric}_ci"] = np.nanpercentile(values, [2.5, 97.5]).tolist()
-            if name != model:
-                differences = np.array([m[metric] - d[metric] for m, d in zip(draws[model], draws[name], strict=True)])
-                entry[f"model_minus_{metric}"] = results[model][metric] - entry[metric]
-                entry[f"model_minus_{metric}_ci"] = np.nanpercentile(differences, [2.5, 97.5]).tolist()
+            if name != reference:
+                pairs = zip(draws[reference], draws[name], strict=True)
+                differences = np.array([r[metric] - d[metric] for r, d in pairs])
+                entry[f"chosen_minus_{metric}"] = results[reference][metric] - entry[metric]
+                entry[f"chosen_minus_{metric}_ci"] = np.nanpercentile(differences, [2.5, 97.5]).tolist()
         results[name] = entry
-    return results
+    return {name: results[name] for name in predictors}
 
 
 def measure(url: str, model_dir: Path, window: pd.Timedelta, truth_path: Path | None) -> dict[str, Any]:
     """The bench on one database: the model at model_dir (the one the gate judged) against the real engagement
-    of the posts new in its dataset's evaluation period. The summary as written to JSON."""
-    from teamu_assets.model.dataset import post_features_as_of, user_features_as_of
-    from teamu_assets.model.train import embed_posts, embed_users
-
+    of the posts new in its dataset's evaluation period, and the ideas' ranker chosen on its training period.
+    The summary as written to JSON."""
     evaluation = registry.latest_evaluation(url, model_dir.name)
     promoted = registry.promoted_model(url)
     evaluated_dir = model_dir / EVALUATED_MODEL_DIR if (model_dir / EVALUATED_MODEL_DIR).is_dir() else model_dir
@@ -162,43 +150,24 @@ def measure(url: str, model_dir: Path, window: pd.Timedelta, truth_path: Path | 
     interactions = features.read_interactions(url)
     interactions = interactions.loc[interactions["occurred_at"] <= end]
     users, posts = features.read_user_features(url), features.read_post_features(url)
-    before = interactions.loc[interactions["occurred_at"] < cutoff]
-
-    new = posts.loc[(posts["created_at"] >= cutoff) & (posts["created_at"] + window <= end)].sort_values("post_id")
-    engaged = interactions.merge(new[["post_id", "created_at"]], on="post_id")
-    in_window = engaged.loc[engaged["occurred_at"] <= engaged["created_at"] + window]
-    engagement = new["post_id"].map(in_window.groupby("post_id")["user_id"].nunique()).fillna(0).to_numpy(float)
+    # The choice sees the interactions before the cutoff only (validate_on_training_period cuts them there).
+    blend, validation = validate_on_training_period(evaluated_dir, interactions, users, posts, cutoff, window)
+    evaluated = cold_start(evaluated_dir, interactions, users, posts, cutoff, end, window)
+    new = evaluated.posts
+    engagement = new["engagement"].to_numpy(float)
     high = engagement > np.median(engagement)
+    tower, prior = new["tower"].to_numpy(), new["prior"].to_numpy()
+    live_authors = set(posts.loc[posts["created_at"] < cutoff, "user_id"].tolist())
 
-    # Users as of the cutoff (those who had signed up), and the posts live then with their counts then.
-    known = users.loc[users["created_at"] < cutoff]
-    user_ids, user_vectors = embed_users(evaluated_dir, user_features_as_of(interactions, known, cutoff))
-    counts = before.groupby(["post_id", "kind"]).size().unstack(fill_value=0).reset_index()
-    for kind in ("view", "upvote"):
-        if kind not in counts:
-            counts[kind] = 0
-    live = posts.loc[posts["created_at"] < cutoff]
-    _, live_vectors = embed_posts(evaluated_dir, post_features_as_of(counts, live, as_of=cutoff))
-    _, new_vectors = embed_posts(evaluated_dir, as_new_posts(new, cutoff), as_of=cutoff)
-    normalizers = log_normalizers(user_vectors, live_vectors)
-    model_scores = predicted_engagement(user_vectors, new_vectors, normalizers)
-    mean_scores = (user_vectors.astype(np.float64) @ new_vectors.astype(np.float64).T).mean(axis=0)
-
-    author_posts = live.groupby("user_id").size()
-    author_engaged = before.merge(live[["post_id", "user_id"]].rename(columns={"user_id": "author"}), on="post_id")
-    author_engaged = author_engaged.drop_duplicates(["post_id", "user_id"]).groupby("author").size()
-    authors = new["user_id"]
-    total = authors.map(author_engaged).fillna(0).to_numpy(float)
-    per_post = (authors.map(author_engaged).fillna(0) / authors.map(author_posts).fillna(1)).to_numpy(float)
-
+    chosen = f"chosen ranker: {blend.label} (tower weight {blend.tower_weight:g})"
     predictors = {
-        "model: expected engagements (the ideas' score)": model_scores,
-        "model: mean score": mean_scores,
-        "author popularity: engaged users per post": per_post,
-        "author popularity: engaged users in all": total,
+        chosen: blend.score(tower, prior),
+        "model: expected engagements (the tower alone)": tower,
+        "model: mean score": new["mean_score"].to_numpy(),
+        "author popularity: engaged users per post": prior,
+        "author popularity: engaged users in all": new["prior_total"].to_numpy(),
         **(oracles(truth_path, new, window) if truth_path is not None else {}),
     }
-    model_name = next(iter(predictors))
     return {
         "model_version": model_dir.name,
         "promoted": promoted is not None and promoted.model_version == model_dir.name,
@@ -208,14 +177,46 @@ def measure(url: str, model_dir: Path, window: pd.Timedelta, truth_path: Path | 
         "end": str(end),
         "window_days": window / pd.Timedelta(days=1),
         "posts": len(new),
-        "authors": int(authors.nunique()),
-        "first_posts": int((authors.map(author_posts).fillna(0) == 0).sum()),
-        "users": len(user_ids),
-        "live_posts": len(live),
+        "authors": int(new["user_id"].nunique()),
+        "first_posts": int((~new["user_id"].isin(live_authors)).sum()),
+        "users": evaluated.users,
+        "live_posts": evaluated.live_posts,
         "engagement_median": float(np.median(engagement)),
         "engagement_mean": float(engagement.mean()),
-        "results": with_intervals(engagement, high, predictors, model_name),
+        "ranker": blend.to_dict(),
+        "validation_oracles": validation_oracles(validation.posts, truth_path, window),
+        "author_prior_by_period": author_prior_by_period(interactions, posts, window),
+        "results": with_intervals(engagement, high, predictors, chosen),
     }
+
+
+def validation_oracles(posts: pd.DataFrame, truth_path: Path | None, window: pd.Timedelta) -> dict[str, float]:
+    """The oracles' ROC-AUC on the validation slice's posts (synthetic data only): the tower scoring them there
+    was trained on their engagement, so a tower above the content oracle there is reading more than content."""
+    found = oracles(truth_path, posts, window) if truth_path is not None and len(posts) else {}
+    high = posts["engagement"].to_numpy() > np.median(posts["engagement"]) if len(posts) else np.zeros(0, bool)
+    return {name: roc_auc(high, scores) for name, scores in found.items()}
+
+
+def author_prior_by_period(
+    interactions: pd.DataFrame, posts: pd.DataFrame, window: pd.Timedelta, periods: int = 10
+) -> list[dict[str, Any]]:
+    """The author baseline (engaged users per earlier post) in each of `periods` equal slices of the data's time
+    span, training and evaluation periods alike: whether its figure on the evaluation period is the usual one.
+    No model involved (the tower's would be scored on what it trained on)."""
+    first, last = interactions["occurred_at"].min(), interactions["occurred_at"].max()
+    rows = []
+    for index in range(periods):
+        start, end = first + (last - first) * index / periods, first + (last - first) * (index + 1) / periods
+        new = posts.loc[(posts["created_at"] >= start) & (posts["created_at"] + window <= end)]
+        engaged = interactions.merge(new[["post_id", "created_at"]], on="post_id")
+        engaged = engaged.loc[engaged["occurred_at"] <= engaged["created_at"] + window]
+        engagement = new["post_id"].map(engaged.groupby("post_id")["user_id"].nunique()).fillna(0).to_numpy(float)
+        before = interactions.loc[interactions["occurred_at"] < start]
+        prior, _ = author_priors(before, posts.loc[posts["created_at"] < start], new["user_id"])
+        auc = roc_auc(engagement > np.median(engagement), prior) if len(new) else float("nan")
+        rows.append({"start": str(start), "end": str(end), "posts": len(new), "auc": auc})
+    return rows
 
 
 # --- the real data sets ------------------------------------------------------------------------------------
@@ -320,6 +321,14 @@ def print_summary(title: str, summary: dict[str, Any]) -> None:
         f"{summary['window_days']:g} days: median {summary['engagement_median']:g}, "
         f"mean {summary['engagement_mean']:.1f}; {summary['users']} users, {summary['live_posts']} live posts"
     )
+    print(f"ranker chosen on the training period: {summary['ranker']['reason']}")
+    for name, auc in summary["validation_oracles"].items():
+        print(f"  {name} on the validation slice: ROC-AUC {auc:.3f}")
+    periods = summary["author_prior_by_period"]
+    print(
+        "author popularity per post, ROC-AUC by tenth of the data's span (posts): "
+        + ", ".join(f"{row['auc']:.3f} ({row['posts']})" for row in periods)
+    )
     results = summary["results"]
     print(f"{'predictor':<48} {'ROC-AUC [95% CI]':<24} {'Spearman [95% CI]':<24}")
     for name, entry in results.items():
@@ -327,12 +336,12 @@ def print_summary(title: str, summary: dict[str, Any]) -> None:
         rho = f"{entry['spearman']:.3f} [{entry['spearman_ci'][0]:.3f}, {entry['spearman_ci'][1]:.3f}]"
         print(f"{name:<48} {auc:<24} {rho:<24}")
     for name, entry in results.items():
-        if "model_minus_auc" in entry:
+        if "chosen_minus_auc" in entry:
             print(
-                f"model minus {name}: AUC {entry['model_minus_auc']:+.3f} "
-                f"[{entry['model_minus_auc_ci'][0]:+.3f}, {entry['model_minus_auc_ci'][1]:+.3f}], Spearman "
-                f"{entry['model_minus_spearman']:+.3f} "
-                f"[{entry['model_minus_spearman_ci'][0]:+.3f}, {entry['model_minus_spearman_ci'][1]:+.3f}]"
+                f"chosen minus {name}: AUC {entry['chosen_minus_auc']:+.3f} "
+                f"[{entry['chosen_minus_auc_ci'][0]:+.3f}, {entry['chosen_minus_auc_ci'][1]:+.3f}], Spearman "
+                f"{entry['chosen_minus_spearman']:+.3f} "
+                f"[{entry['chosen_minus_spearman_ci'][0]:+.3f}, {entry['chosen_minus_spearman_ci'][1]:+.3f}]"
             )
     print(flush=True)
 

@@ -214,14 +214,14 @@ def validate_on_training_period(
     posts: pd.DataFrame,
     cutoff: pd.Timestamp,
     window: pd.Timedelta = DEFAULT_WINDOW,
-) -> RankerBlend:
+) -> tuple[RankerBlend, ColdStart]:
     """The blend chosen for the model at model_dir (trained before `cutoff`) on the validation slice, from the
-    interactions before the cutoff only. Imports TensorFlow."""
+    interactions before the cutoff only, and the slice's posts it was chosen on. Imports TensorFlow."""
     seen = interactions.loc[interactions["occurred_at"] < cutoff]
     start, end = validation_slice(seen, cutoff)
-    table = cold_start(model_dir, seen, users, posts, start, end, window).posts
+    validation = cold_start(model_dir, seen, users, posts, start, end, window)
     label = f"{start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} ({window / pd.Timedelta(days=1):g}-day window)"
-    return choose_blend(table, slice_label=label)
+    return choose_blend(validation.posts, slice_label=label), validation
 
 
 def validated_blend(url: str, model_dir: Path, window: pd.Timedelta = DEFAULT_WINDOW) -> RankerBlend:
@@ -235,7 +235,7 @@ def validated_blend(url: str, model_dir: Path, window: pd.Timedelta = DEFAULT_WI
     from teamu_assets.model.pipeline import evaluated_model_dir
 
     manifest = read_manifest(Path(registry.model_version(url, model_dir.name).params["dataset"]))
-    blend = validate_on_training_period(
+    blend, _ = validate_on_training_period(
         evaluated_model_dir(model_dir),
         features.read_interactions(url),
         features.read_user_features(url),
