@@ -8,9 +8,12 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from teamu_assets.settings import Settings
+
+if TYPE_CHECKING:
+    from teamu_assets.db.server import ServerInfo
 
 # What `teamu db url --database` takes: plain names (the platform's and its scratch databases are), no URL syntax.
 DATABASE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,62}")
@@ -26,6 +29,17 @@ def _app_url(settings: Settings) -> str:
     return resolve_url(settings.database_url, settings.pgdata)
 
 
+def _superuser_url(settings: Settings) -> str:
+    from teamu_assets.db import server
+    from teamu_assets.db.connection import DatabaseError
+
+    info = server.status(settings.pgdata) if settings.uses_embedded_server else None
+    if info is None:
+        # TEAMU_DATABASE_URL names its own role; a stopped server has no URL.
+        raise DatabaseError("--superuser is for the embedded server, and it is not running: `teamu db start`")
+    return info.superuser_url()
+
+
 def db_start(settings: Settings) -> str:
     from teamu_assets.db.bootstrap import bootstrap
 
@@ -33,8 +47,21 @@ def db_start(settings: Settings) -> str:
     if ready.server is not None:
         where = f"127.0.0.1:{ready.server.port}, data in {settings.pgdata}"
         print(f"PostgreSQL running (pid {ready.server.pid}) on {where}")
+        print(_authentication(ready.server))
     print(f"pgvector {ready.pgvector_version}; Dagster instance config: {ready.dagster_yaml}")
     return ready.app_url
+
+
+def _authentication(info: ServerInfo) -> str:
+    from teamu_assets.db.server import PLATFORM_ROLE, password_file
+
+    if info.secured:
+        return f"password authentication; role {PLATFORM_ROLE}, passwords in {password_file(info.pgdata)}"
+    # Started by a checkout from before password authentication; securing it needs the server stopped.
+    return (
+        "WARNING: this server trusts every local connection (started before password authentication): "
+        "`teamu db stop && teamu db start` secures it"
+    )
 
 
 def _db(args: argparse.Namespace) -> int:
@@ -56,10 +83,12 @@ def _db(args: argparse.Namespace) -> int:
                 print(f"not running (data dir {settings.pgdata})")
                 return 1
             print(f"running: pid {info.pid}, 127.0.0.1:{info.port}, data dir {settings.pgdata}")
+            print(_authentication(info))
         else:
             print(f"external server: {describe(settings.database_url)}")
     elif args.action == "url":
-        print(with_database(_app_url(settings), args.database) if args.database else _app_url(settings))
+        url = _superuser_url(settings) if args.superuser else _app_url(settings)
+        print(with_database(url, args.database) if args.database else url)
     elif args.action == "psql":
         psql = str(server.psql_path())
         # The password goes to psql in its environment, never on its command line, where `ps` shows it to every
@@ -318,6 +347,7 @@ def _database_name(text: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     from teamu_assets.db.recommend import MAX_COUNT, MAX_USER_ID
+    from teamu_assets.db.server import SUPERUSER
 
     parser = _Parser(prog="teamu", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -329,6 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     actions.add_parser("status", help="is the embedded server running, and where")
     url = actions.add_parser("url", help="print the app database's URL")
     url.add_argument("--database", type=_database_name, help="the URL of another database on the same server")
+    url.add_argument(
+        "--superuser", action="store_true", help=f"the embedded server's superuser ({SUPERUSER}), e.g. to add roles"
+    )
     actions.add_parser("psql", help="psql (bundled with the server) on the app database; other arguments go to psql")
     db.set_defaults(func=_db)
 

@@ -6,6 +6,7 @@ writing, no Dagster import: the CLI runs it before any Dagster process exists.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict
@@ -19,10 +20,14 @@ PASSWORD_ENV = "TEAMU_DATABASE_PASSWORD"
 def dagster_yaml(server_url: str, database: str = DAGSTER_DATABASE) -> str:
     """dagster.yaml pointing every storage at `database` (default `dagster`) of the server behind `server_url`.
 
-    The password, if any, stays out of the file: dagster reads it from TEAMU_DATABASE_PASSWORD.
+    The password, if any, stays out of the file: dagster reads it from TEAMU_DATABASE_PASSWORD, or, for a URL that
+    names a libpq password file (the embedded server's), libpq reads it from that file, whose path the file holds.
     """
     parts = conninfo_to_dict(with_database(server_url, database))
-    password = f"\n      password:\n        env: {PASSWORD_ENV}" if parts.get("password") else ""
+    credentials = f"\n      password:\n        env: {PASSWORD_ENV}" if parts.get("password") else ""
+    if parts.get("passfile"):
+        # dagster-postgres hands params to libpq in its URL's query; JSON's quoting is YAML's.
+        credentials += f"\n      params:\n        passfile: {json.dumps(str(parts['passfile']))}"
     return f"""# Written by `teamu db start`; edits are overwritten.
 storage:
   postgres:
@@ -30,7 +35,7 @@ storage:
       hostname: "{parts.get("host", "localhost")}"
       port: {parts.get("port", 5432)}
       db_name: "{parts["dbname"]}"
-      username: "{parts.get("user", "postgres")}"{password}
+      username: "{parts.get("user", "postgres")}"{credentials}
       # SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3, with which dagster-postgres fails.
       scheme: "postgresql+psycopg2"
 run_coordinator:

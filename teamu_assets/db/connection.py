@@ -45,6 +45,12 @@ def resolve_url(database_url: str | None, pgdata: Path) -> str:
     return info.url()
 
 
+def database_of(url: str) -> str:
+    """The database a URL names; not its text after the last '/', which a query string (`?sslmode=require`, the
+    embedded server's `?passfile=/path/...`) can hold too."""
+    return str(conninfo_to_dict(url)["dbname"])
+
+
 def with_database(url: str, database: str) -> str:
     """The same server, another database."""
     parts = urlsplit(url)
@@ -52,15 +58,19 @@ def with_database(url: str, database: str) -> str:
 
 
 def dbt_env(url: str) -> dict[str, str]:
-    """The connection as the TEAMU_DBT_* variables that dbt_project/profiles.yml reads."""
+    """The connection as the TEAMU_DBT_* variables that dbt_project/profiles.yml reads, and PGPASSFILE when the
+    URL names a password file (the embedded server's): dbt-postgres has no setting for one, libpq reads it there."""
     parts = conninfo_to_dict(url)
-    return {
+    env = {
         "TEAMU_DBT_HOST": str(parts.get("host", "localhost")),
         "TEAMU_DBT_PORT": str(parts.get("port", 5432)),
         "TEAMU_DBT_USER": str(parts.get("user", "postgres")),
         "TEAMU_DBT_PASSWORD": str(parts.get("password", "")),
         "TEAMU_DBT_DBNAME": str(parts["dbname"]),
     }
+    if parts.get("passfile"):
+        env["PGPASSFILE"] = str(parts["passfile"])
+    return env
 
 
 def _lock_timeout_error(url: str, what: str, exc: psycopg.errors.LockNotAvailable) -> DatabaseError:

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from teamu_assets.db import server
-from teamu_assets.db.connection import DatabaseError, connect, ensure_pgvector, with_database
+from teamu_assets.db.connection import DatabaseError, connect, database_of, ensure_pgvector, with_database
 from teamu_assets.instance import write_dagster_yaml
 from teamu_assets.jobs import (
     WRITES_MARTS_AND_EMBEDDINGS,
@@ -65,7 +65,7 @@ def test_missing_database_is_a_clear_error(server_url: str) -> None:
 def test_dagster_instance_lives_in_postgres(db_url: str, tmp_path: Path) -> None:
     from dagster import DagsterInstance
 
-    database = db_url.rsplit("/", 1)[1]
+    database = database_of(db_url)
     config_path = write_dagster_yaml(tmp_path, db_url, database=database)
     config = yaml.safe_load(config_path.read_text())
     assert config["storage"]["postgres"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
@@ -88,7 +88,7 @@ def test_started_as_root_the_server_runs_in_its_own_users_group_not_root(tmp_pat
     pgdata = tmp_path / "pgdata"
     info = server.start(pgdata)
     try:
-        with connect(info.url("postgres")) as conn:
+        with connect(info.superuser_url("postgres")) as conn:
             # What a superuser's `copy ... from program` gets: the server's own OS identity.
             conn.execute("create temporary table identity (line text)")
             conn.execute("copy identity from program 'id'")

@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from teamu_assets.db.connection import connect, scratch_database
+from teamu_assets.db.connection import connect, database_of, scratch_database
 from teamu_assets.instance import write_dagster_yaml
 from tests.security.world import API_ROLES, OTHER_USER, PLATFORM_TABLES, SIGNED_IN, ApiWorld, acting_as, signed_in
 
@@ -115,7 +115,7 @@ def test_dagster_tables_are_out_of_reach(api: ApiWorld, server_url: str, tmp_pat
     from dagster import DagsterInstance
 
     with scratch_database(server_url, "teamu_test_dagster") as url:
-        write_dagster_yaml(tmp_path, url, database=url.rsplit("/", 1)[1])
+        write_dagster_yaml(tmp_path, url, database=database_of(url))
         with DagsterInstance.from_config(str(tmp_path)) as instance:
             assert instance.get_runs() == []
         with connect(url) as conn:

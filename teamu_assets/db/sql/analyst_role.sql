@@ -9,15 +9,25 @@
 -- What PostgreSQL grants to PUBLIC stays: CONNECT and TEMP on the database and USAGE on schema public, which
 -- give no access to Teamu's data.
 
+-- Each step only where needed: the embedded server's platform role (teamu_assets/db/server.py) may not create or
+-- alter roles, and finds the role made already.
 do $$
 begin
-    create role teamu_analyst nologin;
+    if not exists (select from pg_roles where rolname = 'teamu_analyst') then
+        create role teamu_analyst nologin;
+    end if;
 exception
-    -- Already there (or created at the same moment by another session): only make sure it can't log in.
+    -- Created at the same moment by another session.
     when duplicate_object or unique_violation then null;
 end
 $$;
-alter role teamu_analyst nologin;
+do $$
+begin
+    if (select rolcanlogin from pg_roles where rolname = 'teamu_analyst') then
+        alter role teamu_analyst nologin;
+    end if;
+end
+$$;
 
 -- The schema dbt builds into; created here so the grants can be given before the first dbt run.
 create schema if not exists marts;
