@@ -159,7 +159,7 @@ def measure(url: str, model_dir: Path, window: pd.Timedelta, truth_path: Path | 
     tower, prior = new["tower"].to_numpy(), new["prior"].to_numpy()
     live_authors = set(posts.loc[posts["created_at"] < cutoff, "user_id"].tolist())
 
-    chosen = f"chosen ranker: {blend.label} (tower weight {blend.tower_weight:g})"
+    chosen = f"chosen ranker (tower weight {blend.tower_weight:g})"
     predictors = {
         chosen: blend.score(tower, prior),
         "model: expected engagements (the tower alone)": tower,
@@ -201,14 +201,16 @@ def validation_oracles(posts: pd.DataFrame, truth_path: Path | None, window: pd.
 def author_prior_by_period(
     interactions: pd.DataFrame, posts: pd.DataFrame, window: pd.Timedelta, periods: int = 10
 ) -> list[dict[str, Any]]:
-    """The author baseline (engaged users per earlier post) in each of `periods` equal slices of the data's time
-    span, training and evaluation periods alike: whether its figure on the evaluation period is the usual one.
-    No model involved (the tower's would be scored on what it trained on)."""
+    """The author baseline (engaged users per earlier post) on the posts created in each of `periods` equal slices
+    of the data's time span (each with its whole window before the data's end), training and evaluation periods
+    alike: whether its figure on the evaluation period is the usual one. No model involved (the tower's would be
+    scored on what it trained on)."""
     first, last = interactions["occurred_at"].min(), interactions["occurred_at"].max()
     rows = []
     for index in range(periods):
         start, end = first + (last - first) * index / periods, first + (last - first) * (index + 1) / periods
-        new = posts.loc[(posts["created_at"] >= start) & (posts["created_at"] + window <= end)]
+        created = posts["created_at"]
+        new = posts.loc[(created >= start) & (created < end) & (created + window <= last)]
         engaged = interactions.merge(new[["post_id", "created_at"]], on="post_id")
         engaged = engaged.loc[engaged["occurred_at"] <= engaged["created_at"] + window]
         engagement = new["post_id"].map(engaged.groupby("post_id")["user_id"].nunique()).fillna(0).to_numpy(float)
