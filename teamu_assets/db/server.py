@@ -251,7 +251,8 @@ create extension if not exists vector;
 # The platform's databases as an older checkout left them (everything owned by the superuser): the database and
 # every schema, relation, routine and type in it that the superuser owns go to the platform role, except what an
 # extension owns. REASSIGN OWNED can't do it: it refuses to touch the bootstrap superuser's objects. A relation's
-# indexes and the sequences of its columns follow it.
+# indexes and the sequences of its columns (serial, identity: skipped here, they can't change owner alone) follow
+# it.
 TAKE_OVER_SQL = """
 do $$
 declare
@@ -281,7 +282,7 @@ begin
             and n.nspname !~ '^pg_' and n.nspname <> 'information_schema'
             and not exists (
                 select from pg_depend d where d.classid = 'pg_class'::regclass and d.objid = c.oid
-                    and d.deptype in ('e', 'a', 'i')
+                    and (d.deptype = 'e' or c.relkind = 'S' and d.deptype in ('a', 'i'))
             )
         union all
         select format('alter routine %s owner to {platform}', p.oid::regprocedure)
