@@ -191,7 +191,11 @@ def choose_blend(posts: pd.DataFrame, *, slice_label: str = "the validation slic
         scores = RankerBlend(weight, scale, "").score(tower, prior)
         figures[weight] = {"auc": roc_auc(high, scores), "spearman": spearman(scores, engagement)}
     best = max(TOWER_WEIGHTS, key=lambda w: (figures[w]["auc"], w))
-    validation["by_tower_weight"] = {f"{w:g}": figures[w] for w in TOWER_WEIGHTS}
+    # JSON has no NaN (a Spearman correlation of tied scores): None stands for it.
+    validation["by_tower_weight"] = {
+        f"{w:g}": {name: None if np.isnan(value) else value for name, value in figures[w].items()}
+        for w in TOWER_WEIGHTS
+    }
     reason = (
         f"ROC-AUC {figures[best]['auc']:.3f} for above-median engagement at tower weight {best:g} on the "
         f"{len(posts)} new posts of {slice_label} (tower alone {figures[1.0]['auc']:.3f}, team's past engagement "

@@ -3,6 +3,7 @@ engagement and the author's record where only that does; applied to a team's ide
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -92,3 +93,13 @@ def test_a_prior_only_blend_keeps_the_towers_order_within_a_team() -> None:
     assert ranked[0].tower_score == pytest.approx(5 * np.e) and ranked[1].tower_score == pytest.approx(5.0)
     tower_only = rank_ideas(ideas, context, embed, np.zeros(5), TOWER_ONLY, prior=3.0)
     assert [r.score for r in tower_only] == [r.tower_score for r in tower_only]
+
+
+def test_one_author_leaves_the_tower_and_a_json_record() -> None:
+    # Every post by one account (Last.fm's catalogue): the prior is one constant, the prior alone ties every post.
+    posts = slice_where(tower_informative=True).assign(prior=4.0)
+    blend = choose_blend(posts)
+    assert blend.tower_weight == 1.0
+    figures = blend.validation["by_tower_weight"]
+    assert figures["0"] == {"auc": 0.5, "spearman": None}
+    assert RankerBlend(**json.loads(json.dumps(blend.to_dict(), allow_nan=False))) == blend
