@@ -35,7 +35,7 @@ from pathlib import Path
 import psycopg
 from dagster import DagsterInstance, RunsFilter
 
-from teamu_assets.db.connection import connect, resolve_url
+from teamu_assets.db.connection import connect, resolve_url, with_database
 from teamu_assets.settings import PROJECT_ROOT, Settings
 
 POLL_SECONDS = 0.25
@@ -93,7 +93,7 @@ def last_run_breakdown(instance: DagsterInstance, inserted_at: float) -> str:
 
 
 def runs_in_flight(url: str) -> int:
-    dagster_url = url.rsplit("/", 1)[0] + "/dagster"
+    dagster_url = with_database(url, "dagster")
     with connect(dagster_url) as conn:
         return conn.execute("select count(*) from runs where status in ('QUEUED', 'STARTING', 'STARTED')").fetchone()[0]
 

@@ -18,6 +18,7 @@ from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES, DagsterR
 from dagster._core.test_utils import create_run_for_test
 from dagster._daemon.monitoring.run_monitoring import monitor_started_run
 
+from teamu_assets.db.connection import database_of
 from teamu_assets.instance import write_dagster_yaml
 from teamu_assets.jobs import WRITES_MARTS_AND_EMBEDDINGS
 from teamu_assets.run_launcher import LocalRunLauncher
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def instance(db_url: str, tmp_path: Path) -> Iterator[DagsterInstance]:
-    write_dagster_yaml(tmp_path, db_url, database=db_url.rsplit("/", 1)[1])
+    write_dagster_yaml(tmp_path, db_url, database=database_of(db_url))
     with DagsterInstance.from_config(str(tmp_path)) as real_instance:
         yield real_instance
 

@@ -7,7 +7,7 @@ import pytest
 from dagster import DagsterInstance, SensorResult, SkipReason, build_sensor_context
 
 from teamu_assets.db import bootstrap
-from teamu_assets.db.connection import connect
+from teamu_assets.db.connection import connect, database_of
 from teamu_assets.ingest import load_landing_folder
 from teamu_assets.instance import write_dagster_yaml
 from teamu_assets.resources import MixpanelExport, TeamuDatabase
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture()
 def instance(module_db_url: str, tmp_path: Path):
-    write_dagster_yaml(tmp_path / "dagster_home", module_db_url, database=module_db_url.rsplit("/", 1)[1])
+    write_dagster_yaml(tmp_path / "dagster_home", module_db_url, database=database_of(module_db_url))
     with DagsterInstance.from_config(str(tmp_path / "dagster_home")) as real_instance:
         yield real_instance
 
