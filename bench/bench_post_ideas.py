@@ -39,9 +39,13 @@ are its tags (see descriptions_as_of): a post from the evaluation period is desc
 tagging only. With --workdir the trained runs (TEAMU_HOME per data set, and the databases) are kept and a later
 run measures them again without training; without it, both are removed. No oracle: the truth is synthetic only.
 
-    .venv/bin/python bench/bench_post_ideas.py [--window-days 3] [--out PATH]
+--held-out-validation also trains, per data set, the evaluated model's recipe on the interactions before the
+validation slice only, and reports the ranker chosen on the slice scored by that model (held_out_validation):
+how much the product's validation, scored by a model that trained on the slice, flatters the tower.
+
+    .venv/bin/python bench/bench_post_ideas.py [--window-days 3] [--held-out-validation] [--out PATH]
     nice -n 10 .venv/bin/python bench/bench_post_ideas.py --real [lastfm se-quantumcomputing se-cardano]
-        [--workdir DIR] [--db-prefix NAME] [--data-dir DIR] [--window-days D] [--out PATH]
+        [--workdir DIR] [--db-prefix NAME] [--data-dir DIR] [--window-days D] [--held-out-validation] [--out PATH]
 """
 
 from __future__ import annotations
@@ -65,7 +69,16 @@ from psycopg import sql
 import teamu_assets  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is first imported)
 from teamu_assets.db import bootstrap, features, registry
 from teamu_assets.db.connection import connect, ensure_pgvector, resolve_url, with_database
-from teamu_assets.ideas.blend import author_priors, cold_start, roc_auc, spearman, validate_on_training_period
+from teamu_assets.ideas.blend import (
+    RankerBlend,
+    author_priors,
+    choose_blend,
+    cold_start,
+    roc_auc,
+    spearman,
+    validate_on_training_period,
+    validation_slice,
+)
 from teamu_assets.realdata import RealDataset, write_real_dataset
 from teamu_assets.realdata.dataset import tag_descriptions
 from teamu_assets.settings import Settings, default_landing_dir
@@ -136,10 +149,47 @@ def with_intervals(
     return {name: results[name] for name in predictors}
 
 
-def measure(url: str, model_dir: Path, window: pd.Timedelta, truth_path: Path | None) -> dict[str, Any]:
+def held_out_validation(
+    out_dir: Path,
+    url: str,
+    model_dir: Path,
+    interactions: pd.DataFrame,
+    users: pd.DataFrame,
+    posts: pd.DataFrame,
+    cutoff: pd.Timestamp,
+    window: pd.Timedelta,
+) -> RankerBlend:
+    """The blend chosen on the validation slice scored by a model that never trained on it: the recipe of the
+    model at model_dir (its registered parameters) trained on the interactions before the slice's start only
+    (the dataset cut there, early stopping on its last engagements as the product's). Trained once into out_dir,
+    then reused. The product's choice has no such model (one more training per model): this says how much the
+    slice flatters the tower the product validates."""
+    from teamu_assets.model.dataset import build_training_examples, write_dataset
+    from teamu_assets.model.params import TrainParams
+    from teamu_assets.model.train import MODEL_CONFIG_FILE, train
+
+    seen = interactions.loc[interactions["occurred_at"] < cutoff]
+    start, end = validation_slice(seen, cutoff)
+    model = out_dir / "model"
+    if not (model / MODEL_CONFIG_FILE).exists():
+        params = registry.model_version(url, model_dir.name).params
+        names = {field.name for field in dataclasses.fields(TrainParams)}
+        recipe = TrainParams(**{name: value for name, value in params.items() if name in names})
+        _log(f"training the held-out validation model (cutoff {start:%Y-%m-%d %H:%M}) into {model} ...")
+        data = build_training_examples(seen, users, posts, start, history_length=recipe.history_length)
+        write_dataset(data, out_dir / "dataset")
+        train(out_dir / "dataset", users, posts, recipe, model, log=_log)
+    table = cold_start(model, seen, users, posts, start, end, window).posts
+    return choose_blend(table, slice_label=f"the same slice, scored by a model trained before {start:%Y-%m-%d %H:%M}")
+
+
+def measure(
+    url: str, model_dir: Path, window: pd.Timedelta, truth_path: Path | None, held_out_dir: Path | None = None
+) -> dict[str, Any]:
     """The bench on one database: the model at model_dir (the one the gate judged) against the real engagement
-    of the posts new in its dataset's evaluation period, and the ideas' ranker chosen on its training period.
-    The summary as written to JSON."""
+    of the posts new in its dataset's evaluation period, and the ideas' ranker chosen on its training period
+    (with held_out_dir, also the one chosen with a model that never trained on the validation slice, see
+    held_out_validation). The summary as written to JSON."""
     evaluation = registry.latest_evaluation(url, model_dir.name)
     promoted = registry.promoted_model(url)
     evaluated_dir = model_dir / EVALUATED_MODEL_DIR if (model_dir / EVALUATED_MODEL_DIR).is_dir() else model_dir
@@ -168,6 +218,12 @@ def measure(url: str, model_dir: Path, window: pd.Timedelta, truth_path: Path | 
         "author popularity: engaged users in all": new["prior_total"].to_numpy(),
         **(oracles(truth_path, new, window) if truth_path is not None else {}),
     }
+    held_out = None
+    if held_out_dir is not None:
+        held_out = held_out_validation(held_out_dir, url, model_dir, interactions, users, posts, cutoff, window)
+        predictors[f"ranker chosen with the held-out model (tower weight {held_out.tower_weight:g})"] = held_out.score(
+            tower, prior
+        )
     return {
         "model_version": model_dir.name,
         "promoted": promoted is not None and promoted.model_version == model_dir.name,
@@ -184,6 +240,7 @@ def measure(url: str, model_dir: Path, window: pd.Timedelta, truth_path: Path | 
         "engagement_median": float(np.median(engagement)),
         "engagement_mean": float(engagement.mean()),
         "ranker": blend.to_dict(),
+        "held_out_ranker": held_out.to_dict() if held_out is not None else None,
         "validation_oracles": validation_oracles(validation.posts, truth_path, window),
         "author_prior_by_period": author_prior_by_period(interactions, posts, window),
         "results": with_intervals(engagement, high, predictors, chosen),
@@ -324,6 +381,8 @@ def print_summary(title: str, summary: dict[str, Any]) -> None:
         f"mean {summary['engagement_mean']:.1f}; {summary['users']} users, {summary['live_posts']} live posts"
     )
     print(f"ranker chosen on the training period: {summary['ranker']['reason']}")
+    if summary["held_out_ranker"] is not None:
+        print(f"ranker chosen with the held-out model: {summary['held_out_ranker']['reason']}")
     for name, auc in summary["validation_oracles"].items():
         print(f"  {name} on the validation slice: ROC-AUC {auc:.3f}")
     periods = summary["author_prior_by_period"]
@@ -364,6 +423,12 @@ def main() -> None:
     parser.add_argument(
         "--out", type=Path, default=None, help="JSON results (default TEAMU_HOME/bench/post_ideas[_real].json)"
     )
+    parser.add_argument(
+        "--held-out-validation",
+        action="store_true",
+        help="also train a model before the validation slice and report the ranker chosen with it (kept in "
+        "TEAMU_HOME/bench/post_ideas_held_out/<model>, or --workdir/<data set>/held_out)",
+    )
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     started = time.perf_counter()
@@ -375,8 +440,13 @@ def main() -> None:
         if promoted is None:
             raise SystemExit("no promoted model: run `make demo` first")
         window = pd.Timedelta(days=args.window_days or DEFAULT_WINDOW_DAYS["demo"])
+        held_out_dir = settings.home / "bench" / "post_ideas_held_out" / promoted.model_version
         report["demo"] = measure(
-            url, Path(promoted.artifact_path), window, settings.home / "synthetic" / "ground_truth.npz"
+            url,
+            Path(promoted.artifact_path),
+            window,
+            settings.home / "synthetic" / "ground_truth.npz",
+            held_out_dir if args.held_out_validation else None,
         )
         print_summary("demo", report["demo"])
         out = args.out or settings.home / "bench" / "post_ideas.json"
@@ -394,7 +464,9 @@ def main() -> None:
             prepared = {name: prepare_real(name, data_dir, url, workdir, args.db_prefix) for name in names}
             for name, (database_url, model_dir, training) in prepared.items():
                 window = pd.Timedelta(days=args.window_days or DEFAULT_WINDOW_DAYS[name])
-                report[name] = {**measure(database_url, model_dir, window, None), "training": training}
+                held_out_dir = workdir / name / "held_out" if args.held_out_validation else None
+                summary = measure(database_url, model_dir, window, None, held_out_dir)
+                report[name] = {**summary, "training": training}
                 print_summary(name, report[name])
     report["seconds"] = time.perf_counter() - started
     out.parent.mkdir(parents=True, exist_ok=True)
