@@ -242,7 +242,7 @@ def _ideas(args: argparse.Namespace) -> int:
         f"written by {result.generator}; ranked by {ranker.model_version}'s post tower (each idea a new post), "
         f"data as of {context.as_of:%Y-%m-%d %H:%M} UTC; {len(result.dropped)} repeats dropped"
     )
-    print("score: engagements the idea is expected to draw from the audience")
+    print(f"score: {ranker.blend.label} (the tower's: engagements the idea is expected to draw from the audience)")
     if args.context:
         print(json.dumps(context.summary(), indent=2, default=str))
     print(f"{'#':>3}  {'score':>8}  idea")
