@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -152,5 +153,24 @@ def scratch_database(server_url: str, prefix: str, *, keep: bool = False) -> Ite
         yield url
     finally:
         if not keep:
-            with connect(maintenance, autocommit=True) as conn:
-                conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+            _drop_database(maintenance, name)
+
+
+# Tries of a forced drop that meets a session the platform role may not end, a second apart (see _drop_database).
+_DROP_TRIES = 30
+
+
+def _drop_database(maintenance_url: str, name: str) -> None:
+    """`drop database ... with (force)`, tried again while it meets a session the connecting role may not end:
+    on the secured embedded server the platform is no superuser, and an autovacuum worker (a superuser's process)
+    that happens to be in the new database makes the drop fail until the worker is done, which is seconds."""
+    statement = sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
+    for attempt in range(_DROP_TRIES):
+        try:
+            with connect(maintenance_url, autocommit=True) as conn:
+                conn.execute(statement)
+            return
+        except psycopg.errors.InsufficientPrivilege:
+            if attempt == _DROP_TRIES - 1:
+                raise
+            time.sleep(1.0)

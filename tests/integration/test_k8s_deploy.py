@@ -42,8 +42,13 @@ def _instance_yaml(values: dict[str, Any], postgres: dict[str, Any], kubeconfig:
             "hostname": postgres["host"],
             "db_name": postgres["dbname"],
             "port": int(postgres["port"]),
-            # The values ask for TLS (Supabase); the embedded test server speaks plain TCP on loopback.
-            "params": {**pg["postgresqlParams"], "sslmode": "disable"},
+            # The values ask for TLS (Supabase); the embedded test server speaks plain TCP on loopback, and a
+            # secured one names its password file (libpq reads it when the password is empty).
+            "params": {
+                **pg["postgresqlParams"],
+                "sslmode": "disable",
+                **({"passfile": postgres["passfile"]} if postgres.get("passfile") else {}),
+            },
             "scheme": pg["postgresqlScheme"],
         }
     }
@@ -112,7 +117,8 @@ def _write_dagster_home(tmp_path: Path, instance_url: str) -> Path:
 @pytest.fixture
 def chart_env(dagster_home: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """The environment the chart gives the Dagster pods."""
-    # DAGSTER_PG_PASSWORD comes from the secret global.postgresqlSecretName; the test server trusts loopback.
+    # DAGSTER_PG_PASSWORD comes from the secret global.postgresqlSecretName; the test server trusts loopback or
+    # names its password file in the instance's params (_instance_yaml).
     env = {"DAGSTER_HOME": str(dagster_home), "DAGSTER_PG_PASSWORD": ""}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
