@@ -159,13 +159,11 @@ def _validation_recalls(
     factors: ItemItemFactors | None = None,
 ) -> dict[ServingWeights, float] | None:
     """Recall@k on validation for each popularity-prior weight (0 and POPULARITY_WEIGHTS) and, with `factors`,
-    each item-item block weight (0 and ITEMITEM_WEIGHTS): per user, the share of their validation examples whose
-    post is in the top k of all posts for that user at that moment (the posts of the user's history excluded as
-    serving excludes them), averaged over users, as the product is judged (a heavy user's many examples would
-    otherwise outweigh everyone else's). One pass: the prior only adds weight x log view count to every score,
-    the block weight x its scores. Trained with logQ correction, the model's own scores discount popular posts on
-    purpose; the prior is what puts back as much popularity as the data calls for, so every decision looks at the
-    best of them."""
+    each item-item block weight (0 and ITEMITEM_WEIGHTS): the share of validation examples whose post is in the
+    top k of all posts for that user at that moment, the posts of the user's history excluded as serving excludes
+    them. One pass: the prior only adds weight x log view count to every score, the block weight x its scores.
+    Trained with logQ correction, the model's own scores discount popular posts on purpose; the prior is what
+    puts back as much popularity as the data calls for, so every decision looks at the best of them."""
     if manifest.rows["validation"] == 0:
         return None
     config = model.candidate_tower.config
@@ -185,9 +183,8 @@ def _validation_recalls(
     post_blocks = None if factors is None else factors.post_blocks(posts.post_ids).T
     candidate_index = pd.Index(posts.post_ids)
     k = min(k, len(posts.post_ids))
-    examples = pd.read_parquet(manifest.path("validation"), columns=["user_id", "first_engagement"])
-    examples_per_user = examples.loc[examples["first_engagement"], "user_id"].value_counts()
-    hits = dict.fromkeys(weights, 0.0)
+    hits = dict.fromkeys(weights, 0)
+    total = 0
     for batch in iter_example_batches(
         [manifest.path("validation")],
         # Blocks of at most VALIDATION_SCORE_CELLS (example, post) scores, however many posts there are.
@@ -205,17 +202,15 @@ def _validation_recalls(
         known = history_columns >= 0
         scores[rows[known], history_columns[known]] = -np.inf
         targets = candidate_index.get_indexer(batch.post_ids)
-        # Each example counts 1 / (its user's validation examples): the sum over users of their hit rates.
-        example_weight = 1.0 / examples_per_user.reindex(batch.user_ids).to_numpy(np.float64)
         for block, prior in weights:
             weighted = scores + prior * log_views
             if block:
                 weighted += block * block_scores
             top = np.argpartition(-weighted, k - 1, axis=1)[:, :k]
-            hits[block, prior] += float(example_weight @ (top == targets[:, None]).any(axis=1))
+            hits[block, prior] += int((top == targets[:, None]).any(axis=1).sum())
+        total += len(batch)
     _set_tower_config(model, config)
-    users_validated = len(examples_per_user)
-    return {weight: hits[weight] / users_validated for weight in weights} if users_validated else None
+    return {weight: hits[weight] / total for weight in weights} if total else None
 
 
 def _best_recall(recalls: dict[ServingWeights, float] | None) -> tuple[float | None, ServingWeights]:

@@ -285,35 +285,3 @@ def test_time_terms_dropped_during_training_stop_training(tmp_path: Path, monkey
     assert "time terms off from epoch 2: validation gains more than 5% without" in logged
     for after_one, after_three in zip(*freshness, strict=True):
         np.testing.assert_array_equal(after_one, after_three)
-
-
-def test_validation_recall_is_averaged_over_users(trained: Trained, tmp_path: Path) -> None:
-    """A heavy user's many validation examples weigh as much as any one user's: with one user's validation
-    examples repeated twenty times, every validation figure stays as it was."""
-    import shutil
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from teamu_assets.model import train as training
-    from teamu_assets.model.dataset import count_posts_by_kind, read_manifest
-
-    copy = tmp_path / "dataset"
-    shutil.copytree(trained.dataset_dir, copy)
-    manifest = read_manifest(copy)
-    validation = pq.read_table(manifest.path("validation"))
-    first = validation.filter(validation["first_engagement"])
-    heavy = first.filter(pa.compute.equal(first["user_id"], first["user_id"][0]))
-    pq.write_table(pa.concat_tables([validation, *[heavy] * 20]), manifest.path("validation"))
-
-    original = read_manifest(trained.dataset_dir)
-    counts = count_posts_by_kind([original.path("train")])
-    posts = PostFeatureTable(
-        post_features_as_of(counts, trained.world.post_features), reference_time=pd.Timestamp(original.cutoff)
-    )
-    users = UserFeatureTable(trained.world.user_features, FeatureLayout(history_length=original.history_length))
-    model = trained.result.model
-    before = training._validation_recalls(model, original, users, posts, 20)
-    after = training._validation_recalls(model, manifest, users, posts, 20)
-    assert before is not None and after is not None
-    assert after == pytest.approx(before)
