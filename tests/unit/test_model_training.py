@@ -130,22 +130,12 @@ def test_saved_towers_reproduce_the_in_memory_towers(trained: Trained) -> None:
     user_ids, user_vectors = embed_users(trained.model_dir, trained.users_at_cutoff)
     post_ids, post_vectors = embed_posts(trained.model_dir, trained.posts_at_cutoff)
     assert user_vectors.shape == (len(trained.users_at_cutoff), PARAMS["embedding_dim"])
-    # The layout the inner product relies on: [item-item weight x history factors, content / temperature,
-    # appetite, 1] . [post factors, content, freshness, quality].
-    tower = read_model_config(trained.model_dir)["tower"]
-    block = slice(0, tower["itemitem_rank"])
-    content = slice(tower["itemitem_rank"], PARAMS["embedding_dim"] - SCORE_TERMS)
-    assert tower["itemitem_rank"] > 0
+    # The layout the inner product relies on: [content / temperature, appetite, 1] . [content, freshness, quality].
+    content = slice(0, PARAMS["embedding_dim"] - SCORE_TERMS)
     np.testing.assert_allclose(np.linalg.norm(post_vectors[:, content], axis=1), 1.0, rtol=1e-4)
-    np.testing.assert_allclose(np.linalg.norm(user_vectors[:, content], axis=1), 1.0 / tower["temperature"], rtol=1e-4)
+    temperature = read_model_config(trained.model_dir)["tower"]["temperature"]
+    np.testing.assert_allclose(np.linalg.norm(user_vectors[:, content], axis=1), 1.0 / temperature, rtol=1e-4)
     np.testing.assert_allclose(user_vectors[:, -1], 1.0)
-    # The block: post factors for posts with training interactions, zeros for the others.
-    trained_posts = set(map(int, (trained.model_dir / "vocabularies" / "post_ids.txt").read_text().split()))
-    covered = np.linalg.norm(post_vectors[:, block], axis=1) > 0
-    assert covered.any()
-    assert {int(p) for p in post_ids[covered]} <= trained_posts
-    if tower["itemitem_weight"] == 0:
-        np.testing.assert_array_equal(user_vectors[:, block], 0.0)
 
     layout = FeatureLayout(history_length=50)
     user_inputs = UserFeatureTable(trained.users_at_cutoff, layout).serving_inputs()
@@ -235,7 +225,6 @@ def test_refit_trains_the_evaluated_recipe_on_every_period(trained: Trained, tmp
     assert len(served.history) == evaluated.best_epoch
     assert all(h["validation_recall@20"] is None for h in served.history)
     assert served.tower_config.popularity_weight == evaluated.tower_config.popularity_weight
-    assert served.tower_config.itemitem_weight == evaluated.tower_config.itemitem_weight
     assert served.tower_config.use_time_terms == evaluated.tower_config.use_time_terms
     # Trained on the validation and evaluation periods too: posts first engaged after the cutoff have ids.
     assert served.train_examples > evaluated.train_examples
@@ -257,12 +246,10 @@ def test_time_terms_dropped_during_training_stop_training(tmp_path: Path, monkey
 
     calls = iter(range(1_000))
 
-    def recalls_preferring_no_time_terms(
-        model: training.TwoTowerModel, *args: object
-    ) -> dict[training.ServingWeights, float]:
+    def recalls_preferring_no_time_terms(model: training.TwoTowerModel, *args: object) -> dict[float, float]:
         # Better without the terms, and better with every call, so that each later epoch is kept as the best.
         recall = (0.1 if model.query_tower.config.use_time_terms else 0.2) + next(calls) / 10_000
-        return {(0.0, 0.0): recall, (0.0, 1.0): recall / 2}
+        return {0.0: recall, 1.0: recall / 2}
 
     monkeypatch.setattr(training, "_validation_recalls", recalls_preferring_no_time_terms)
     world = make_world(warm_users=30, cold_users=0, posts=60, events_per_user=10)
