@@ -84,22 +84,12 @@ def _lock_timeout_error(url: str, what: str, exc: psycopg.errors.LockNotAvailabl
 
 
 @contextmanager
-def ddl_transaction(url: str, what: str) -> Iterator[psycopg.Connection]:
-    """A transaction for bootstrap DDL whose statements wait at most DDL_LOCK_TIMEOUT for a lock: a lock held
-    elsewhere is a DatabaseError naming `what`, and everything done in the transaction is rolled back."""
-    with connect(url) as conn:
-        conn.execute(f"set local lock_timeout = '{DDL_LOCK_TIMEOUT}'")
-        try:
-            yield conn
-        except psycopg.errors.LockNotAvailable as exc:
-            raise _lock_timeout_error(url, what, exc) from None
-
-
-@contextmanager
-def ddl_session(url: str, what: str) -> Iterator[psycopg.Connection]:
-    """ddl_transaction for DDL that can't run in a transaction block (CREATE DATABASE): autocommit, the lock
-    timeout set for the session."""
-    with connect(url, autocommit=True) as conn:
+def ddl_transaction(url: str, what: str, *, autocommit: bool = False) -> Iterator[psycopg.Connection]:
+    """A connection for bootstrap DDL whose statements wait at most DDL_LOCK_TIMEOUT for a lock: a lock held
+    elsewhere is a DatabaseError naming `what`, and everything done in the transaction is rolled back. With
+    autocommit, for DDL that can't run in a transaction block (CREATE DATABASE). The connection is this DDL's
+    alone, so the timeout is set for its session."""
+    with connect(url, autocommit=autocommit) as conn:
         conn.execute(f"set lock_timeout = '{DDL_LOCK_TIMEOUT}'")
         try:
             yield conn
@@ -117,7 +107,7 @@ def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
 
 def ensure_database(url: str, database: str) -> None:
     """Create `database` on the server of `url` when missing."""
-    with ddl_session(url, f"creating database {database}") as conn:
+    with ddl_transaction(url, f"creating database {database}", autocommit=True) as conn:
         exists = conn.execute("select 1 from pg_database where datname = %s", (database,)).fetchone()
         if not exists:
             conn.execute(sql.SQL("create database {}").format(sql.Identifier(database)))
@@ -125,7 +115,7 @@ def ensure_database(url: str, database: str) -> None:
 
 def ensure_pgvector(url: str) -> str:
     """Create the vector extension when missing; return its version, refusing one older than 0.8."""
-    with ddl_session(url, "creating the vector extension") as conn:
+    with ddl_transaction(url, "creating the vector extension", autocommit=True) as conn:
         available = conn.execute("select default_version from pg_available_extensions where name = 'vector'").fetchone()
         if available is None:
             raise DatabaseError(f"Postgres at {describe(url)} lacks the pgvector extension (vector >= 0.8 is required)")
