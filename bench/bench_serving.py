@@ -24,7 +24,6 @@ and drops it at the end. At 100k x 512 each HNSW build takes minutes on 2 cores;
 from __future__ import annotations
 
 import argparse
-import math
 import tempfile
 import threading
 import time
@@ -241,6 +240,8 @@ def savedmodel_rows(world: World, users: list[int]) -> None:
     import tensorflow as tf
     import tensorflow_recommenders as tfrs
 
+    from teamu_assets.model.export import top_k_layer
+
     # isort: on
 
     class IdentityIndex(tf.Module):
@@ -252,15 +253,9 @@ def savedmodel_rows(world: World, users: list[int]) -> None:
             self.__call__ = tf.function(input_signature=[tf.TensorSpec([None, dim], tf.float32)])(self.top_k)
 
     posts = len(world.post_ids)
-    leaves = max(1, min(2000, round(math.sqrt(posts))))  # export.py's ScaNN parameters
     layers = {
-        "BruteForce": lambda: tfrs.layers.factorized_top_k.BruteForce(k=COUNT),
-        f"ScaNN leaves={leaves} search={max(1, leaves // 4)}": lambda: tfrs.layers.factorized_top_k.ScaNN(
-            k=COUNT,
-            num_leaves=leaves,
-            num_leaves_to_search=max(1, leaves // 4),
-            num_reordering_candidates=max(100, 4 * COUNT),
-        ),
+        "BruteForce": lambda: top_k_layer("brute_force", COUNT, posts),
+        "ScaNN (export.py's parameters)": lambda: top_k_layer("scann", COUNT, posts),
     }
     queries = world.user_vectors[np.array(users) - 1]
     scores = queries @ world.post_vectors.T

@@ -4,10 +4,10 @@ did well with that audience, what the team cares about and has already posted, a
 Every choice is exact (no approximate index) and ordered with an id tie-break, so the same database gives the
 same context; IdeaContext.summary() shows all of it.
 
-The vectors (teamu_assets/model/towers.py): a user is [content / temperature, appetite, 1], a post [content,
-freshness, quality], content a unit vector over all but the last SCORE_TERMS dimensions. "Nearest" compares
-content only: which users and posts sit where the team does, whatever their appetite for fresh posts or a post's
-quality.
+The vectors (teamu_assets/model/towers.py): a user is [item-item block, content / temperature, appetite, 1], a
+post [item-item block, content, freshness, quality]. "Nearest" compares everything but the last SCORE_TERMS
+dimensions (content and the item-item block, which places a post by who engaged with it), as a unit vector:
+which users and posts sit where the team does, whatever their appetite for fresh posts or a post's quality.
 """
 
 from __future__ import annotations

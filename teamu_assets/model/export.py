@@ -42,16 +42,27 @@ def scann_available() -> bool:
     return True
 
 
-def _top_k_layer(kind: IndexKind, k: int, posts: int) -> tfrs.layers.factorized_top_k.TopK:
+# Below this many posts ScaNN's authors advise brute-force scoring: a partition tree saves little there, and its
+# leaves are chosen by k-means on the post vectors, which ranks leaves poorly for queries whose weight sits in
+# other dimensions (a heavily weighted item-item block: model/itemitem.py).
+SCANN_TREE_MIN_POSTS = 20_000
+
+
+def top_k_layer(kind: IndexKind, k: int, posts: int) -> tfrs.layers.factorized_top_k.TopK:
     if kind == "brute_force":
         return tfrs.layers.factorized_top_k.BruteForce(k=k)
-    # About sqrt(n) leaves is ScaNN's rule of thumb. Searching half of them keeps recall near exact: a user's
-    # top k mixes topics (fresh posts of several interests), so it spans more leaves than one topic's cluster.
-    leaves = max(1, min(2000, round(math.sqrt(posts))))
+    if posts < SCANN_TREE_MIN_POSTS:
+        # One leaf searched whole: asymmetric hashing scores every post, the exact reordering fixes the top k.
+        leaves, leaves_to_search = 1, 1
+    else:
+        # About sqrt(n) leaves is ScaNN's rule of thumb. Searching half of them keeps recall near exact: a user's
+        # top k mixes topics (fresh posts of several interests), so it spans more leaves than one topic's cluster.
+        leaves = min(2000, round(math.sqrt(posts)))
+        leaves_to_search = leaves // 2
     return tfrs.layers.factorized_top_k.ScaNN(
         k=k,
         num_leaves=leaves,
-        num_leaves_to_search=max(1, leaves // 2),
+        num_leaves_to_search=leaves_to_search,
         num_reordering_candidates=max(100, 4 * k),
     )
 
@@ -69,7 +80,7 @@ def export_retrieval_index(
     post_ids, post_vectors = embed_posts(model_dir, post_features)
     if len(post_ids) == 0:
         raise ValueError("cannot build a retrieval index over no posts")
-    top_k = _top_k_layer(kind, min(k, len(post_ids)), len(post_ids))
+    top_k = top_k_layer(kind, min(k, len(post_ids)), len(post_ids))
     top_k.index(tf.constant(post_vectors), tf.constant(post_ids))
     index = RetrievalIndex(load_tower(model_dir, QUERY_TOWER_DIR), top_k)
     # ScaNN's searcher is a resource of custom ops in the "Scann" namespace, which SavedModel must be told of.

@@ -26,6 +26,8 @@ class TrainParams:
     history_dropout: float = 0.5
     use_id_features: bool = True
     use_time_terms: bool = True
+    # Width of the item-item block (model/itemitem.py); 0: none.
+    itemitem_rank: int = 64
     max_text_tokens: int = 20_000
     max_passions: int = 8
     shuffle_buffer: int = 10_000

@@ -13,6 +13,11 @@ still works: the content MLPs (text, passions, location, counts) sit beside the 
 fed as the out-of-vocabulary id (id dropout) so a post without interactions is placed by its content, and a user
 without history by the profile. The freshness terms and a popularity prior are chosen on validation after
 training (train._choose_serving_terms): kept only where they help.
+
+The first itemitem_rank dimensions hold the item-item block (model/itemitem.py: EASE fitted on the training
+interactions, factorized), fitted after training and weighted by what validation chooses: user [weight x the
+sum of the history's factors, ...], post [its factors, ...]. Until it is fitted (and where it is not kept) it is
+zero on both sides.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
@@ -31,6 +37,7 @@ from teamu_assets.model.features import (
     post_h3_feature,
     user_h3_feature,
 )
+from teamu_assets.model.itemitem import ItemItemFactors
 
 TITLE_TOKENS = 16
 TEXT_TOKENS = 64
@@ -89,6 +96,10 @@ class TowerConfig:
     history_length: int
     use_id_features: bool
     use_time_terms: bool
+    # Width of the item-item block at the front of both vectors (0: none), and its weight in the served score
+    # (chosen on validation after training; 0 where it does not help).
+    itemitem_rank: int
+    itemitem_weight: float
     # Weight of the post's log view count added to its quality when serving (never in training): a popularity
     # prior chosen on validation after training, 0 where it does not help.
     popularity_weight: float
@@ -146,13 +157,44 @@ class _H3Encoder(tf.keras.layers.Layer):
 SCORE_TERMS = 2
 
 
+def content_dim(config: TowerConfig) -> int:
+    """Dimensions of the content part: what the item-item block and the score terms leave."""
+    return config.embedding_dim - SCORE_TERMS - config.itemitem_rank
+
+
 def _projection_head(config: TowerConfig) -> tf.keras.Sequential:
     return tf.keras.Sequential(
         [
             tf.keras.layers.Dense(config.hidden_units, activation="relu"),
-            tf.keras.layers.Dense(config.embedding_dim - SCORE_TERMS),
+            tf.keras.layers.Dense(content_dim(config)),
         ]
     )
+
+
+class ItemItemBlock(tf.keras.layers.Layer):
+    """The fitted item-item factors (model/itemitem.py) as lookup tables: `history` sums the history side over
+    a user's posts, `posts` looks up the post side; posts the factors do not cover (and padding) add zeros. The
+    tables are padded with zero columns to the block's width."""
+
+    def __init__(self, factors: ItemItemFactors, width: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.lookup = tf.keras.layers.IntegerLookup(vocabulary=factors.post_ids.tolist())
+
+        def table(name: str, values: np.ndarray) -> tf.Variable:
+            padded = np.zeros((len(values) + 1, width), np.float32)
+            padded[1:, : values.shape[1]] = values  # row 0: the out-of-vocabulary id
+            return self.add_weight(
+                name=name, shape=padded.shape, initializer=tf.keras.initializers.Constant(padded), trainable=False
+            )
+
+        self.history_table = table("history_factors", factors.history_factors)
+        self.post_table = table("post_factors", factors.post_factors)
+
+    def history(self, post_ids: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(tf.gather(self.history_table, self.lookup(post_ids)), axis=1)
+
+    def posts(self, post_ids: tf.Tensor) -> tf.Tensor:
+        return tf.gather(self.post_table, self.lookup(post_ids))
 
 
 def _age_features(age_days: tf.Tensor) -> tf.Tensor:
@@ -216,6 +258,8 @@ class QueryTower(tf.keras.Model):
     def __init__(self, config: TowerConfig, vocabularies: Vocabularies, post_ids: PostIdSpace, **kwargs) -> None:
         super().__init__(**kwargs)
         self.config = config
+        # Set by train.py once the item-item factors are fitted (shared with the candidate tower).
+        self.itemitem: ItemItemBlock | None = None
         dim = config.feature_dim
         self.post_ids = post_ids
         self.history_pooling = HistoryPooling(config.history_length, config.history_decay)
@@ -237,7 +281,10 @@ class QueryTower(tf.keras.Model):
         is the training score (see TwoTowerModel)."""
         content, appetite = self.parts(inputs, training=training)
         column = appetite[:, tf.newaxis]
-        return tf.concat([content / self.config.temperature, column, tf.ones_like(column)], axis=1)
+        block = tf.zeros([tf.shape(content)[0], self.config.itemitem_rank])
+        if self.itemitem is not None:
+            block = self.config.itemitem_weight * self.itemitem.history(inputs["history"])
+        return tf.concat([block, content / self.config.temperature, column, tf.ones_like(column)], axis=1)
 
     def parts(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
         """(unit content vector [n, D-1], recency appetite in (-1, 1) [n])."""
@@ -278,6 +325,7 @@ class CandidateTower(tf.keras.Model):
         self.config = config
         dim = config.feature_dim
         self.post_ids = post_ids
+        self.itemitem: ItemItemBlock | None = None  # see QueryTower
         shared_text_embedding = _text_embedding(vocabularies.text, dim)
         self.title = _TextEncoder(vocabularies.text, TITLE_TOKENS, shared_text_embedding)
         self.description = _TextEncoder(vocabularies.text, TEXT_TOKENS, shared_text_embedding)
@@ -303,7 +351,10 @@ class CandidateTower(tf.keras.Model):
         content, quality = self.parts(inputs, training=training)
         quality += self.config.popularity_weight * inputs["post_numeric"][:, VIEW_COUNT_INDEX]
         freshness = self.freshness(inputs["post_age_days"])
-        return tf.concat([content, freshness[:, tf.newaxis], quality[:, tf.newaxis]], axis=1)
+        block = tf.zeros([tf.shape(content)[0], self.config.itemitem_rank])
+        if self.itemitem is not None:
+            block = self.itemitem.posts(inputs["post_id"])
+        return tf.concat([block, content, freshness[:, tf.newaxis], quality[:, tf.newaxis]], axis=1)
 
     def parts(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
         """Unit content vector [n, D-1]: everything but the post's age."""

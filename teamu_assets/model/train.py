@@ -38,16 +38,19 @@ from teamu_assets.model.features import (
     UserFeatureTable,
     slice_inputs,
 )
+from teamu_assets.model.itemitem import ItemItemFactors, fit_itemitem_factors
 from teamu_assets.model.params import TrainParams
 from teamu_assets.model.towers import (
     SCORE_TERMS,
     CandidateTower,
+    ItemItemBlock,
     PostIdSpace,
     QueryTower,
     ServingTower,
     TowerConfig,
     TwoTowerModel,
     Vocabularies,
+    content_dim,
     post_input_signature,
     user_input_signature,
 )
@@ -60,10 +63,26 @@ MODEL_CONFIG_FILE = "model_config.json"
 TIME_TERMS_MARGIN = 1.05
 # Popularity-prior weights tried on validation after training (see _choose_serving_terms).
 POPULARITY_WEIGHTS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
+# Item-item block weights tried on validation once the block is fitted. The block's scores have a spread of about
+# 1 per user (itemitem.py); the content part's, a cosine over the temperature, several times that: the largest
+# weights let the block lead where it ranks better than the towers.
+ITEMITEM_WEIGHTS: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+# EASE's ridge penalty and the posts it covers, as the evaluation's item-item baseline has them (rankers.fit_ease).
+ITEMITEM_L2 = 500.0
+ITEMITEM_MAX_POSTS = 5000
 # Validation scores every post for a block of examples: 2**24 cells (64 MiB of float32) per block.
 VALIDATION_SCORE_CELLS = 2**24
 # Keras' "loss" from a TFRS model is the last batch's; this metric is the mean over the epoch's batches.
 BATCH_LOSS_METRIC = "batch_loss"
+
+
+@dataclass(frozen=True)
+class ServingTerms:
+    """The terms of the served score chosen on validation, which a refit carries over."""
+
+    use_time_terms: bool
+    popularity_weight: float
+    itemitem_weight: float
 
 
 @dataclass
@@ -127,35 +146,48 @@ def _embed(
     return np.concatenate(parts).astype(np.float32)
 
 
+# (item-item block weight, popularity-prior weight): the served score's weights tried on validation.
+ServingWeights = tuple[float, float]
+
+
 def _validation_recalls(
     model: TwoTowerModel,
     manifest: DatasetManifest,
     users: UserFeatureTable,
     posts: PostFeatureTable,
     k: int,
-) -> dict[float, float] | None:
-    """Recall@k on validation for each popularity-prior weight (0 and POPULARITY_WEIGHTS): the share of
-    validation examples whose post is in the top k of all posts for that user at that moment, the posts of the
-    user's history excluded as serving excludes them. One pass: the prior only adds weight x log view count to
-    every score. Trained with logQ correction, the model's own scores discount popular posts on purpose; the prior
-    is what puts back as much popularity as the data calls for, so every decision looks at the best of them."""
+    factors: ItemItemFactors | None = None,
+) -> dict[ServingWeights, float] | None:
+    """Recall@k on validation for each popularity-prior weight (0 and POPULARITY_WEIGHTS) and, with `factors`,
+    each item-item block weight (0 and ITEMITEM_WEIGHTS): per user, the share of their validation examples whose
+    post is in the top k of all posts for that user at that moment (the posts of the user's history excluded as
+    serving excludes them), averaged over users, as the product is judged (a heavy user's many examples would
+    otherwise outweigh everyone else's). One pass: the prior only adds weight x log view count to every score,
+    the block weight x its scores. Trained with logQ correction, the model's own scores discount popular posts on
+    purpose; the prior is what puts back as much popularity as the data calls for, so every decision looks at the
+    best of them."""
     if manifest.rows["validation"] == 0:
         return None
     config = model.candidate_tower.config
-    _set_tower_config(model, replace(config, popularity_weight=0.0))
+    _set_tower_config(model, replace(config, popularity_weight=0.0, itemitem_weight=0.0))
     candidates = _embed(
         lambda x: model.candidate_tower(x, training=False),
         posts.serving_inputs(),
         len(posts.post_ids),
         config.embedding_dim,
     )
-    _set_tower_config(model, config)
     log_views = posts.numeric[:, VIEW_COUNT_INDEX][np.newaxis, :]
-    weights = (0.0, *POPULARITY_WEIGHTS)
+    weights = [
+        (block, prior)
+        for block in (0.0, *(ITEMITEM_WEIGHTS if factors is not None else ()))
+        for prior in (0.0, *POPULARITY_WEIGHTS)
+    ]
+    post_blocks = None if factors is None else factors.post_blocks(posts.post_ids).T
     candidate_index = pd.Index(posts.post_ids)
     k = min(k, len(posts.post_ids))
-    hits = dict.fromkeys(weights, 0)
-    total = 0
+    examples = pd.read_parquet(manifest.path("validation"), columns=["user_id", "first_engagement"])
+    examples_per_user = examples.loc[examples["first_engagement"], "user_id"].value_counts()
+    hits = dict.fromkeys(weights, 0.0)
     for batch in iter_example_batches(
         [manifest.path("validation")],
         # Blocks of at most VALIDATION_SCORE_CELLS (example, post) scores, however many posts there are.
@@ -167,25 +199,31 @@ def _validation_recalls(
             _to_tensors(users.inputs(batch.user_ids, batch.histories, batch.activity_counts)), training=False
         )
         scores = tf.linalg.matmul(queries, candidates, transpose_b=True).numpy()
+        block_scores = None if post_blocks is None else factors.user_blocks(batch.histories) @ post_blocks
         history_columns = candidate_index.get_indexer(batch.histories.ravel()).reshape(batch.histories.shape)
         rows = np.broadcast_to(np.arange(len(batch))[:, None], history_columns.shape)
         known = history_columns >= 0
         scores[rows[known], history_columns[known]] = -np.inf
         targets = candidate_index.get_indexer(batch.post_ids)
-        for weight in weights:
-            weighted = scores + weight * log_views
+        # Each example counts 1 / (its user's validation examples): the sum over users of their hit rates.
+        example_weight = 1.0 / examples_per_user.reindex(batch.user_ids).to_numpy(np.float64)
+        for block, prior in weights:
+            weighted = scores + prior * log_views
+            if block:
+                weighted += block * block_scores
             top = np.argpartition(-weighted, k - 1, axis=1)[:, :k]
-            hits[weight] += int((top == targets[:, None]).any(axis=1).sum())
-        total += len(batch)
-    return {weight: hits[weight] / total for weight in weights} if total else None
+            hits[block, prior] += float(example_weight @ (top == targets[:, None]).any(axis=1))
+    _set_tower_config(model, config)
+    users_validated = len(examples_per_user)
+    return {weight: hits[weight] / users_validated for weight in weights} if users_validated else None
 
 
-def _best_recall(recalls: dict[float, float] | None) -> tuple[float | None, float]:
-    """(best recall, the popularity weight that reaches it; the smallest among equals)."""
+def _best_recall(recalls: dict[ServingWeights, float] | None) -> tuple[float | None, ServingWeights]:
+    """(best recall, the (block, popularity) weights that reach it; the smallest among equals)."""
     if recalls is None:
-        return None, 0.0
-    weight = max(recalls, key=lambda w: (recalls[w], -w))
-    return recalls[weight], weight
+        return None, (0.0, 0.0)
+    weights = max(recalls, key=lambda w: (recalls[w], -w[0], -w[1]))
+    return recalls[weights], weights
 
 
 def _fix_seeds(seed: int) -> None:
@@ -226,7 +264,8 @@ def refit(
         epochs=max(evaluated.best_epoch, 1),
         use_time_terms=evaluated.params.use_time_terms and evaluated.tower_config.use_time_terms,
     )
-    serving = (evaluated.tower_config.use_time_terms, evaluated.tower_config.popularity_weight)
+    config = evaluated.tower_config
+    serving = ServingTerms(config.use_time_terms, config.popularity_weight, config.itemitem_weight)
     return _fit(dataset_dir, user_features, post_features, params, out_dir, log, splits=SPLITS, serving=serving)
 
 
@@ -239,10 +278,10 @@ def _fit(
     log: Callable[[str], None],
     *,
     splits: tuple[str, ...],
-    serving: tuple[bool, float] | None,
+    serving: ServingTerms | None,
 ) -> TrainResult:
-    """Trains on `splits`. Without `serving` (use_time_terms, popularity_weight) it monitors validation
-    (early stopping, then the serving terms); with it, it runs params.epochs and applies those terms."""
+    """Trains on `splits`, then fits the item-item block on the same interactions. Without `serving` it monitors
+    validation (early stopping, then the serving terms); with it, it runs params.epochs and applies those terms."""
     _fix_seeds(params.seed)
     manifest = read_manifest(dataset_dir)
     out_dir = Path(out_dir)
@@ -282,6 +321,9 @@ def _fit(
         history_length=layout.history_length,
         use_time_terms=params.use_time_terms,
         popularity_weight=0.0,
+        # A quarter of the vector at most, so small test models keep most of it for content.
+        itemitem_rank=min(params.itemitem_rank, (params.embedding_dim - SCORE_TERMS) // 4),
+        itemitem_weight=0.0,
         temperature=params.temperature,
         use_id_features=params.use_id_features,
         user_count_mean=user_count_mean,
@@ -289,7 +331,7 @@ def _fit(
         post_numeric_mean=post_numeric_mean,
         post_numeric_variance=post_numeric_variance,
     )
-    post_ids = PostIdSpace(vocabularies.post_ids, params.feature_dim, params.embedding_dim - SCORE_TERMS)
+    post_ids = PostIdSpace(vocabularies.post_ids, params.feature_dim, content_dim(config))
     model = TwoTowerModel(
         QueryTower(config, vocabularies, post_ids),
         CandidateTower(config, vocabularies, post_ids),
@@ -329,7 +371,7 @@ def _fit(
         started = time.perf_counter()
         loss = float(model.fit(train_dataset, epochs=1, verbose=0).history[BATCH_LOSS_METRIC][-1])
         seconds = time.perf_counter() - started
-        recall, popularity_weight = _best_recall(_validation_recalls(model, monitored, users, posts, k))
+        recall, (_, popularity_weight) = _best_recall(_validation_recalls(model, monitored, users, posts, k))
         switched = False
         if recall is not None and config.use_time_terms:
             without, without_weight = _recall_without_time_terms(model, config, monitored, users, posts, k)
@@ -374,13 +416,21 @@ def _fit(
             log(f"early stop: no validation gain for {params.patience} epochs; keeping epoch {best_epoch}")
             break
     model.set_weights(best_weights)
+    factors = _fit_itemitem_block(model, train_files, config.itemitem_rank, params.seed)
     if serving is not None:
-        config = replace(config, use_time_terms=serving[0], popularity_weight=serving[1])
+        config = replace(
+            config,
+            use_time_terms=serving.use_time_terms,
+            popularity_weight=serving.popularity_weight,
+            itemitem_weight=serving.itemitem_weight if factors is not None else 0.0,
+        )
     elif best_recall is not None:
-        config = _choose_serving_terms(model, config, best_recall, best_popularity_weight, monitored, users, posts, k)
+        config = _choose_serving_terms(
+            model, config, best_recall, best_popularity_weight, monitored, users, posts, k, factors
+        )
         log(
             f"serving terms: time terms {'on' if config.use_time_terms else 'off'}, "
-            f"popularity weight {config.popularity_weight}"
+            f"popularity weight {config.popularity_weight}, item-item weight {config.itemitem_weight}"
         )
     _set_tower_config(model, config)
 
@@ -398,6 +448,27 @@ def _fit(
     )
 
 
+def _fit_itemitem_block(model: TwoTowerModel, paths: list[Path], rank: int, seed: int) -> ItemItemFactors | None:
+    """Fits the item-item factors on every row of the training files and puts them in both towers (at weight 0
+    until the serving terms say otherwise); None where there is nothing to fit (rank 0, fewer than two posts)."""
+    if rank < 1:
+        return None
+    pairs = pd.concat([pd.read_parquet(path, columns=["user_id", "post_id"]) for path in paths], ignore_index=True)
+    factors = fit_itemitem_factors(
+        pairs["user_id"].to_numpy(),
+        pairs["post_id"].to_numpy(),
+        rank=rank,
+        l2=ITEMITEM_L2,
+        max_posts=ITEMITEM_MAX_POSTS,
+        seed=seed,
+    )
+    if factors is not None:
+        block = ItemItemBlock(factors, rank)
+        model.query_tower.itemitem = block
+        model.candidate_tower.itemitem = block
+    return factors
+
+
 def _set_tower_config(model: TwoTowerModel, config: TowerConfig) -> None:
     model.query_tower.config = config
     model.candidate_tower.config = config
@@ -413,7 +484,7 @@ def _recall_without_time_terms(
 ) -> tuple[float, float]:
     """(best validation recall@k without the freshness terms, its popularity weight); the model keeps config."""
     _set_tower_config(model, replace(config, use_time_terms=False))
-    recall, weight = _best_recall(_validation_recalls(model, manifest, users, posts, k))
+    recall, (_, weight) = _best_recall(_validation_recalls(model, manifest, users, posts, k))
     _set_tower_config(model, config)
     return recall or 0.0, weight
 
@@ -427,19 +498,27 @@ def _choose_serving_terms(
     users: UserFeatureTable,
     posts: PostFeatureTable,
     k: int,
+    factors: ItemItemFactors | None,
 ) -> TowerConfig:
     """Terms of the served score kept only where validation shows they help, on the kept weights. The freshness
     terms (appetite x freshness at the post's age): where what people engage with next is not what is freshest
     (a catalogue of artists, a Q&A site), ranking by age costs accuracy. The popularity prior (weight x the post's
     log view count, the weight that validation liked best): the training's logQ correction takes popularity out
-    of the model's scores, and the prior puts back as much as the data calls for."""
+    of the model's scores, and the prior puts back as much as the data calls for. The item-item block's weight,
+    chosen with the prior (the two trade off: co-engagement carries popularity too)."""
     if config.use_time_terms:
         # Dropped only on a clear gain: validation holds each user's last engagements with posts that existed
         # before the cutoff, so it cannot see what freshness does for the posts that appear later.
         without, without_weight = _recall_without_time_terms(model, config, manifest, users, posts, k)
         if without > recall * TIME_TERMS_MARGIN:
             config, popularity_weight = replace(config, use_time_terms=False), without_weight
-    return replace(config, popularity_weight=popularity_weight)
+    itemitem_weight = 0.0
+    if factors is not None:
+        _set_tower_config(model, config)
+        _, (itemitem_weight, popularity_weight) = _best_recall(
+            _validation_recalls(model, manifest, users, posts, k, factors)
+        )
+    return replace(config, popularity_weight=popularity_weight, itemitem_weight=itemitem_weight)
 
 
 def _save(

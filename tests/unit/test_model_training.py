@@ -130,12 +130,22 @@ def test_saved_towers_reproduce_the_in_memory_towers(trained: Trained) -> None:
     user_ids, user_vectors = embed_users(trained.model_dir, trained.users_at_cutoff)
     post_ids, post_vectors = embed_posts(trained.model_dir, trained.posts_at_cutoff)
     assert user_vectors.shape == (len(trained.users_at_cutoff), PARAMS["embedding_dim"])
-    # The layout the inner product relies on: [content / temperature, appetite, 1] . [content, freshness, quality].
-    content = slice(0, PARAMS["embedding_dim"] - SCORE_TERMS)
+    # The layout the inner product relies on: [item-item weight x history factors, content / temperature,
+    # appetite, 1] . [post factors, content, freshness, quality].
+    tower = read_model_config(trained.model_dir)["tower"]
+    block = slice(0, tower["itemitem_rank"])
+    content = slice(tower["itemitem_rank"], PARAMS["embedding_dim"] - SCORE_TERMS)
+    assert tower["itemitem_rank"] > 0
     np.testing.assert_allclose(np.linalg.norm(post_vectors[:, content], axis=1), 1.0, rtol=1e-4)
-    temperature = read_model_config(trained.model_dir)["tower"]["temperature"]
-    np.testing.assert_allclose(np.linalg.norm(user_vectors[:, content], axis=1), 1.0 / temperature, rtol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(user_vectors[:, content], axis=1), 1.0 / tower["temperature"], rtol=1e-4)
     np.testing.assert_allclose(user_vectors[:, -1], 1.0)
+    # The block: post factors for posts with training interactions, zeros for the others.
+    trained_posts = set(map(int, (trained.model_dir / "vocabularies" / "post_ids.txt").read_text().split()))
+    covered = np.linalg.norm(post_vectors[:, block], axis=1) > 0
+    assert covered.any()
+    assert {int(p) for p in post_ids[covered]} <= trained_posts
+    if tower["itemitem_weight"] == 0:
+        np.testing.assert_array_equal(user_vectors[:, block], 0.0)
 
     layout = FeatureLayout(history_length=50)
     user_inputs = UserFeatureTable(trained.users_at_cutoff, layout).serving_inputs()
@@ -225,6 +235,7 @@ def test_refit_trains_the_evaluated_recipe_on_every_period(trained: Trained, tmp
     assert len(served.history) == evaluated.best_epoch
     assert all(h["validation_recall@20"] is None for h in served.history)
     assert served.tower_config.popularity_weight == evaluated.tower_config.popularity_weight
+    assert served.tower_config.itemitem_weight == evaluated.tower_config.itemitem_weight
     assert served.tower_config.use_time_terms == evaluated.tower_config.use_time_terms
     # Trained on the validation and evaluation periods too: posts first engaged after the cutoff have ids.
     assert served.train_examples > evaluated.train_examples
@@ -246,10 +257,12 @@ def test_time_terms_dropped_during_training_stop_training(tmp_path: Path, monkey
 
     calls = iter(range(1_000))
 
-    def recalls_preferring_no_time_terms(model: training.TwoTowerModel, *args: object) -> dict[float, float]:
+    def recalls_preferring_no_time_terms(
+        model: training.TwoTowerModel, *args: object
+    ) -> dict[training.ServingWeights, float]:
         # Better without the terms, and better with every call, so that each later epoch is kept as the best.
         recall = (0.1 if model.query_tower.config.use_time_terms else 0.2) + next(calls) / 10_000
-        return {0.0: recall, 1.0: recall / 2}
+        return {(0.0, 0.0): recall, (0.0, 1.0): recall / 2}
 
     monkeypatch.setattr(training, "_validation_recalls", recalls_preferring_no_time_terms)
     world = make_world(warm_users=30, cold_users=0, posts=60, events_per_user=10)
@@ -272,3 +285,35 @@ def test_time_terms_dropped_during_training_stop_training(tmp_path: Path, monkey
     assert "time terms off from epoch 2: validation gains more than 5% without" in logged
     for after_one, after_three in zip(*freshness, strict=True):
         np.testing.assert_array_equal(after_one, after_three)
+
+
+def test_validation_recall_is_averaged_over_users(trained: Trained, tmp_path: Path) -> None:
+    """A heavy user's many validation examples weigh as much as any one user's: with one user's validation
+    examples repeated twenty times, every validation figure stays as it was."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from teamu_assets.model import train as training
+    from teamu_assets.model.dataset import count_posts_by_kind, read_manifest
+
+    copy = tmp_path / "dataset"
+    shutil.copytree(trained.dataset_dir, copy)
+    manifest = read_manifest(copy)
+    validation = pq.read_table(manifest.path("validation"))
+    first = validation.filter(validation["first_engagement"])
+    heavy = first.filter(pa.compute.equal(first["user_id"], first["user_id"][0]))
+    pq.write_table(pa.concat_tables([validation, *[heavy] * 20]), manifest.path("validation"))
+
+    original = read_manifest(trained.dataset_dir)
+    counts = count_posts_by_kind([original.path("train")])
+    posts = PostFeatureTable(
+        post_features_as_of(counts, trained.world.post_features), reference_time=pd.Timestamp(original.cutoff)
+    )
+    users = UserFeatureTable(trained.world.user_features, FeatureLayout(history_length=original.history_length))
+    model = trained.result.model
+    before = training._validation_recalls(model, original, users, posts, 20)
+    after = training._validation_recalls(model, manifest, users, posts, 20)
+    assert before is not None and after is not None
+    assert after == pytest.approx(before)
