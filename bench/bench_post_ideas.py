@@ -69,13 +69,12 @@ from psycopg import sql
 import teamu_assets  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is first imported)
 from teamu_assets.db import bootstrap, features, registry
 from teamu_assets.db.connection import connect, ensure_pgvector, resolve_url, with_database
+from teamu_assets.evaluation.metrics import roc_auc, spearman
 from teamu_assets.ideas.blend import (
     RankerBlend,
     author_priors,
     choose_blend,
     cold_start,
-    roc_auc,
-    spearman,
     validate_on_training_period,
     validation_slice,
 )

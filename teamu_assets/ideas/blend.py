@@ -37,6 +37,7 @@ import pandas as pd
 
 from teamu_assets.db import features, registry
 from teamu_assets.db.connection import connect
+from teamu_assets.evaluation.metrics import roc_auc, spearman
 from teamu_assets.ideas.rank import as_new_posts, log_normalizers, predicted_engagement
 from teamu_assets.ideas.team import Team
 
@@ -150,24 +151,6 @@ def cold_start(
         len(known),
         len(live),
     )
-
-
-def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """P(score of a random positive > score of a random negative), ties counted half (Mann-Whitney U)."""
-    ranks = pd.Series(scores).rank(method="average").to_numpy()
-    positives = np.asarray(labels, bool)
-    n_pos, n_neg = positives.sum(), (~positives).sum()
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson's correlation of the average ranks (no scipy in the lock file)."""
-    ranks_a, ranks_b = pd.Series(a).rank().to_numpy(), pd.Series(b).rank().to_numpy()
-    if ranks_a.std() == 0 or ranks_b.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(ranks_a, ranks_b)[0, 1])
 
 
 def choose_blend(posts: pd.DataFrame, *, slice_label: str = "the validation slice") -> RankerBlend:

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from teamu_assets.ideas.blend import TOWER_ONLY, RankerBlend, author_priors, choose_blend, roc_auc
+from teamu_assets.evaluation.metrics import roc_auc
+from teamu_assets.ideas.blend import TOWER_ONLY, RankerBlend, author_priors, choose_blend
 from teamu_assets.ideas.generate import Idea
 from teamu_assets.ideas.rank import rank_ideas
 from tests.unit.test_ideas import make_context
