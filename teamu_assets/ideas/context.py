@@ -21,9 +21,8 @@ import pandas as pd
 
 from teamu_assets.db.connection import connect
 from teamu_assets.ideas.team import ACTIVITY_WINDOW_DAYS, LOCAL_RADIUS_KM, Team, haversine_km
+from teamu_assets.model.params import SCORE_TERMS
 
-# The two score terms at the end of every vector (towers.SCORE_TERMS; not imported: that module is TensorFlow).
-SCORE_TERMS = 2
 DEFAULT_AUDIENCE_SIZE = 200
 # A post "performed well" when its engagement (views + upvotes net of downvotes, at least 0, + comments) is in
 # the top quarter of all posts.

@@ -1,5 +1,6 @@
 """Training hyperparameters, importable without TensorFlow: the Dagster config of the training asset is built
-from these fields (RUN_KNOBS, their types and defaults), so the two never drift apart."""
+from these fields (RUN_KNOBS, their types and defaults), so the two never drift apart. Also SCORE_TERMS, the
+fixed part of the vectors' layout, which the ideas read without TensorFlow."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from dataclasses import dataclass
 
 from teamu_assets.contract import HISTORY_LENGTH
 from teamu_assets.evaluation.metrics import GATE_K
+
+# The last two of the embedding_dim dimensions carry the additive terms of the score (see towers.TwoTowerModel).
+SCORE_TERMS = 2
 
 
 @dataclass(frozen=True)
