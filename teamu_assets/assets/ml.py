@@ -153,21 +153,23 @@ def two_tower_model(
     result, served, history = trained.evaluated, trained.served, trained.evaluated.history
     return Output(
         {"model_version": version, "model_dir": str(model_dir), "dataset_dir": training_dataset},
-        metadata={
-            "model_version": version,
-            "path": MetadataValue.path(str(model_dir)),
-            "refit": config.refit,
-            "refit_examples": served.train_examples,
-            "time_terms": served.tower_config.use_time_terms,
-            "popularity_weight": served.tower_config.popularity_weight,
-            "epochs_run": len(history),
-            "best_epoch": result.best_epoch,
-            "best_validation_recall@20": _rounded(result.best_validation_recall or 0.0),
-            "final_loss": _rounded(float(history[-1]["loss"])),
-            "examples_per_second": round(float(history[-1]["examples_per_second"])),
-            "history": MetadataValue.md(_md_table(history)),
-            "serving_indexes": MetadataValue.json({kind: str(path) for kind, path in trained.indexes.items()}),
-        },
+        metadata=_metadata(
+            {
+                "model_version": version,
+                "path": MetadataValue.path(str(model_dir)),
+                "refit": config.refit,
+                "refit_examples": served.train_examples,
+                "time_terms": served.tower_config.use_time_terms,
+                "popularity_weight": served.tower_config.popularity_weight,
+                "epochs_run": len(history),
+                "best_epoch": result.best_epoch,
+                "best_validation_recall@20": result.best_validation_recall or 0.0,
+                "final_loss": float(history[-1]["loss"]),
+                "examples_per_second": round(float(history[-1]["examples_per_second"])),
+                "history": MetadataValue.md(_md_table(history)),
+                "serving_indexes": {kind: str(path) for kind, path in trained.indexes.items()},
+            }
+        ),
     )
 
 
@@ -248,7 +250,7 @@ def promotion_gate(context: AssetCheckExecutionContext, database: TeamuDatabase)
             "serving": f"{record.model_version} (approved: served once its embeddings are published)"
             if record.promoted
             else serving_after(registry.promoted_model(url)),
-            **{name: _rounded(float(value)) for name, value in gate.get("figures", {}).items()},
+            **_metadata({name: float(value) for name, value in gate.get("figures", {}).items()}),
         },
     )
 
