@@ -78,13 +78,13 @@ from teamu_assets.ideas.blend import (
     validate_on_training_period,
     validation_slice,
 )
+from teamu_assets.model.pipeline import evaluated_model_dir
 from teamu_assets.realdata import RealDataset, write_real_dataset
 from teamu_assets.realdata.dataset import tag_descriptions
 from teamu_assets.settings import Settings, default_landing_dir
 
 RESAMPLES = 1_000
 SEED = 0
-EVALUATED_MODEL_DIR = "evaluated"  # where the refit keeps the model the gate judged (assets/ml.py)
 # Engagement is counted this long after a post's creation. Last.fm's dates are months (each tagging placed
 # somewhere inside its month), so its window spans three of them.
 DEFAULT_WINDOW_DAYS = {"demo": 3.0, "se-quantumcomputing": 3.0, "se-cardano": 3.0, "lastfm": 90.0}
@@ -191,7 +191,7 @@ def measure(
     held_out_validation). The summary as written to JSON."""
     evaluation = registry.latest_evaluation(url, model_dir.name)
     promoted = registry.promoted_model(url)
-    evaluated_dir = model_dir / EVALUATED_MODEL_DIR if (model_dir / EVALUATED_MODEL_DIR).is_dir() else model_dir
+    evaluated_dir = evaluated_model_dir(model_dir)
     manifest = read_manifest_of(url, model_dir)
     cutoff = pd.Timestamp(manifest.cutoff)
     end = pd.read_parquet(manifest.path("evaluation"), columns=["occurred_at"])["occurred_at"].max()
