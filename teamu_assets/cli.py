@@ -7,7 +7,6 @@ import os
 import re
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from teamu_assets.settings import Settings
@@ -304,12 +303,12 @@ def _realtime(args: argparse.Namespace) -> int:
 def _dbt(args: argparse.Namespace) -> int:
     """dbt on this project and database, e.g. `teamu dbt docs generate` or `teamu dbt build --select marts`."""
     from teamu_assets.db.connection import dbt_env
-    from teamu_assets.settings import DBT_PROJECT_DIR
+    from teamu_assets.settings import DBT_EXECUTABLE, DBT_PROJECT_DIR
 
     os.environ.update(dbt_env(_app_url(_settings())))
-    dbt = str(Path(sys.executable).parent / "dbt")
     os.chdir(DBT_PROJECT_DIR)
-    os.execv(dbt, [dbt, *args.psql_args, "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)])
+    project = str(DBT_PROJECT_DIR)
+    os.execv(DBT_EXECUTABLE, [DBT_EXECUTABLE, *args.psql_args, "--project-dir", project, "--profiles-dir", project])
 
 
 class _Parser(argparse.ArgumentParser):

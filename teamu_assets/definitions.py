@@ -10,7 +10,7 @@ from typing import Any
 from dagster import Definitions, EnvVar, map_asset_specs
 
 from teamu_assets.assets.dbt import teamu_dbt_models
-from teamu_assets.assets.dbt_cli import DBT_EXECUTABLE, TeamuDbtCliResource, dbt_project
+from teamu_assets.assets.dbt_cli import TeamuDbtCliResource, dbt_project
 from teamu_assets.assets.ideas import post_ideas
 from teamu_assets.assets.ingestion import mixpanel_events, supabase_tables
 from teamu_assets.assets.ml import (
@@ -34,7 +34,7 @@ from teamu_assets.k8s import full_refresh_k8s_job
 from teamu_assets.resources import ArtifactStore, LanguageModel, MixpanelExport, TeamuDatabase, TowerPreloader
 from teamu_assets.schedules import daily_post_freshness_schedule, nightly_retrain_schedule
 from teamu_assets.sensors import new_interactions_sensor, online_updater_sensor, retrain_on_new_interactions_sensor
-from teamu_assets.settings import Settings, default_landing_dir
+from teamu_assets.settings import DBT_EXECUTABLE, Settings, default_landing_dir
 
 settings = Settings.from_env()
 # dagster-dbt and dbt's own subprocesses look for executables on PATH: the virtualenv's come first.

@@ -6,11 +6,14 @@ The pure packages take a Settings (or plain values) as arguments; only this modu
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
+# dbt-core as this virtualenv installs it, beside the running Python (the PATH may hold another dbt).
+DBT_EXECUTABLE = str(Path(sys.executable).parent / "dbt")
 # The chat model asked for post ideas when TEAMU_LLM_URL is set without TEAMU_LLM_MODEL, and how long one request
 # may take (a slow answer is retried, then reported).
 DEFAULT_LLM_MODEL = "gpt-4o-mini"

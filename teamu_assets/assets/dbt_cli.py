@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -44,7 +43,6 @@ if dagster_dbt.__version__ != DAGSTER_DBT_VERSION:
         f"found {dagster_dbt.__version__}: re-check its overrides of dagster-dbt's private members"
     )
 
-DBT_EXECUTABLE = str(Path(sys.executable).parent / "dbt")
 PARTIAL_PARSE_FILE = "partial_parse.msgpack"
 # What dbt's partial-parse state depends on besides the project: the connection profile's database.
 DATABASE_KEY = ("TEAMU_DBT_HOST", "TEAMU_DBT_PORT", "TEAMU_DBT_DBNAME")

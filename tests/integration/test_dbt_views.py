@@ -11,11 +11,12 @@ from dagster import AssetSelection, DagsterInstance, materialize
 from dagster_dbt import build_dbt_asset_selection
 
 from teamu_assets.assets.dbt import teamu_dbt_models
-from teamu_assets.assets.dbt_cli import DBT_EXECUTABLE, TeamuDbtCliResource, dbt_project
+from teamu_assets.assets.dbt_cli import TeamuDbtCliResource, dbt_project
 from teamu_assets.db import bootstrap
 from teamu_assets.db.connection import connect
 from teamu_assets.db.features import missing_relations
 from teamu_assets.resources import TeamuDatabase
+from teamu_assets.settings import DBT_EXECUTABLE
 from teamu_assets.synthetic import SyntheticConfig, generate, write_supabase
 
 pytestmark = pytest.mark.integration
