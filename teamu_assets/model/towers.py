@@ -38,6 +38,7 @@ from teamu_assets.model.features import (
     user_h3_feature,
 )
 from teamu_assets.model.itemitem import ItemItemFactors
+from teamu_assets.model.params import SCORE_TERMS
 
 TITLE_TOKENS = 16
 TEXT_TOKENS = 64
@@ -151,10 +152,6 @@ class _H3Encoder(tf.keras.layers.Layer):
             ],
             axis=1,
         )
-
-
-# The last two of the embedding_dim dimensions carry the additive terms of the score (see TwoTowerModel).
-SCORE_TERMS = 2
 
 
 def content_dim(config: TowerConfig) -> int:
