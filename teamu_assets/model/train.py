@@ -207,12 +207,16 @@ def _validation_recalls(
         targets = candidate_index.get_indexer(batch.post_ids)
         # Each example counts 1 / (its user's validation examples): the sum over users of their hit rates.
         example_weight = 1.0 / examples_per_user.reindex(batch.user_ids).to_numpy(np.float64)
+        known_targets = targets >= 0
+        target_scores_at = (np.arange(len(batch)), np.where(known_targets, targets, 0))
         for block, prior in weights:
             weighted = scores + prior * log_views
             if block:
                 weighted += block * block_scores
-            top = np.argpartition(-weighted, k - 1, axis=1)[:, :k]
-            hits[block, prior] += float(example_weight @ (top == targets[:, None]).any(axis=1))
+            # In the top k when fewer than k posts score above the target: a count, ten times faster than a
+            # partial sort at 15,000 posts, and the same hits but for ties (which count for the target here).
+            above = (weighted > weighted[target_scores_at][:, None]).sum(axis=1)
+            hits[block, prior] += float(example_weight @ (known_targets & (above < k)))
     _set_tower_config(model, config)
     users_validated = len(examples_per_user)
     return {weight: hits[weight] / users_validated for weight in weights} if users_validated else None
