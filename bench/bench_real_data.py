@@ -81,6 +81,9 @@ TWO_TOWER_GRID = ({"batch_size": 256, "learning_rate": 0.005}, {"batch_size": 10
 TWO_TOWER_MAX_EPOCHS = 30
 SERVING_CONNECTIONS = 4
 MODEL, POPULARITY, ITEMITEM, TWO_TOWER_ID_ONLY = "model", "popularity", "itemitem", "two-tower id-only"
+# The same function with index scans off in the session: it ranks every eligible post exactly, so the served
+# lists' loss to the HNSW scan shows apart from the model's own quality.
+MODEL_EXACT = "model, exact scan"
 BASELINES = (POPULARITY, ITEMITEM, TWO_TOWER_ID_ONLY)
 
 
@@ -318,12 +321,15 @@ def run_full_refresh(home: Path, url: str, model_config: dict[str, Any]) -> Prod
     )
 
 
-def served_lists(url: str, split: Split) -> dict[int, list[int]]:
+def served_lists(url: str, split: Split, *, exact: bool = False) -> dict[int, list[int]]:
     """Every holdout user's ml.recommend_posts(user, 50), over a few connections at once: each call runs on one
-    server core, so one connection would leave the others idle."""
+    server core, so one connection would leave the others idle. With `exact`, index scans are off in the
+    sessions: the function's HNSW scan becomes a scan and sort of every eligible post."""
 
     def serve(users: list[int]) -> dict[int, list[int]]:
         with connect(url) as conn:
+            if exact:
+                conn.execute("set enable_indexscan = off")
             return {
                 user: [row[0] for row in conn.execute("select post_id from ml.recommend_posts(%s, %s)", (user, SERVED))]
                 for user in users
@@ -373,6 +379,9 @@ def bench_dataset(name: str, data_dir: Path, server_url: str, model_config: dict
         _log(f"    run success {product.success}, promoted {product.promoted} ({product.model_version})")
         with watch.stage("serve"):
             lists[MODEL] = served_lists(url, split)
+        if product.promoted:
+            with watch.stage("serve, exact scan"):
+                lists[MODEL_EXACT] = served_lists(url, split, exact=True)
 
     with watch.stage("popularity"):
         lists[POPULARITY] = popularity_lists(train, split)
@@ -424,6 +433,7 @@ def bench_dataset(name: str, data_dir: Path, server_url: str, model_config: dict
             for ranker in lists
         },
         "model_minus": model_minus,
+        **({"served_vs_exact": _agreement(lists[MODEL], lists[MODEL_EXACT])} if MODEL_EXACT in lists else {}),
         "bootstrap": {
             "resamples": intervals.resamples,
             "seed": BOOTSTRAP_SEED,
@@ -432,6 +442,15 @@ def bench_dataset(name: str, data_dir: Path, server_url: str, model_config: dict
         },
         "seconds": watch.seconds,
     }
+
+
+def _agreement(served: dict[int, list[int]], exact: dict[int, list[int]]) -> dict[str, float]:
+    """The share of each user's exact top 10 / top 50 that the served list of the same length holds, averaged."""
+
+    def overlap(user: int, k: int) -> float:
+        return len(set(served[user][:k]) & set(exact[user][:k])) / max(len(exact[user][:k]), 1)
+
+    return {f"overlap@{k}": float(np.mean([overlap(user, k) for user in exact])) for k in (10, SERVED)}
 
 
 def print_results(results: dict[str, Any]) -> None:
@@ -451,6 +470,8 @@ def print_results(results: dict[str, Any]) -> None:
             **rankers[TWO_TOWER_ID_ONLY]["settings"]
         ),
     }
+    if MODEL_EXACT in rankers:
+        labels[MODEL_EXACT] = MODEL_EXACT
     print(f"  {'ranker':<40}" + "".join(f"{metric:>18}" for metric in REPORTED))
     for ranker, label in labels.items():
         cells = "".join(f"{rankers[ranker][m]['mean']:>10.4f} ± {rankers[ranker][m]['se']:.4f}" for m in REPORTED)
@@ -461,6 +482,9 @@ def print_results(results: dict[str, Any]) -> None:
             for metric, entry in by_metric.items()
         )
         print(f"  model - {baseline:<31} {cells}")
+    if "served_vs_exact" in results:
+        overlaps = ", ".join(f"{key} {value:.3f}" for key, value in results["served_vs_exact"].items())
+        print(f"  served (HNSW) against the exact scan, share of the exact list served: {overlaps}")
     print("  seconds: " + ", ".join(f"{stage} {seconds:.1f}" for stage, seconds in results["seconds"].items()))
     print(
         f"{name}: model R@20={rankers[MODEL]['recall@20']['mean']:.4f} NDCG@10={rankers[MODEL]['ndcg@10']['mean']:.4f}"
