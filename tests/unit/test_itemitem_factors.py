@@ -60,3 +60,15 @@ def test_nothing_to_factorize() -> None:
     assert fit_itemitem_factors(np.array([1, 2]), np.array([5, 5]), rank=4, l2=10.0, max_posts=100, seed=0) is None
     users, posts = _interactions()
     assert fit_itemitem_factors(users, posts, rank=0, l2=10.0, max_posts=100, seed=0) is None
+
+
+def test_post_rows_have_unit_norm_on_average_and_user_scores_unit_spread() -> None:
+    """The post side is scaled for the nearest-neighbour index (rows of V alone are ~sqrt(r / posts) long), the
+    history side for the weight's meaning; their product, the score, carries both scales' compensation."""
+    users, posts = _interactions()
+    factors = fit_itemitem_factors(users, posts, rank=4, l2=10.0, max_posts=100, seed=0)
+    assert factors is not None
+    np.testing.assert_allclose(np.linalg.norm(factors.post_factors, axis=1).mean(), 1.0, rtol=1e-5)
+    histories = pd.DataFrame({"user": users, "post": posts}).groupby("user")["post"].apply(list)
+    scores = factors.user_blocks(np.array(histories.tolist())) @ factors.post_factors.T
+    np.testing.assert_allclose(np.std(scores, axis=1).mean(), 1.0, rtol=1e-3)
