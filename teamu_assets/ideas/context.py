@@ -6,7 +6,8 @@ same context; IdeaContext.summary() shows all of it.
 
 The vectors (teamu_assets/model/towers.py): a user is [item-item block, content / temperature, appetite, 1], a
 post [item-item block, content, freshness, quality]. "Nearest" compares everything but the last SCORE_TERMS
-dimensions (content and the item-item block, which places a post by who engaged with it), as a unit vector:
+dimensions (content and the item-item block, which places a post by who engaged with it, weighted as the
+served score weighs it: zero on both sides where the model keeps no block), as a unit vector:
 which users and posts sit where the team does, whatever their appetite for fresh posts or a post's quality.
 """
 

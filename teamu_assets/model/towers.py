@@ -15,13 +15,16 @@ without history by the profile. The freshness terms and a popularity prior are c
 training (train._choose_serving_terms): kept only where they help.
 
 The first itemitem_rank dimensions hold the item-item block (model/itemitem.py: EASE fitted on the training
-interactions, factorized), fitted after training and weighted by what validation chooses: user [weight x the
-sum of the history's factors, ...], post [its factors, ...]. Until it is fitted (and where it is not kept) it is
-zero on both sides.
+interactions, factorized), fitted after training and weighted by what validation chooses, the weight split
+evenly between the sides: user [sqrt(weight) x the sum of the history's factors, ...], post [sqrt(weight) x its
+factors, ...]. Their inner product is weight x the block score either way, but pgvector's HNSW graph is built
+from the post vectors alone: there the block weighs as much as it does in the score, and nothing where the
+weight is 0. Until it is fitted (and where it is not kept) it is zero on both sides.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -280,7 +283,7 @@ class QueryTower(tf.keras.Model):
         column = appetite[:, tf.newaxis]
         block = tf.zeros([tf.shape(content)[0], self.config.itemitem_rank])
         if self.itemitem is not None:
-            block = self.config.itemitem_weight * self.itemitem.history(inputs["history"])
+            block = math.sqrt(self.config.itemitem_weight) * self.itemitem.history(inputs["history"])
         return tf.concat([block, content / self.config.temperature, column, tf.ones_like(column)], axis=1)
 
     def parts(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
@@ -350,7 +353,8 @@ class CandidateTower(tf.keras.Model):
         freshness = self.freshness(inputs["post_age_days"])
         block = tf.zeros([tf.shape(content)[0], self.config.itemitem_rank])
         if self.itemitem is not None:
-            block = self.itemitem.posts(inputs["post_id"])
+            # The weight split evenly between the sides (see the module docstring).
+            block = math.sqrt(self.config.itemitem_weight) * self.itemitem.posts(inputs["post_id"])
         return tf.concat([block, content, freshness[:, tf.newaxis], quality[:, tf.newaxis]], axis=1)
 
     def parts(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:

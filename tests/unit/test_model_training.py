@@ -130,8 +130,8 @@ def test_saved_towers_reproduce_the_in_memory_towers(trained: Trained) -> None:
     user_ids, user_vectors = embed_users(trained.model_dir, trained.users_at_cutoff)
     post_ids, post_vectors = embed_posts(trained.model_dir, trained.posts_at_cutoff)
     assert user_vectors.shape == (len(trained.users_at_cutoff), PARAMS["embedding_dim"])
-    # The layout the inner product relies on: [item-item weight x history factors, content / temperature,
-    # appetite, 1] . [post factors, content, freshness, quality].
+    # The layout the inner product relies on: [sqrt(item-item weight) x history factors, content / temperature,
+    # appetite, 1] . [sqrt(item-item weight) x post factors, content, freshness, quality].
     tower = read_model_config(trained.model_dir)["tower"]
     block = slice(0, tower["itemitem_rank"])
     content = slice(tower["itemitem_rank"], PARAMS["embedding_dim"] - SCORE_TERMS)
@@ -139,13 +139,18 @@ def test_saved_towers_reproduce_the_in_memory_towers(trained: Trained) -> None:
     np.testing.assert_allclose(np.linalg.norm(post_vectors[:, content], axis=1), 1.0, rtol=1e-4)
     np.testing.assert_allclose(np.linalg.norm(user_vectors[:, content], axis=1), 1.0 / tower["temperature"], rtol=1e-4)
     np.testing.assert_allclose(user_vectors[:, -1], 1.0)
-    # The block: post factors for posts with training interactions, zeros for the others.
+    # The block: zeros for posts without training interactions; on both sides sqrt(weight) x factors whose post
+    # rows have a mean norm of 1 (so the HNSW graph, built from post vectors, weighs the block as the score does),
+    # and zeros on both where the weight is 0.
     trained_posts = set(map(int, (trained.model_dir / "vocabularies" / "post_ids.txt").read_text().split()))
-    covered = np.linalg.norm(post_vectors[:, block], axis=1) > 0
-    assert covered.any()
+    block_norms = np.linalg.norm(post_vectors[:, block], axis=1)
+    covered = block_norms > 0
     assert {int(p) for p in post_ids[covered]} <= trained_posts
     if tower["itemitem_weight"] == 0:
         np.testing.assert_array_equal(user_vectors[:, block], 0.0)
+        assert not covered.any()
+    else:
+        np.testing.assert_allclose(block_norms[covered].mean(), np.sqrt(tower["itemitem_weight"]), rtol=1e-3)
 
     layout = FeatureLayout(history_length=50)
     user_inputs = UserFeatureTable(trained.users_at_cutoff, layout).serving_inputs()
