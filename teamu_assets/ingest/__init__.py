@@ -4,7 +4,7 @@ Pure Python (psycopg and mixpanel-utils); the Dagster assets in teamu_assets/ass
 """
 
 from teamu_assets.contract import TEAMU_EVENTS
-from teamu_assets.ingest.export import MixpanelExportError, export_live
+from teamu_assets.ingest.export import LandingIngest, MixpanelExportError, export_live, ingest_landing_folder
 from teamu_assets.ingest.loader import (
     EXPORT_FILE_PATTERN,
     FileProblem,
@@ -28,12 +28,14 @@ __all__ = [
     "IngestError",
     "InvalidLine",
     "LandedFile",
+    "LandingIngest",
     "LoadResult",
     "MixpanelExportError",
     "ValidEvent",
     "decode_line",
     "export_live",
     "file_sha256",
+    "ingest_landing_folder",
     "landed_files",
     "load_export_file",
     "load_landing_folder",

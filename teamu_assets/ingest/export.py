@@ -1,4 +1,5 @@
-"""Live Mixpanel raw export through mixpanel-utils into the landing folder, where the loader picks it up.
+"""Live Mixpanel raw export through mixpanel-utils into the landing folder, where the loader picks it up;
+ingest_landing_folder does both, as the mixpanel/events asset runs them.
 
 mixpanel-utils builds the export URL as `<client.raw_api>/2.0/export`; raw_api is a plain attribute set from
 `residency` in the constructor, so another server (an EU/IN residency host, a proxy, the test fake) is reached
@@ -13,15 +14,18 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from datetime import date
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from mixpanel_utils import MixpanelUtils
 
 from teamu_assets.contract import TEAMU_EVENTS
+from teamu_assets.ingest.loader import FolderLoad, LoadResult, load_landing_folder
 from teamu_assets.settings import MixpanelCredentials
 
 _COPY_BUFFER_BYTES = 1 << 20
+_COUNTS = ("lines_read", "loaded", "duplicates", "quarantined")
 
 
 class MixpanelExportError(RuntimeError):
@@ -95,3 +99,70 @@ def export_live(
         library_logger.setLevel(previous_level)
     partial_path.replace(out_path)
     return out_path
+
+
+@dataclass(frozen=True)
+class LandingIngest:
+    """What ingest_landing_folder did: the live export's error (None: it ran, or had nothing to do) and the
+    folder load. problems: everything that needs an operator, the export's error first."""
+
+    export_error: str | None
+    folder: FolderLoad
+
+    @property
+    def read(self) -> list[LoadResult]:
+        """The files this call read lines of (a file unchanged since its last load is left out)."""
+        return [result for result in self.folder.results if not result.skipped]
+
+    @property
+    def totals(self) -> dict[str, int]:
+        """lines_read, loaded, duplicates and quarantined summed over the files read."""
+        return {count: sum(getattr(result, count) for result in self.read) for count in _COUNTS}
+
+    @property
+    def reconciles(self) -> bool:
+        """Every line read is accounted for: loaded, a duplicate or quarantined."""
+        totals = self.totals
+        return totals["lines_read"] == totals["loaded"] + totals["duplicates"] + totals["quarantined"]
+
+    @property
+    def problems(self) -> list[str]:
+        errors = [] if self.export_error is None else [self.export_error]
+        return errors + [problem.message for problem in self.folder.failed + self.folder.refused]
+
+    def files_markdown(self) -> str:
+        """The files read as a markdown table: where each was read from and what became of its lines."""
+        return "| file | from line | read | loaded | duplicates | quarantined |\n|---|---|---|---|---|---|\n" + "".join(
+            f"| {r.source_file} | {r.first_line} | {r.lines_read} | {r.loaded} | {r.duplicates} | {r.quarantined} |\n"
+            for r in self.read
+        )
+
+
+def ingest_landing_folder(
+    url: str, landing_dir: Path, credentials: MixpanelCredentials | None, log: logging.Logger
+) -> LandingIngest:
+    """With credentials, yesterday's (UTC) live export into the landing folder as mixpanel-live-<date>.jsonl
+    unless that file is already there; then every pending file of the folder loaded (load_landing_folder).
+
+    Nothing here raises for one bad file or a Mixpanel outage: those are logged and returned in problems, so
+    the other files, and everything downstream of them, still load; the caller reports them."""
+    landing_dir.mkdir(parents=True, exist_ok=True)
+    export_error = None
+    if credentials is not None:
+        yesterday = datetime.now(UTC).date() - timedelta(days=1)
+        target = landing_dir / f"mixpanel-live-{yesterday.isoformat()}.jsonl"
+        if not target.exists():
+            try:
+                export_live(credentials, yesterday, yesterday, target)
+                log.info(f"exported {yesterday} from Mixpanel into {target.name}")
+            except MixpanelExportError as error:
+                log.error(str(error))
+                export_error = str(error)
+    ingest = LandingIngest(export_error, load_landing_folder(url, landing_dir))
+    for problem in ingest.folder.refused:
+        log.warning(problem.message)
+    for problem in ingest.folder.failed:
+        log.error(problem.message)
+    if ingest.totals["quarantined"]:
+        log.warning(f"{ingest.totals['quarantined']} lines quarantined in raw_mixpanel.events_quarantine")
+    return ingest

@@ -7,11 +7,12 @@ and counts rows by source_file.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import uuid
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,18 @@ from teamu_assets.assets.ingestion import mixpanel_events
 from teamu_assets.db import schema
 from teamu_assets.db.connection import connect
 from teamu_assets.db.features import read_recommendation_events
-from teamu_assets.ingest import FolderLoad, IngestError, LoadResult, load_export_file, load_landing_folder, validation
+from teamu_assets.ingest import (
+    FolderLoad,
+    IngestError,
+    LoadResult,
+    ingest_landing_folder,
+    load_export_file,
+    load_landing_folder,
+    validation,
+)
 from teamu_assets.ingest import loader as loader_module
 from teamu_assets.resources import MixpanelExport, TeamuDatabase
+from teamu_assets.settings import MixpanelCredentials
 
 pytestmark = pytest.mark.integration
 
@@ -464,3 +474,39 @@ def test_the_asset_loads_every_file_it_can_then_fails_its_check_naming_the_rest(
     assert f"{changed.name}: changed since it was loaded" in check.description
     assert f"b_{tag}.jsonl: refused: a symbolic link (to /etc/passwd)" in check.description
     assert ledger_of(url, later.name) == (2, 1, 0, 1)
+
+
+def test_ingest_counts_only_the_files_it_read_and_exports_yesterday_only_once(
+    url: str, tag: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    unchanged = write_export(landing, f"a_{tag}.jsonl", [viewed(f"{tag}-a")])
+    load_export_file(url, unchanged)
+    os.utime(unchanged, ns=(0, unchanged.stat().st_mtime_ns + 1_000_000_000))  # pending again, but nothing new
+    fresh = write_export(landing, f"b_{tag}.jsonl", [viewed(f"{tag}-b"), "not json"])
+    (landing / f"c_{tag}.jsonl").symlink_to("/etc/passwd")
+    # Yesterday's live export already landed: with credentials, nothing is asked of Mixpanel (this sandbox
+    # can't reach it, so an export would show as export_error).
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    live = write_export(landing, f"mixpanel-live-{yesterday.isoformat()}.jsonl", [viewed(f"{tag}-live")])
+    credentials = MixpanelCredentials("teamu-export.sa", "s3cr3t", "3141592")
+    log = logging.getLogger(f"test_ingest_{tag}")
+
+    with caplog.at_level(logging.INFO, logger=log.name):
+        ingest = ingest_landing_folder(url, landing, credentials, log)
+
+    assert ingest.export_error is None
+    assert [result.skipped for result in ingest.folder.results] == [True, False, False]
+    assert [result.source_file for result in ingest.read] == [fresh.name, live.name]
+    assert ingest.totals == {"lines_read": 3, "loaded": 2, "duplicates": 0, "quarantined": 1} and ingest.reconciles
+    refused = f"c_{tag}.jsonl: refused: a symbolic link (to /etc/passwd)"
+    assert ingest.problems == [refused]
+    assert ingest.files_markdown().splitlines()[2:] == [
+        f"| {fresh.name} | 1 | 2 | 1 | 0 | 1 |",
+        f"| {live.name} | 1 | 1 | 1 | 0 | 0 |",
+    ]
+    assert [(record.levelname, record.getMessage()) for record in caplog.records] == [
+        ("WARNING", refused),
+        ("WARNING", "1 lines quarantined in raw_mixpanel.events_quarantine"),
+    ]
