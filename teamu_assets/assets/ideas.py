@@ -5,8 +5,6 @@ Not part of the full_refresh job: with TEAMU_LLM_URL set it calls an outside ser
 (the UI, or `teamu ideas --team ID --save` for one team).
 """
 
-from typing import Any
-
 from dagster import AssetExecutionContext, AssetKey, Config, Failure, MaterializeResult, MetadataValue, asset
 
 from teamu_assets.ideas import DEFAULT_IDEAS, TeamIdeas
@@ -69,58 +67,28 @@ def post_ideas(
     language model doesn't fail the asset: that team gets the offline ideas and the metadata says why. The score
     blends the tower's prediction with the team's past engagement as validated for the model (ranker metadata:
     the weight, why, and the validation's figures)."""
-    from teamu_assets.ideas import (
-        ContextError,
-        TeamNotFound,
-        active_teams,
-        generator_from_settings,
-        promoted_ranker,
-        suggest_ideas,
-        write_post_ideas,
-    )
+    from teamu_assets.ideas import NoTeamIdeas, promoted_ranker, refresh_post_ideas
 
     url = database.url()
     ranker = promoted_ranker(url)
-    project_ids = config.project_ids or [project_id for project_id, *_ in active_teams(url, config.teams)]
-    generator = generator_from_settings(language_model.settings())
-    results: list[TeamIdeas] = []
-    skipped: dict[str, str] = {}
-    for project_id in project_ids:
-        try:
-            result = suggest_ideas(
-                url,
-                project_id,
-                generator=generator,
-                ranker=ranker,
-                count=config.ideas_per_team,
-                audience_size=config.audience_size,
-            )
-        except (TeamNotFound, ContextError) as exc:
-            skipped[str(project_id)] = str(exc)
-            context.log.warning(f"project {project_id}: {exc}")
-            continue
-        if result.fallback_reason:
-            context.log.warning(f"project {project_id}: offline ideas instead: {result.fallback_reason}")
-        results.append(result)
-    if project_ids and not results:
-        raise Failure("no team got ideas", metadata={"skipped": MetadataValue.json(skipped)})
-    generated_at = write_post_ideas(
-        url, [(r.context.team.project_id, r.ranked, r.generator) for r in results], ranker.model_version
+    try:
+        refresh = refresh_post_ideas(url, ranker, language_model.settings(), context.log, **config.model_dump())
+    except NoTeamIdeas as exc:
+        raise Failure("no team got ideas", metadata={"skipped": MetadataValue.json(exc.skipped)}) from None
+    ranked_ideas = "\n\n".join(ideas_markdown(result, ranker.blend) for result in refresh.results)
+    return MaterializeResult(
+        metadata={
+            "teams": len(refresh.results),
+            "ideas": refresh.ideas,
+            "model_version": ranker.model_version,
+            "ranker": ranker.blend.reason,
+            "ranker_validation": MetadataValue.json(ranker.blend.to_dict()),
+            "generator": refresh.generator,
+            "generated_at": str(refresh.generated_at),
+            "fallbacks": MetadataValue.json(refresh.fallbacks),
+            "skipped": MetadataValue.json(refresh.skipped),
+            "dropped_repeats": refresh.dropped_repeats,
+            "ranked_ideas": MetadataValue.md(ranked_ideas or "(no teams)"),
+            "contexts": MetadataValue.json(refresh.contexts),
+        }
     )
-    metadata: dict[str, Any] = {
-        "teams": len(results),
-        "ideas": sum(len(r.ranked) for r in results),
-        "model_version": ranker.model_version,
-        "ranker": ranker.blend.reason,
-        "ranker_validation": MetadataValue.json(ranker.blend.to_dict()),
-        "generator": generator.name,
-        "generated_at": str(generated_at),
-        "fallbacks": MetadataValue.json(
-            {str(r.context.team.project_id): r.fallback_reason for r in results if r.fallback_reason}
-        ),
-        "skipped": MetadataValue.json(skipped),
-        "dropped_repeats": sum(len(r.dropped) for r in results),
-        "ranked_ideas": MetadataValue.md("\n\n".join(ideas_markdown(r, ranker.blend) for r in results) or "(no teams)"),
-        "contexts": MetadataValue.json({str(r.context.team.project_id): r.context.summary() for r in results}),
-    }
-    return MaterializeResult(metadata=metadata)

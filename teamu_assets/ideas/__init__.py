@@ -14,7 +14,16 @@ from teamu_assets.ideas.generate import (
     OfflineGenerator,
     generator_from_settings,
 )
-from teamu_assets.ideas.pipeline import DEFAULT_IDEAS, Ranker, TeamIdeas, promoted_ranker, suggest_ideas
+from teamu_assets.ideas.pipeline import (
+    DEFAULT_IDEAS,
+    NoTeamIdeas,
+    PostIdeasRefresh,
+    Ranker,
+    TeamIdeas,
+    promoted_ranker,
+    refresh_post_ideas,
+    suggest_ideas,
+)
 from teamu_assets.ideas.rank import RankedIdea
 from teamu_assets.ideas.store import read_post_ideas, write_post_ideas
 from teamu_assets.ideas.team import Team, TeamNotFound, active_teams, read_team
@@ -27,7 +36,9 @@ __all__ = [
     "IdeaContext",
     "IdeaGenerationError",
     "IdeaGenerator",
+    "NoTeamIdeas",
     "OfflineGenerator",
+    "PostIdeasRefresh",
     "RankedIdea",
     "Ranker",
     "Team",
@@ -39,6 +50,7 @@ __all__ = [
     "promoted_ranker",
     "read_post_ideas",
     "read_team",
+    "refresh_post_ideas",
     "suggest_ideas",
     "write_post_ideas",
 ]

@@ -1,10 +1,15 @@
 """One team's ideas end to end: team -> context -> drafts -> repeats dropped -> ranked by the post tower, blended
-with the team's past engagement as validated for the model (blend.py)."""
+with the team's past engagement as validated for the model (blend.py); refresh_post_ideas does it for several
+teams and writes them to ml.post_ideas, as the ml/post_ideas asset runs it."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,9 +23,12 @@ from teamu_assets.ideas.generate import (
     IdeaGenerator,
     OfflineGenerator,
     drop_repeats,
+    generator_from_settings,
 )
 from teamu_assets.ideas.rank import PostEmbedder, RankedIdea, live_log_normalizers, rank_ideas
-from teamu_assets.ideas.team import read_team
+from teamu_assets.ideas.store import write_post_ideas
+from teamu_assets.ideas.team import TeamNotFound, active_teams, read_team
+from teamu_assets.settings import LanguageModelSettings
 
 DEFAULT_IDEAS = 10
 
@@ -100,3 +108,77 @@ def suggest_ideas(
     return TeamIdeas(
         context=context, ranked=ranked, generator=name, dropped=dropped, fallback_reason=reason, team_prior=prior
     )
+
+
+class NoTeamIdeas(RuntimeError):
+    """Not one of the teams asked for got ideas (each unknown or without a context): nothing was written."""
+
+    def __init__(self, skipped: dict[str, str]) -> None:
+        super().__init__("no team got ideas")
+        self.skipped = skipped  # project id -> why
+
+
+@dataclass(frozen=True)
+class PostIdeasRefresh:
+    """What refresh_post_ideas wrote: each team's ideas, the teams skipped and why, and when."""
+
+    generator: str  # the configured generator (a team's TeamIdeas.generator says which one wrote its ideas)
+    results: list[TeamIdeas]
+    skipped: dict[str, str]  # project id -> why it got no ideas
+    generated_at: datetime | None  # None when no team was asked for
+
+    @property
+    def ideas(self) -> int:
+        return sum(len(result.ranked) for result in self.results)
+
+    @property
+    def dropped_repeats(self) -> int:
+        return sum(len(result.dropped) for result in self.results)
+
+    @property
+    def fallbacks(self) -> dict[str, str]:
+        """project id -> why the offline generator's ideas were used, for the teams where they were."""
+        return {str(r.context.team.project_id): r.fallback_reason for r in self.results if r.fallback_reason}
+
+    @property
+    def contexts(self) -> dict[str, dict[str, Any]]:
+        return {str(result.context.team.project_id): result.context.summary() for result in self.results}
+
+
+def refresh_post_ideas(
+    url: str,
+    ranker: Ranker,
+    language_model: LanguageModelSettings | None,
+    log: logging.Logger,
+    *,
+    project_ids: Sequence[int] = (),
+    teams: int = 5,
+    ideas_per_team: int = DEFAULT_IDEAS,
+    audience_size: int = DEFAULT_AUDIENCE_SIZE,
+) -> PostIdeasRefresh:
+    """suggest_ideas for the teams named (none: the `teams` most active ones) with the ranker given (usually
+    promoted_ranker's), written to ml.post_ideas in one transaction; the keywords are the asset's PostIdeasConfig.
+    A team that is unknown or has no context is skipped with a warning, so the others still get theirs;
+    NoTeamIdeas when every team asked for was skipped, before anything is written."""
+    project_ids = list(project_ids) or [project_id for project_id, *_ in active_teams(url, teams)]
+    generator = generator_from_settings(language_model)
+    results: list[TeamIdeas] = []
+    skipped: dict[str, str] = {}
+    for project_id in project_ids:
+        try:
+            result = suggest_ideas(
+                url, project_id, generator=generator, ranker=ranker, count=ideas_per_team, audience_size=audience_size
+            )
+        except (TeamNotFound, ContextError) as exc:
+            skipped[str(project_id)] = str(exc)
+            log.warning(f"project {project_id}: {exc}")
+            continue
+        if result.fallback_reason:
+            log.warning(f"project {project_id}: offline ideas instead: {result.fallback_reason}")
+        results.append(result)
+    if project_ids and not results:
+        raise NoTeamIdeas(skipped)
+    generated_at = write_post_ideas(
+        url, [(r.context.team.project_id, r.ranked, r.generator) for r in results], ranker.model_version
+    )
+    return PostIdeasRefresh(generator.name, results, skipped, generated_at)

@@ -5,6 +5,7 @@ context, generation with its fallbacks, ranking, ml.post_ideas, and the post_ide
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,12 +18,14 @@ from teamu_assets.db import schema
 from teamu_assets.db.connection import connect
 from teamu_assets.db.embeddings import write_embeddings
 from teamu_assets.ideas import (
+    NoTeamIdeas,
     OfflineGenerator,
     Ranker,
     active_teams,
     build_context,
     read_post_ideas,
     read_team,
+    refresh_post_ideas,
     suggest_ideas,
     write_post_ideas,
 )
@@ -311,6 +314,23 @@ def test_post_ideas_are_replaced_per_team_in_one_transaction(world: World) -> No
         )
     assert [i.title for i in read_post_ideas(url, LOCAL_TEAM)] == ["x"]
     assert [i.title for i in read_post_ideas(url, GLOBAL_TEAM)] == ["c"]
+
+
+def test_a_refresh_writes_the_most_active_teams_and_nothing_when_no_team_gets_ideas(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = logging.getLogger("test_refresh_post_ideas")
+    refresh = refresh_post_ideas(world.url, RANKER, None, log, teams=1, ideas_per_team=3)
+    assert [result.context.team.project_id for result in refresh.results] == [GLOBAL_TEAM]
+    assert (refresh.generator, refresh.ideas, refresh.skipped, refresh.fallbacks) == ("offline", 3, {}, {})
+    stored = read_post_ideas(world.url, GLOBAL_TEAM)
+    assert [idea.generated_at for idea in stored] == [refresh.generated_at] * 3
+
+    with caplog.at_level(logging.WARNING, logger=log.name), pytest.raises(NoTeamIdeas) as refused:
+        refresh_post_ideas(world.url, RANKER, None, log, project_ids=[999])
+    assert list(refused.value.skipped) == ["999"]
+    assert [record.getMessage() for record in caplog.records] == [f"project 999: {refused.value.skipped['999']}"]
+    assert read_post_ideas(world.url, GLOBAL_TEAM) == stored, "nothing written"
 
 
 def test_the_asset_survives_a_slow_language_model_and_an_unknown_team(
