@@ -34,9 +34,6 @@ from teamu_assets.model.params import RUN_KNOBS, TrainParams
 from teamu_assets.resources import ArtifactStore, TeamuDatabase, TowerPreloader
 from teamu_assets.settings import Settings
 
-if typing.TYPE_CHECKING:  # the pipeline module is imported inside the asset bodies, not when the code location loads
-    from teamu_assets.model.pipeline import TrainedCandidate
-
 MARTS = [AssetKey(["marts", name]) for name in ("interactions", "user_features", "post_features")]
 
 
@@ -153,6 +150,7 @@ def two_tower_model(
         registry_params={**config.model_dump(), "dataset": training_dataset},
         log=context.log.info,
     )
+    figures = trained.figures()
     return Output(
         {"model_version": version, "model_dir": str(model_dir), "dataset_dir": training_dataset},
         metadata=_metadata(
@@ -160,28 +158,11 @@ def two_tower_model(
                 "model_version": version,
                 "path": MetadataValue.path(str(model_dir)),
                 "refit": config.refit,
-                **_training_figures(trained),
+                **figures,
+                "history": MetadataValue.md(_md_table(figures["history"])),
             }
         ),
     )
-
-
-def _training_figures(trained: "TrainedCandidate") -> dict[str, Any]:
-    """What the catalog shows of a training: the served model's examples and serving terms, the evaluated run's
-    epochs (its last one's loss and speed, the whole history as a table) and where the serving indexes are."""
-    result, served, history = trained.evaluated, trained.served, trained.evaluated.history
-    return {
-        "refit_examples": served.train_examples,
-        "time_terms": served.tower_config.use_time_terms,
-        "popularity_weight": served.tower_config.popularity_weight,
-        "epochs_run": len(history),
-        "best_epoch": result.best_epoch,
-        "best_validation_recall@20": result.best_validation_recall or 0.0,
-        "final_loss": float(history[-1]["loss"]),
-        "examples_per_second": round(float(history[-1]["examples_per_second"])),
-        "history": MetadataValue.md(_md_table(history)),
-        "serving_indexes": {kind: str(path) for kind, path in trained.indexes.items()},
-    }
 
 
 class GateConfig(Config):

@@ -75,6 +75,25 @@ class TrainedCandidate:
     served: Any
     indexes: dict[str, Path] = field(default_factory=dict)
 
+    def figures(self) -> dict[str, Any]:
+        """What the catalog shows of a training: the served model's examples and serving terms (chosen on
+        validation), the evaluated run's epochs (its last one's loss and speed; every epoch's row under
+        "history") and where the serving indexes are."""
+        history, served = self.evaluated.history, self.served.tower_config
+        return {
+            "refit_examples": self.served.train_examples,
+            "time_terms": served.use_time_terms,
+            "popularity_weight": served.popularity_weight,
+            "itemitem_weight": served.itemitem_weight,
+            "epochs_run": len(history),
+            "best_epoch": self.evaluated.best_epoch,
+            "best_validation_recall@20": self.evaluated.best_validation_recall or 0.0,
+            "final_loss": float(history[-1]["loss"]),
+            "examples_per_second": round(float(history[-1]["examples_per_second"])),
+            "history": history,
+            "serving_indexes": {kind: str(path) for kind, path in self.indexes.items()},
+        }
+
 
 def train_candidate(
     url: str,

@@ -101,6 +101,7 @@ def test_a_first_model_worse_than_popularity_is_not_promoted_and_serving_falls_b
     trained = _metadata(refused, "two_tower_model")
     assert trained["epochs_run"] == 1 and trained["refit"] is True and trained["refit_examples"] > 0
     assert len(trained["history"].splitlines()) == 2 + 1  # header, rule, the one epoch
+    assert {"time_terms", "popularity_weight", "itemitem_weight"} <= trained.keys()  # the served score's terms
     gate = _checks(refused)["promotion_gate"]
     assert not gate.passed and gate.severity == AssetCheckSeverity.ERROR
     assert "rule 1 (beats popularity) failed" in gate.description
