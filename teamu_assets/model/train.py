@@ -291,16 +291,77 @@ def _fit(
     out_dir = Path(out_dir)
     train_files = [manifest.path(split) for split in splits if manifest.rows[split]]
     monitored = manifest if serving is None else replace(manifest, rows={**manifest.rows, "validation": 0})
+    # Validation holds each user's last engagements, ranked among the posts as they are at the end of the
+    # training period (age and popularity then), as serving ranks them. Training examples see each post as it
+    # was at the example's moment. A refit has no validation; its posts are as they are at the end of the data.
+    validation_reference = pd.Timestamp(manifest.cutoff) if serving is None else None
+    setup = _set_up(manifest, train_files, user_features, post_features, params, validation_reference)
+    log(
+        f"training on {setup.total_train} examples ({monitored.rows['validation']} validation), "
+        f"{len(setup.users.user_ids)} users, {len(setup.posts.post_ids)} posts, dim {params.embedding_dim}"
+    )
+    epochs = _train_epochs(setup, monitored, params, log)
+    model, users, posts, config, k = setup.model, setup.users, setup.posts, epochs.config, params.validation_k
+    factors = _fit_itemitem_block(model, train_files, config.itemitem_rank, params.seed)
+    if serving is not None:
+        config = replace(
+            config,
+            use_time_terms=serving.use_time_terms,
+            popularity_weight=serving.popularity_weight,
+            itemitem_weight=serving.itemitem_weight if factors is not None else 0.0,
+        )
+    elif epochs.best_recall is not None:
+        config = _choose_serving_terms(
+            model, config, epochs.best_recall, epochs.best_popularity_weight, monitored, users, posts, k, factors
+        )
+        log(
+            f"serving terms: time terms {'on' if config.use_time_terms else 'off'}, "
+            f"popularity weight {config.popularity_weight}, item-item weight {config.itemitem_weight}"
+        )
+    _set_tower_config(model, config)
+
+    _save(model, setup.vocabularies, config, setup.layout, params, manifest, epochs.history, epochs.best_epoch, out_dir)
+    return TrainResult(
+        model_dir=out_dir,
+        history=epochs.history,
+        best_epoch=epochs.best_epoch,
+        best_validation_recall=epochs.best_recall,
+        stopped_early=epochs.stopped_early,
+        train_examples=setup.total_train,
+        tower_config=config,
+        params=params,
+        model=model,
+    )
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """What training starts from: the feature tables, vocabularies and tower config, the compiled model and the
+    training examples as a dataset."""
+
+    users: UserFeatureTable
+    posts: PostFeatureTable
+    layout: FeatureLayout
+    vocabularies: Vocabularies
+    config: TowerConfig
+    model: TwoTowerModel
+    train_dataset: tf.data.Dataset
+    total_train: int
+
+
+def _set_up(
+    manifest: DatasetManifest,
+    train_files: list[Path],
+    user_features: pd.DataFrame,
+    post_features: pd.DataFrame,
+    params: TrainParams,
+    validation_reference: pd.Timestamp | None,
+) -> _Setup:
     # The training examples (first engagements): the post vocabulary and the sampling probabilities of logQ.
     train_counts = count_posts_by_kind(train_files, first_engagements_only=True)
     # Every training row: the posts' popularity as validation sees it (without the held-out engagements, as
     # serving sees a post without the engagements it is judged on).
     before_cutoff_counts = count_posts_by_kind(train_files)
-    # Validation holds each user's last engagements, ranked among the posts as they are at the end of the
-    # training period (age and popularity then), as serving ranks them. Training examples see each post as it
-    # was at the example's moment.
-    # A refit has no validation; its posts are as they are at the end of the data.
-    validation_reference = pd.Timestamp(manifest.cutoff) if serving is None else None
     posts = PostFeatureTable(
         post_features_as_of(before_cutoff_counts, post_features), reference_time=validation_reference
     )
@@ -359,11 +420,29 @@ def _fit(
         id_dropout=params.id_dropout if params.use_id_features else 0.0,
         history_dropout=params.history_dropout,
     )
-    log(
-        f"training on {total_train} examples ({monitored.rows['validation']} validation), "
-        f"{len(users.user_ids)} users, {len(posts.post_ids)} posts, dim {params.embedding_dim}"
-    )
+    return _Setup(users, posts, layout, vocabularies, config, model, train_dataset, total_train)
 
+
+@dataclass(frozen=True)
+class _Epochs:
+    """The epochs' outcome: each epoch's row, the kept epoch (its weights are the model's now) with its
+    validation recall and popularity weight, and the config as training left it (time terms maybe dropped)."""
+
+    history: list[dict[str, float | int | None]]
+    best_epoch: int
+    best_recall: float | None
+    best_popularity_weight: float
+    stopped_early: bool
+    config: TowerConfig
+
+
+def _train_epochs(
+    setup: _Setup, monitored: DatasetManifest, params: TrainParams, log: Callable[[str], None]
+) -> _Epochs:
+    """Up to params.epochs epochs with early stopping on validation recall (none without validation: every
+    epoch runs and the last is kept); the freshness terms are dropped for good after an epoch that validates
+    clearly better without them."""
+    model, users, posts, config = setup.model, setup.users, setup.posts, setup.config
     history: list[dict[str, float | int | None]] = []
     best_recall: float | None = None
     best_epoch = 0
@@ -373,7 +452,7 @@ def _fit(
     k = params.validation_k
     for epoch in range(1, params.epochs + 1):
         started = time.perf_counter()
-        loss = float(model.fit(train_dataset, epochs=1, verbose=0).history[BATCH_LOSS_METRIC][-1])
+        loss = float(model.fit(setup.train_dataset, epochs=1, verbose=0).history[BATCH_LOSS_METRIC][-1])
         seconds = time.perf_counter() - started
         recall, (_, popularity_weight) = _best_recall(_validation_recalls(model, monitored, users, posts, k))
         switched = False
@@ -401,7 +480,7 @@ def _fit(
                 f"validation_recall@{k}": recall,
                 "popularity_weight": popularity_weight,
                 "train_seconds": seconds,
-                "examples_per_second": total_train / seconds if seconds > 0 else None,
+                "examples_per_second": setup.total_train / seconds if seconds > 0 else None,
             }
         )
         recall_text = "n/a" if recall is None else f"{recall:.4f} (popularity weight {popularity_weight})"
@@ -420,36 +499,7 @@ def _fit(
             log(f"early stop: no validation gain for {params.patience} epochs; keeping epoch {best_epoch}")
             break
     model.set_weights(best_weights)
-    factors = _fit_itemitem_block(model, train_files, config.itemitem_rank, params.seed)
-    if serving is not None:
-        config = replace(
-            config,
-            use_time_terms=serving.use_time_terms,
-            popularity_weight=serving.popularity_weight,
-            itemitem_weight=serving.itemitem_weight if factors is not None else 0.0,
-        )
-    elif best_recall is not None:
-        config = _choose_serving_terms(
-            model, config, best_recall, best_popularity_weight, monitored, users, posts, k, factors
-        )
-        log(
-            f"serving terms: time terms {'on' if config.use_time_terms else 'off'}, "
-            f"popularity weight {config.popularity_weight}, item-item weight {config.itemitem_weight}"
-        )
-    _set_tower_config(model, config)
-
-    _save(model, vocabularies, config, layout, params, manifest, history, best_epoch, out_dir)
-    return TrainResult(
-        model_dir=out_dir,
-        history=history,
-        best_epoch=best_epoch,
-        best_validation_recall=best_recall,
-        stopped_early=stopped_early,
-        train_examples=total_train,
-        tower_config=config,
-        params=params,
-        model=model,
-    )
+    return _Epochs(history, best_epoch, best_recall, best_popularity_weight, stopped_early, config)
 
 
 def _fit_itemitem_block(model: TwoTowerModel, paths: list[Path], rank: int, seed: int) -> ItemItemFactors | None:
