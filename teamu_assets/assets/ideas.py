@@ -7,7 +7,7 @@ Not part of the full_refresh job: with TEAMU_LLM_URL set it calls an outside ser
 
 from dagster import AssetExecutionContext, AssetKey, Config, Failure, MaterializeResult, MetadataValue, asset
 
-from teamu_assets.ideas import DEFAULT_IDEAS, TeamIdeas
+from teamu_assets.ideas import DEFAULT_IDEAS, DEFAULT_TEAMS, TeamIdeas
 from teamu_assets.ideas.blend import RankerBlend
 from teamu_assets.ideas.context import DEFAULT_AUDIENCE_SIZE
 from teamu_assets.resources import LanguageModel, TeamuDatabase
@@ -18,7 +18,7 @@ SHOWN_PER_TEAM = 10
 
 
 class PostIdeasConfig(Config):
-    teams: int = 5
+    teams: int = DEFAULT_TEAMS
     """How many teams: the most active ones (interactions made and received by their members lately)."""
     project_ids: list[int] = []
     """These teams instead of the most active ones."""

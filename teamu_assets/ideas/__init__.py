@@ -16,6 +16,7 @@ from teamu_assets.ideas.generate import (
 )
 from teamu_assets.ideas.pipeline import (
     DEFAULT_IDEAS,
+    DEFAULT_TEAMS,
     NoTeamIdeas,
     PostIdeasRefresh,
     Ranker,
@@ -30,6 +31,7 @@ from teamu_assets.ideas.team import Team, TeamNotFound, active_teams, read_team
 
 __all__ = [
     "DEFAULT_IDEAS",
+    "DEFAULT_TEAMS",
     "ChatCompletionsGenerator",
     "ContextError",
     "Idea",

@@ -31,6 +31,8 @@ from teamu_assets.ideas.team import TeamNotFound, active_teams, read_team
 from teamu_assets.settings import LanguageModelSettings
 
 DEFAULT_IDEAS = 10
+# Teams a refresh writes ideas for when none is named: the most active ones.
+DEFAULT_TEAMS = 5
 
 
 @dataclass(frozen=True)
@@ -152,7 +154,7 @@ def refresh_post_ideas(
     log: logging.Logger,
     *,
     project_ids: Sequence[int] = (),
-    teams: int = 5,
+    teams: int = DEFAULT_TEAMS,
     ideas_per_team: int = DEFAULT_IDEAS,
     audience_size: int = DEFAULT_AUDIENCE_SIZE,
 ) -> PostIdeasRefresh:

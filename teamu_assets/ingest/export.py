@@ -16,6 +16,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 
 from mixpanel_utils import MixpanelUtils
@@ -109,12 +110,12 @@ class LandingIngest:
     export_error: str | None
     folder: FolderLoad
 
-    @property
+    @cached_property
     def read(self) -> list[LoadResult]:
         """The files this call read lines of (a file unchanged since its last load is left out)."""
         return [result for result in self.folder.results if not result.skipped]
 
-    @property
+    @cached_property
     def totals(self) -> dict[str, int]:
         """lines_read, loaded, duplicates and quarantined summed over the files read."""
         return {count: sum(getattr(result, count) for result in self.read) for count in _COUNTS}
