@@ -308,7 +308,15 @@ def _dbt(args: argparse.Namespace) -> int:
     os.environ.update(dbt_env(_app_url(_settings())))
     os.chdir(DBT_PROJECT_DIR)
     project = str(DBT_PROJECT_DIR)
-    os.execv(DBT_EXECUTABLE, [DBT_EXECUTABLE, *args.psql_args, "--project-dir", project, "--profiles-dir", project])
+    # The project options belong to a dbt command (`build`, `docs generate`); dbt's own options (`--version`,
+    # `--help`) take none.
+    project_options = ["--project-dir", project, "--profiles-dir", project] if _dbt_command(args.psql_args) else []
+    os.execv(DBT_EXECUTABLE, [DBT_EXECUTABLE, *args.psql_args, *project_options])
+
+
+def _dbt_command(dbt_args: Sequence[str]) -> bool:
+    """Whether the arguments name a dbt command: the first one is not an option."""
+    return bool(dbt_args) and not dbt_args[0].startswith("-")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -112,11 +112,15 @@ features as (
     Their interactions are the rows marts.interactions holds, those int_interactions holds that it doesn't yet
     (marts.interactions' own incremental rule), and the source rows int_interactions will take on its next run
     (its own filter, new_interaction_filter): every row by key once, as the merges on interaction_id keep them.
-    Run as a post-hook of marts.user_features, so every build of the mart (re)creates it from the same text.
+    Run as a post-hook of marts.user_features, so every build of the mart creates it from the same text, unless
+    the stored function already has this text: its comment holds the text's md5, and when that matches, the hook
+    is empty (the sensor's runs would otherwise replace an unchanged function every time, under a lock).
     The result columns are the mart's (without refreshed_at), in its order, then pending_post_ids. Relations are
     named without the database (dbt's default names it): the stored function then works in a database restored
     under another name. -#}
 {% macro create_user_features_live() %}
+{%- set signature = this.schema ~ ".user_features_live(bigint[])" -%}
+{%- set definition -%}
 create or replace function {{ this.schema }}.user_features_live(p_user_ids bigint[])
 returns table (
     user_id bigint,
@@ -194,5 +198,17 @@ from features
 left join pending on pending.user_id = features.user_id
 $fn$;
 
-revoke all on function {{ this.schema }}.user_features_live(bigint[]) from public;
+revoke all on function {{ signature }} from public;
+{%- endset -%}
+{%- set fingerprint = "marts.user_features for a few members, computed on demand (dbt macro create_user_features_live); definition md5 " ~ local_md5(definition) -%}
+{%- if execute -%}
+    {%- set stored = run_query(
+        "select obj_description(to_regprocedure('" ~ signature ~ "'), 'pg_proc')"
+    ).columns[0].values()[0] -%}
+    {%- if stored == fingerprint -%}
+        {{- return("") -}}
+    {%- endif -%}
+{%- endif %}
+{{ definition }}
+comment on function {{ signature }} is '{{ fingerprint }}';
 {% endmacro %}

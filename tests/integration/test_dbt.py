@@ -550,3 +550,22 @@ def test_descriptions_reach_the_database(db_url: str, builds: Builds) -> None:
         ).fetchone()
     assert table.startswith("One row per member") and column == "The member's id (primary key)."
     assert view
+
+
+def test_a_build_rewrites_the_comments_only_where_they_differ(db_url: str, dbt: Dbt, builds: Builds) -> None:
+    """dbt writes every documented comment again after each build (a COMMENT per column, each under a lock): here
+    one catalog query compares them first, so the sensor's incremental runs write none, and a stale comment (an
+    edited description) is still written again."""
+    with connect(db_url) as conn:
+        conn.execute("comment on column marts.user_features.user_id is 'stale'")
+    log = dbt.work_dir / "logs" / "dbt.log"
+    start = log.stat().st_size
+    dbt.run("build", "--select", "user_features", "post_features", "--exclude", "resource_type:test")
+    with log.open() as lines:
+        lines.seek(start)
+        comments = [line for line in lines if "comment on " in line]
+    assert any('"marts"."user_features"' in line for line in comments)
+    assert not any('"marts"."post_features"' in line for line in comments)
+    with connect(db_url) as conn:
+        restored = conn.execute("select col_description('marts.user_features'::regclass, 1)").fetchone()[0]
+    assert restored == "The member's id (primary key)."

@@ -60,3 +60,28 @@ def test_db_url_takes_a_plain_database_name(
     monkeypatch.setattr(cli, "_app_url", lambda settings: "postgresql://postgres@127.0.0.1:5432/teamu")
     assert main(["db", "url", "--database", "teamu_test-1"]) == 0
     assert capsys.readouterr().out == "postgresql://postgres@127.0.0.1:5432/teamu_test-1\n"
+
+
+@pytest.mark.parametrize(
+    ("dbt_args", "with_project"),
+    [(["build", "--select", "marts"], True), (["docs", "generate"], True), (["--version"], False), ([], False)],
+)
+def test_teamu_dbt_gives_the_project_to_dbt_commands_only(
+    monkeypatch: pytest.MonkeyPatch, dbt_args: list[str], with_project: bool
+) -> None:
+    """dbt's own options (`teamu dbt --version`) take no --project-dir: dbt refuses one there."""
+    calls: list[tuple[Any, ...]] = []
+
+    def record(*args: Any) -> NoReturn:
+        calls.append(args)
+        raise Exec
+
+    monkeypatch.setattr(os, "environ", dict(os.environ))
+    monkeypatch.setattr(os, "chdir", lambda path: None)
+    monkeypatch.setattr(os, "execv", record)
+    monkeypatch.setattr(cli, "_app_url", lambda settings: URL)
+    with pytest.raises(Exec):
+        main(["dbt", *dbt_args])
+    ((_, argv),) = calls
+    assert argv[1 : 1 + len(dbt_args)] == dbt_args
+    assert ("--project-dir" in argv) == with_project
