@@ -91,7 +91,8 @@ class TowerPreloader(ConfigurableResource):
 
     def _preload(self) -> None:
         try:
-            # The embedding assets' entry point: its module imports the evaluation code too (matplotlib, ~0.7 s).
+            # The embedding assets' entry point: its module imports the evaluation code too (not matplotlib, which
+            # evaluation.report imports when it draws).
             import teamu_assets.model.pipeline  # noqa: F401
             from teamu_assets.model.train import CANDIDATE_TOWER_DIR, QUERY_TOWER_DIR, load_tower
 
