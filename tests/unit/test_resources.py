@@ -19,7 +19,8 @@ before = {name for name in ("tensorflow", "teamu_assets.model.pipeline") if name
 preloader = TowerPreloader(database=database)
 preloader.setup_for_execution(build_init_resource_context())
 preloader.wait()
-print(sorted(before), sorted({"tensorflow", "teamu_assets.model.pipeline"} & set(sys.modules)), "matplotlib" in sys.modules)
+after = {"tensorflow", "teamu_assets.model.pipeline"} & set(sys.modules)
+print(sorted(before), sorted(after), "matplotlib" in sys.modules)
 """
 
 
