@@ -13,6 +13,7 @@ where it does not help. No TensorFlow here.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -44,19 +45,31 @@ class ItemItemFactors:
 
     def rows(self, post_ids: np.ndarray) -> np.ndarray:
         """Row of each post id in the factor tables; -1 for posts the block does not cover."""
-        return pd.Index(self.post_ids).get_indexer(np.asarray(post_ids).ravel()).reshape(np.shape(post_ids))
+        return self._index.get_indexer(np.asarray(post_ids).ravel()).reshape(np.shape(post_ids))
 
     def user_blocks(self, histories: np.ndarray) -> np.ndarray:
         """[n, r]: the sum of history_factors over each row's posts (padding and uncovered posts add nothing)."""
         rows = self.rows(histories)
-        padded = np.vstack([self.history_factors, np.zeros((1, self.rank), np.float32)])
-        return padded[np.where(rows >= 0, rows, len(self.post_ids))].sum(axis=1)
+        return self._padded_history_factors[np.where(rows >= 0, rows, len(self.post_ids))].sum(axis=1)
 
     def post_blocks(self, post_ids: np.ndarray) -> np.ndarray:
         """[n, r]: each post's row of post_factors; zeros for posts the block does not cover."""
         rows = self.rows(post_ids)
-        padded = np.vstack([self.post_factors, np.zeros((1, self.rank), np.float32)])
-        return padded[np.where(rows >= 0, rows, len(self.post_ids))]
+        return self._padded_post_factors[np.where(rows >= 0, rows, len(self.post_ids))]
+
+    # Built once per factors, not per call: validation and embedding look blocks up a batch at a time.
+    @cached_property
+    def _index(self) -> pd.Index:
+        return pd.Index(self.post_ids)
+
+    @cached_property
+    def _padded_history_factors(self) -> np.ndarray:
+        """history_factors with a zero row last, where padding and uncovered posts point."""
+        return np.vstack([self.history_factors, np.zeros((1, self.rank), np.float32)])
+
+    @cached_property
+    def _padded_post_factors(self) -> np.ndarray:
+        return np.vstack([self.post_factors, np.zeros((1, self.rank), np.float32)])
 
 
 def _randomized_svd(matrix: np.ndarray, rank: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
