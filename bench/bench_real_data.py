@@ -52,7 +52,7 @@ import pandas as pd
 import teamu_assets  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is first imported)
 from teamu_assets.db import bootstrap, registry
 from teamu_assets.db.connection import connect, resolve_url, scratch_database
-from teamu_assets.evaluation.intervals import INTERVAL_METRICS, ranker_intervals
+from teamu_assets.evaluation.intervals import INTERVAL_METRICS, RankerIntervals, ranker_intervals
 from teamu_assets.evaluation.metrics import (
     DEFAULT_K_VALUES,
     PerUser,
@@ -84,6 +84,9 @@ MODEL, POPULARITY, ITEMITEM, TWO_TOWER_ID_ONLY = "model", "popularity", "itemite
 # The same function with index scans off in the session: it ranks every eligible post exactly, so the served
 # lists' loss to the HNSW scan shows apart from the model's own quality.
 MODEL_EXACT = "model, exact scan"
+# Where the gate refuses the model, the bench promotes it in its scratch database anyway, embeds with it and
+# serves it: whether the refusal kept a worse ranker out of serving is measured, not assumed.
+REFUSED = "model the gate refused, served anyway"
 BASELINES = (POPULARITY, ITEMITEM, TWO_TOWER_ID_ONLY)
 
 
@@ -321,6 +324,26 @@ def run_full_refresh(home: Path, url: str, model_config: dict[str, Any]) -> Prod
     )
 
 
+def serve_refused_model(home: Path, url: str, model_version: str) -> None:
+    """Promotes the model the gate refused and writes its embeddings, as the post_freshness job rewrites them
+    (the scratch database only: the product never overrides its gate)."""
+    from dagster import DagsterInstance, materialize
+
+    from teamu_assets import definitions
+    from teamu_assets.assets.ml import post_embeddings, user_embeddings
+
+    with connect(url) as conn:
+        registry.promote(conn, model_version)
+    rewrite = {"config": {"mode": "rewrite"}}
+    with _stdout_to_stderr():
+        materialize(
+            [post_embeddings, user_embeddings],
+            instance=DagsterInstance.ephemeral(),
+            resources=definitions.build_resources(home, url),
+            run_config={"ops": {"ml__post_embeddings": rewrite, "ml__user_embeddings": rewrite}},
+        )
+
+
 def served_lists(url: str, split: Split, *, exact: bool = False) -> dict[int, list[int]]:
     """Every holdout user's ml.recommend_posts(user, 50), over a few connections at once: each call runs on one
     server core, so one connection would leave the others idle. With `exact`, index scans are off in the
@@ -382,6 +405,10 @@ def bench_dataset(name: str, data_dir: Path, server_url: str, model_config: dict
         if product.promoted:
             with watch.stage("serve, exact scan"):
                 lists[MODEL_EXACT] = served_lists(url, split, exact=True)
+        else:
+            with watch.stage("serve the refused model"):
+                serve_refused_model(home_path, url, product.model_version)
+                lists[REFUSED] = served_lists(url, split)
 
     with watch.stage("popularity"):
         lists[POPULARITY] = popularity_lists(train, split)
@@ -401,13 +428,17 @@ def bench_dataset(name: str, data_dir: Path, server_url: str, model_config: dict
         )
         if intervals is None:
             raise ValueError(f"{name}: no holdout user to evaluate")
-        model_minus = {
-            baseline: {
-                metric: {"difference": interval.value, "ci95": interval.as_json()}
-                for metric, interval in by_metric.items()
-            }
-            for baseline, by_metric in intervals.model_minus.items()
-        }
+        model_minus = _differences(intervals)
+        if REFUSED in lists:
+            # The refused model against what was served in its place (and the baselines), paired user by user.
+            refused = ranker_intervals(
+                evaluations[REFUSED].per_user,
+                {ranker: evaluations[ranker].per_user for ranker in (MODEL, *BASELINES)},
+                metrics=INTERVAL_METRICS,
+                resamples=RESAMPLES,
+                seed=BOOTSTRAP_SEED,
+            )
+            assert refused is not None  # the same users as the intervals above
     return {
         "dataset": name,
         "rows": dataset.row_counts(),
@@ -433,6 +464,7 @@ def bench_dataset(name: str, data_dir: Path, server_url: str, model_config: dict
             for ranker in lists
         },
         "model_minus": model_minus,
+        **({"refused_minus": _differences(refused)} if REFUSED in lists else {}),
         **({"served_vs_exact": _agreement(lists[MODEL], lists[MODEL_EXACT])} if MODEL_EXACT in lists else {}),
         "bootstrap": {
             "resamples": intervals.resamples,
@@ -441,6 +473,15 @@ def bench_dataset(name: str, data_dir: Path, server_url: str, model_config: dict
             "paired_over": "users",
         },
         "seconds": watch.seconds,
+    }
+
+
+def _differences(intervals: RankerIntervals) -> dict[str, dict[str, dict[str, Any]]]:
+    return {
+        baseline: {
+            metric: {"difference": interval.value, "ci95": interval.as_json()} for metric, interval in by_metric.items()
+        }
+        for baseline, by_metric in intervals.model_minus.items()
     }
 
 
@@ -470,18 +511,20 @@ def print_results(results: dict[str, Any]) -> None:
             **rankers[TWO_TOWER_ID_ONLY]["settings"]
         ),
     }
-    if MODEL_EXACT in rankers:
-        labels[MODEL_EXACT] = MODEL_EXACT
+    for extra in (MODEL_EXACT, REFUSED):
+        if extra in rankers:
+            labels[extra] = extra
     print(f"  {'ranker':<40}" + "".join(f"{metric:>18}" for metric in REPORTED))
     for ranker, label in labels.items():
         cells = "".join(f"{rankers[ranker][m]['mean']:>10.4f} ± {rankers[ranker][m]['se']:.4f}" for m in REPORTED)
         print(f"  {label:<40}{cells}")
-    for baseline, by_metric in results["model_minus"].items():
-        cells = "   ".join(
-            f"{metric} {entry['difference']:+.4f} [{entry['ci95'][0]:+.4f}, {entry['ci95'][1]:+.4f}]"
-            for metric, entry in by_metric.items()
-        )
-        print(f"  model - {baseline:<31} {cells}")
+    for prefix, key in (("model", "model_minus"), ("refused", "refused_minus")):
+        for baseline, by_metric in results.get(key, {}).items():
+            cells = "   ".join(
+                f"{metric} {entry['difference']:+.4f} [{entry['ci95'][0]:+.4f}, {entry['ci95'][1]:+.4f}]"
+                for metric, entry in by_metric.items()
+            )
+            print(f"  {f'{prefix} - {baseline}':<39} {cells}")
     if "served_vs_exact" in results:
         overlaps = ", ".join(f"{key} {value:.3f}" for key, value in results["served_vs_exact"].items())
         print(f"  served (HNSW) against the exact scan, share of the exact list served: {overlaps}")
