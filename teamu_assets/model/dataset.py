@@ -34,8 +34,6 @@ if TYPE_CHECKING:
 INTERACTION_KINDS: tuple[str, ...] = ("view", "upvote", "comment")
 SPLITS: tuple[str, ...] = ("train", "validation", "evaluation")
 MANIFEST_FILE = "manifest.json"
-# Where each kind's running count goes in the example's activity counts (same order as the user mart columns).
-_KIND_COUNT_COLUMN = dict(zip(INTERACTION_KINDS, ACTIVITY_COUNT_COLUMNS, strict=True))
 _EXAMPLE_SCHEMA = pa.schema(
     [
         ("user_id", pa.int64()),
@@ -106,8 +104,9 @@ def _clean_interactions(
     frame["user_id"] = frame["user_id"].astype(np.int64)
     frame["post_id"] = frame["post_id"].astype(np.int64)
     frame["occurred_at"] = pd.to_datetime(frame["occurred_at"], utc=True)
-    # A total order (ties broken by kind and post) makes histories and the split reproducible.
-    return frame.sort_values(["user_id", "occurred_at", "kind", "post_id"], kind="stable").reset_index(drop=True)
+    # A total order makes histories and the split reproducible. Ties at one instant go by post id, so that the
+    # newest-first history puts the higher id first, as marts.user_features does (macros/user_features.sql).
+    return frame.sort_values(["user_id", "occurred_at", "post_id", "kind"], kind="stable").reset_index(drop=True)
 
 
 # Users whose histories _histories_before replays together: its working arrays hold this many x history_length.
@@ -334,21 +333,32 @@ def user_features_as_of(
     history_length: int = HISTORY_LENGTH,
 ) -> pd.DataFrame:
     """The user mart as it would have read at `as_of`: recent_post_ids and activity counts from interactions
-    strictly before it (profile columns are kept: they carry no time). For evaluating at a cutoff."""
+    strictly before it (profile columns are kept: they carry no time). For evaluating at a cutoff. The same
+    history as a training example's: each user gets a probe row at `as_of`, and _histories_before gives it."""
     frame = interactions.loc[pd.to_datetime(interactions["occurred_at"], utc=True) < as_of]
     frame = _clean_interactions(frame, user_features, pd.DataFrame({"post_id": frame["post_id"].unique()}))
-    result = user_features.copy()
-    newest_first = frame.sort_values("occurred_at", ascending=False, kind="stable")
-    recent = (
-        newest_first.drop_duplicates(["user_id", "post_id"])
-        .groupby("user_id")["post_id"]
-        .agg(lambda ids: [int(i) for i in ids[:history_length]])
+    frame["first_engagement"] = ~frame.duplicated(["user_id", "post_id"], keep="first")
+    user_ids = user_features["user_id"].to_numpy(np.int64)
+    # A probe sorts after its user's rows (it is later than all of them) and is no interaction of any kind.
+    probes = pd.DataFrame(
+        {
+            "user_id": user_ids,
+            "post_id": np.int64(HISTORY_PADDING_ID),
+            "kind": "",
+            "occurred_at": pd.Timestamp(as_of).tz_convert("UTC"),
+            "first_engagement": False,
+        }
     )
-    result["recent_post_ids"] = [recent.get(user, []) for user in result["user_id"]]
-    per_kind = frame.groupby(["user_id", "kind"]).size().unstack(fill_value=0)
-    for kind, column in _KIND_COUNT_COLUMN.items():
-        counts = per_kind[kind] if kind in per_kind else pd.Series(dtype=np.int64)
-        result[column] = result["user_id"].map(counts).fillna(0).astype(np.int64)
+    frame = pd.concat([frame, probes], ignore_index=True).sort_values(["user_id", "occurred_at"], kind="stable")
+    frame = frame.reset_index(drop=True)
+    histories, counts = _histories_before(frame, history_length, np.arange(len(frame)))
+    at_probe = np.flatnonzero((frame["kind"] == "").to_numpy())
+    by_user = pd.Series(at_probe, index=frame["user_id"].to_numpy()[at_probe])
+    rows = by_user.loc[user_ids].to_numpy()
+    result = user_features.copy()
+    result["recent_post_ids"] = [[int(post) for post in history] for history in histories.take(rows).to_numpy()]
+    for column_index, column in enumerate(ACTIVITY_COUNT_COLUMNS):
+        result[column] = counts[rows, column_index]
     return result
 
 

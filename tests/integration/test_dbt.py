@@ -512,21 +512,14 @@ def _histories(frame: pd.DataFrame, column: str) -> dict[int, list[int]]:
     return {int(row.user_id): [int(post) for post in getattr(row, column)] for row in frame.itertuples()}
 
 
-def test_the_mart_and_the_dataset_agree_on_every_users_history(db_url: str, builds: Builds) -> None:
-    """One history definition: marts.user_features.recent_post_ids (SQL), the dataset's example histories and
-    the evaluation's histories as of a cutoff (model/dataset.py) hold the same posts in the same order."""
-    from teamu_assets.db import features as marts
+def _dataset_histories(
+    interactions: pd.DataFrame, users: pd.DataFrame, posts: pd.DataFrame, after: datetime
+) -> tuple[dict[int, list[int]], dict[int, list[int]]]:
+    """Every user's history after everything else, as model/dataset.py computes it both ways: the evaluation's
+    user_features_as_of, and a training example's history (a probe engagement per user at `after`)."""
     from teamu_assets.model.dataset import build_training_examples, user_features_as_of
 
-    interactions = marts.read_interactions(db_url)
-    users, posts = marts.read_user_features(db_url), marts.read_post_features(db_url)
-    in_mart = _histories(users, "recent_post_ids")
-    assert any(len(history) > 1 for history in in_mart.values())  # the fixture orders something
-
-    after = interactions["occurred_at"].max() + timedelta(hours=1)
-    assert _histories(user_features_as_of(interactions, users, after), "recent_post_ids") == in_mart
-
-    # A probe engagement per user after everything else: its example's history is the user's whole history.
+    as_of = _histories(user_features_as_of(interactions, users, after), "recent_post_ids")
     probes = pd.DataFrame(
         {"user_id": users.user_id, "post_id": posts.post_id.iloc[0], "kind": "view", "occurred_at": after}
     )
@@ -537,7 +530,42 @@ def test_the_mart_and_the_dataset_agree_on_every_users_history(db_url: str, buil
         after + timedelta(hours=1),
         validation_fraction=0.0,
     )
-    assert _histories(data.train.loc[data.train["occurred_at"] == after], "history") == in_mart
+    return as_of, _histories(data.train.loc[data.train["occurred_at"] == after], "history")
+
+
+def test_the_mart_and_the_dataset_agree_on_every_users_history(db_url: str, builds: Builds) -> None:
+    """One history definition: marts.user_features.recent_post_ids (SQL), the dataset's example histories and
+    the evaluation's histories as of a cutoff (model/dataset.py) hold the same posts in the same order."""
+    from teamu_assets.db import features as marts
+
+    interactions = marts.read_interactions(db_url)
+    users, posts = marts.read_user_features(db_url), marts.read_post_features(db_url)
+    in_mart = _histories(users, "recent_post_ids")
+    assert any(len(history) > 1 for history in in_mart.values())  # the fixture orders something
+
+    after = interactions["occurred_at"].max() + timedelta(hours=1)
+    assert _dataset_histories(interactions, users, posts, after) == (in_mart, in_mart)
+
+
+def test_the_mart_and_the_dataset_break_same_instant_ties_alike(db_url: str, builds: Builds) -> None:
+    """Two engagements at one instant (dave views post 101 and comments on post 103): the higher post id comes
+    first, in the mart's SQL and in both of the dataset's histories. The SQL side is read through
+    marts.user_features_live (the mart's own CTEs, on the source rows the next build would take) in a
+    transaction that is rolled back, so the fixture is left as it was."""
+    from teamu_assets.db import features as marts
+
+    tie = at("2024-04-05")
+    with connect(db_url) as conn, conn.transaction(force_rollback=True):
+        insert_events(conn, [("tie", "Post Viewed", "4", tie, {"post_id": 101, "duration_ms": 1000})])
+        conn.execute("insert into raw_supabase.comments values (%s, %s, %s, %s, %s)", (10, 103, 4, "Same time", tie))
+        live = conn.execute("select recent_post_ids from marts.user_features_live(array[4]::bigint[])").fetchone()
+    assert live == ([103, 101, 102],)
+
+    tied = pd.DataFrame({"user_id": [4, 4], "post_id": [101, 103], "kind": ["view", "comment"], "occurred_at": tie})
+    interactions = pd.concat([marts.read_interactions(db_url), tied], ignore_index=True)
+    users, posts = marts.read_user_features(db_url), marts.read_post_features(db_url)
+    as_of, examples = _dataset_histories(interactions, users, posts, tie + timedelta(hours=1))
+    assert as_of[4] == examples[4] == [103, 101, 102]
 
 
 def test_descriptions_reach_the_database(db_url: str, builds: Builds) -> None:
