@@ -7,7 +7,9 @@ raw contract (raw_supabase tables and Mixpanel export files) into a scratch data
 product's full_refresh job runs on it as documented (ingest, dbt, training with the DEFAULT model config, the
 promotion gate, embeddings); then every holdout user's ml.recommend_posts(user, 50) is scored. When the gate
 does not promote the model, serving falls back to popularity: the bench records it and scores what is served
-all the same, labelled "model (fallback: popularity)".
+all the same, labelled "model (fallback: popularity)"; then it promotes the refused model in the scratch database
+anyway, rewrites the embeddings with it and scores it too ("model the gate refused, served anyway", with paired
+intervals against the fallback and each baseline): what the refusal kept out of serving.
 
 Baselines, computed in the same run on the same training part and holdout, with the same exclusions (posts the
 user engaged with in training, own posts):
