@@ -135,8 +135,9 @@ def _histories_before(
 ) -> tuple[pd.arrays.ArrowExtensionArray, np.ndarray]:
     """For each row of a (user, time)-sorted frame with its first_engagement column: distinct post ids engaged
     strictly before, newest first, and the per-kind counts strictly before. Rows at the same instant see the same
-    state. The histories come in the order of `order` (a permutation of the frame's positions: the examples'
-    order), the counts in the frame's.
+    state. The histories come in the order of `order` (the examples' order: the frame's positions, each once), the
+    counts in the frame's. Rows left out of `order` are replayed but get no history; a row in it must come first at
+    its instant, or have the instant's first row in it too (the others copy that row's record).
 
     The histories are an Arrow list column over one flat int64 array, written in place in the examples' order:
     8 bytes a post id, where a Python list of ints per row took about 40 (and most of the dataset's memory)."""
@@ -150,10 +151,11 @@ def _histories_before(
         counts[:, column] = before[instant_start] - before[user_start]
     # A row's history holds the user's distinct posts before its instant, at most history_length of them.
     distinct = _exclusive_cumsum(frame["first_engagement"].to_numpy())
-    lengths = np.minimum(distinct[instant_start] - distinct[user_start], history_length)
+    lengths = np.zeros(rows, dtype=np.int64)
+    lengths[order] = np.minimum(distinct[instant_start] - distinct[user_start], history_length)[order]
     del distinct, user_start
     offsets = _exclusive_cumsum(lengths[order])
-    starts = np.empty(rows, dtype=np.int64)  # where each row's history goes in values
+    starts = np.zeros(rows, dtype=np.int64)  # where each row's history goes in values (rows with none: unused)
     starts[order] = offsets[:-1]
     values = np.empty(offsets[-1], dtype=np.int64)
     if history_length > 0:
@@ -162,8 +164,8 @@ def _histories_before(
         posts = frame["post_id"].to_numpy(np.int64)
         _replay_recent_posts(posts, firsts, row_counts, instant_start, history_length, starts, lengths, values)
     chunks = []
-    for start in range(0, rows, _HISTORY_CHUNK_ROWS):
-        end = min(start + _HISTORY_CHUNK_ROWS, rows)
+    for start in range(0, len(order), _HISTORY_CHUNK_ROWS):
+        end = min(start + _HISTORY_CHUNK_ROWS, len(order))
         chunk_offsets = (offsets[start : end + 1] - offsets[start]).astype(np.int32)
         chunks.append(pa.ListArray.from_arrays(chunk_offsets, values[offsets[start] : offsets[end]]))
     return pd.arrays.ArrowExtensionArray(pa.chunked_array(chunks, type=pa.list_(pa.int64()))), counts
@@ -334,7 +336,8 @@ def user_features_as_of(
 ) -> pd.DataFrame:
     """The user mart as it would have read at `as_of`: recent_post_ids and activity counts from interactions
     strictly before it (profile columns are kept: they carry no time). For evaluating at a cutoff. The same
-    history as a training example's: each user gets a probe row at `as_of`, and _histories_before gives it."""
+    history as a training example's: each user gets a probe row at `as_of`, and _histories_before gives the
+    probes' histories (only theirs: memory grows with the users, not with the interactions)."""
     frame = interactions.loc[pd.to_datetime(interactions["occurred_at"], utc=True) < as_of]
     frame = _clean_interactions(frame, user_features, pd.DataFrame({"post_id": frame["post_id"].unique()}))
     frame["first_engagement"] = ~frame.duplicated(["user_id", "post_id"], keep="first")
@@ -351,12 +354,12 @@ def user_features_as_of(
     )
     frame = pd.concat([frame, probes], ignore_index=True).sort_values(["user_id", "occurred_at"], kind="stable")
     frame = frame.reset_index(drop=True)
-    histories, counts = _histories_before(frame, history_length, np.arange(len(frame)))
+    # Each probe is alone at its instant, so it may be asked for alone; in user_ids' order.
     at_probe = np.flatnonzero((frame["kind"] == "").to_numpy())
-    by_user = pd.Series(at_probe, index=frame["user_id"].to_numpy()[at_probe])
-    rows = by_user.loc[user_ids].to_numpy()
+    rows = pd.Series(at_probe, index=frame["user_id"].to_numpy()[at_probe]).loc[user_ids].to_numpy()
+    histories, counts = _histories_before(frame, history_length, rows)
     result = user_features.copy()
-    result["recent_post_ids"] = [[int(post) for post in history] for history in histories.take(rows).to_numpy()]
+    result["recent_post_ids"] = [[int(post) for post in history] for history in histories.to_numpy()]
     for column_index, column in enumerate(ACTIVITY_COUNT_COLUMNS):
         result[column] = counts[rows, column_index]
     return result
