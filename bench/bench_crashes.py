@@ -51,13 +51,12 @@ from teamu_assets.db.connection import connect, dbt_env, with_database
 from teamu_assets.db.embeddings import KINDS, write_embeddings
 from teamu_assets.db.recommend import install_serving_functions
 from teamu_assets.ingest import load_landing_folder
+from teamu_assets.settings import DBT_EXECUTABLE, DBT_PROJECT_DIR
 from teamu_assets.synthetic.config import SyntheticConfig
 from teamu_assets.synthetic.generator import generate
 from teamu_assets.synthetic.mixpanel_files import write_mixpanel_files
 from teamu_assets.synthetic.supabase import write_supabase
 
-DBT_PROJECT_DIR = Path(__file__).resolve().parents[1] / "dbt_project"
-DBT_EXECUTABLE = str(Path(sys.executable).parent / "dbt")
 DIM = 32
 MODEL_VERSION = "crash-probe"
 SAMPLED_USERS = 40

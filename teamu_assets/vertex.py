@@ -27,9 +27,6 @@ GCS_FUSE_ROOT = PurePosixPath("/gcs")
 DATASET_DIR = "dataset"
 USER_FEATURES_FILE = "user_features.parquet"
 POST_FEATURES_FILE = "post_features.parquet"
-# The served model's directory holds the model the gate judged (trained before the evaluation period) here,
-# as the two_tower_model asset lays it out.
-EVALUATED_SUBDIR = "evaluated"
 
 
 class VertexJobError(ValueError):
@@ -138,12 +135,13 @@ def train_from_inputs(
     """What the Vertex job runs: the same train() (and refit()) as the two_tower_model asset, on the inputs
     folder. With refit the served model is out_dir and the judged one out_dir/evaluated. Returns out_dir."""
     from teamu_assets.model import train as training
+    from teamu_assets.model.pipeline import EVALUATED_MODEL_DIR
 
     inputs_dir, out_dir = Path(inputs_dir), Path(out_dir)
     dataset_dir = inputs_dir / DATASET_DIR
     users = pd.read_parquet(inputs_dir / USER_FEATURES_FILE)
     posts = pd.read_parquet(inputs_dir / POST_FEATURES_FILE)
-    evaluated_dir = out_dir / EVALUATED_SUBDIR if refit else out_dir
+    evaluated_dir = out_dir / EVALUATED_MODEL_DIR if refit else out_dir
     result = training.train(dataset_dir, users, posts, params, evaluated_dir, log=log)
     if refit:
         training.refit(dataset_dir, users, posts, result, out_dir, log=log)

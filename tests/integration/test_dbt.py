@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,11 +28,9 @@ from teamu_assets.db import schema
 from teamu_assets.db.connection import connect, dbt_env
 from teamu_assets.db.embeddings import KINDS, write_embeddings
 from teamu_assets.db.features import changed_since_embedding
+from teamu_assets.settings import DBT_EXECUTABLE, DBT_PROJECT_DIR
 
 pytestmark = pytest.mark.integration
-
-DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
-DBT_EXECUTABLE = str(Path(sys.executable).parent / "dbt")
 
 
 def at(day: str, hour: int = 12) -> datetime:

@@ -36,11 +36,11 @@ from teamu_assets.db.recommend import install_serving_functions
 from teamu_assets.ingest.loader import load_landing_folder
 from teamu_assets.realtime import updater
 from teamu_assets.realtime.http import EndpointConfig, serve
+from teamu_assets.settings import DBT_EXECUTABLE, DBT_PROJECT_DIR
 from teamu_assets.synthetic import SyntheticConfig, generate, write_mixpanel_files, write_supabase
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
 BIN = Path(sys.executable).parent
 VERSION = "tt-realtime-test"
 TOLERANCE = 1e-5
@@ -56,7 +56,7 @@ class World:
 
     def dbt(self, *args: str) -> None:
         command = [
-            str(BIN / "dbt"),
+            DBT_EXECUTABLE,
             *args,
             "--project-dir",
             str(DBT_PROJECT_DIR),

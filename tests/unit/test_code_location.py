@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,9 +17,8 @@ from dagster._core.definitions.freshness import CronFreshnessPolicy, TimeWindowF
 from teamu_assets import definitions
 from teamu_assets.catalog import FRESHNESS, OWNERS_BY_GROUP
 from teamu_assets.schedules import daily_post_freshness_schedule
-from teamu_assets.settings import DBT_PROJECT_DIR
+from teamu_assets.settings import DBT_EXECUTABLE, DBT_PROJECT_DIR
 
-DBT_EXECUTABLE = str(Path(sys.executable).parent / "dbt")
 MARTS_WITH_CONTRACTS = ("interactions", "user_features", "post_features")
 
 
