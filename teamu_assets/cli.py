@@ -300,23 +300,33 @@ def _realtime(args: argparse.Namespace) -> int:
     return 0
 
 
+# dbt's own version options: dbt answers them after asking PyPI for the latest release, a network call at run time.
+_DBT_VERSION_OPTIONS = frozenset({"--version", "-V", "-v"})
+
+
 def _dbt(args: argparse.Namespace) -> int:
     """dbt on this project and database, e.g. `teamu dbt docs generate` or `teamu dbt build --select marts`."""
     from teamu_assets.db.connection import dbt_env
     from teamu_assets.settings import DBT_EXECUTABLE, DBT_PROJECT_DIR
 
+    if args.psql_args and args.psql_args[0] in _DBT_VERSION_OPTIONS:
+        print(_dbt_versions())
+        return 0
     os.environ.update(dbt_env(_app_url(_settings())))
     os.chdir(DBT_PROJECT_DIR)
     project = str(DBT_PROJECT_DIR)
-    # The project options belong to a dbt command (`build`, `docs generate`); dbt's own options (`--version`,
-    # `--help`) take none.
-    project_options = ["--project-dir", project, "--profiles-dir", project] if _dbt_command(args.psql_args) else []
+    # Bare `dbt` prints its usage, and refuses the project options there.
+    project_options = ["--project-dir", project, "--profiles-dir", project] if args.psql_args else []
     os.execv(DBT_EXECUTABLE, [DBT_EXECUTABLE, *args.psql_args, *project_options])
 
 
-def _dbt_command(dbt_args: Sequence[str]) -> bool:
-    """Whether the arguments name a dbt command: the first one is not an option."""
-    return bool(dbt_args) and not dbt_args[0].startswith("-")
+def _dbt_versions() -> str:
+    """What `dbt --version` prints of the installed dbt-core and the project's adapter, without the latest
+    releases (those come from PyPI)."""
+    from importlib import metadata
+
+    core, postgres = metadata.version("dbt-core"), metadata.version("dbt-postgres")
+    return f"Core:\n  - installed: {core}\n\nPlugins:\n  - postgres: {postgres}"
 
 
 class _Parser(argparse.ArgumentParser):

@@ -64,12 +64,13 @@ def test_db_url_takes_a_plain_database_name(
 
 @pytest.mark.parametrize(
     ("dbt_args", "with_project"),
-    [(["build", "--select", "marts"], True), (["docs", "generate"], True), (["--version"], False), ([], False)],
+    [(["build", "--select", "marts"], True), (["docs", "generate"], True), (["--debug", "build"], True), ([], False)],
 )
 def test_teamu_dbt_gives_the_project_to_dbt_commands_only(
     monkeypatch: pytest.MonkeyPatch, dbt_args: list[str], with_project: bool
 ) -> None:
-    """dbt's own options (`teamu dbt --version`) take no --project-dir: dbt refuses one there."""
+    """The project options go to every dbt command, global options first or not; bare `dbt` (its usage) takes
+    none: dbt refuses them there."""
     calls: list[tuple[Any, ...]] = []
 
     def record(*args: Any) -> NoReturn:
@@ -85,3 +86,24 @@ def test_teamu_dbt_gives_the_project_to_dbt_commands_only(
     ((_, argv),) = calls
     assert argv[1 : 1 + len(dbt_args)] == dbt_args
     assert ("--project-dir" in argv) == with_project
+
+
+@pytest.mark.parametrize("option", ["--version", "-V", "-v"])
+def test_teamu_dbt_version_answers_offline(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], option: str
+) -> None:
+    """dbt answers --version after asking PyPI for the latest release; teamu answers from the installed packages
+    and never starts dbt (no network at run time)."""
+    from importlib import metadata
+
+    def refuse(*args: Any) -> NoReturn:
+        raise AssertionError(f"dbt was started: {args}")
+
+    monkeypatch.setattr(os, "environ", dict(os.environ))
+    monkeypatch.setattr(os, "chdir", lambda path: None)
+    monkeypatch.setattr(os, "execv", refuse)
+    monkeypatch.setattr(cli, "_app_url", lambda settings: URL)
+    assert main(["dbt", option]) == 0
+    out = capsys.readouterr().out
+    assert f"installed: {metadata.version('dbt-core')}" in out
+    assert f"postgres: {metadata.version('dbt-postgres')}" in out
