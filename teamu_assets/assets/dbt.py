@@ -16,6 +16,7 @@ from teamu_assets.assets.dbt_cli import (
 )
 from teamu_assets.contract import DBT_VARS
 from teamu_assets.db import features
+from teamu_assets.db.connection import connect
 from teamu_assets.resources import TeamuDatabase
 
 
@@ -89,14 +90,16 @@ def _rebuild_missing_views(context: AssetExecutionContext, dbt: TeamuDbtCliResou
 
 def _with_row_counts(context: AssetExecutionContext, events: Iterable[Any], url: str) -> Iterator[Any]:
     """Each built table's materialization with its row count (dagster/row_count, as fetch_row_counts gives a
-    full build); views are not counted, as counting one runs its whole query."""
-    for event in events:
-        if isinstance(event, Output):
-            key = context.asset_key_for_output(event.output_name)
-        elif isinstance(event, AssetMaterialization):
-            key = event.asset_key
-        else:
-            yield event
-            continue
-        rows = features.table_row_count(url, *key.path) if len(key.path) == 2 else None
-        yield event if rows is None else event.with_metadata({**event.metadata, "dagster/row_count": rows})
+    full build); views are not counted, as counting one runs its whole query. One connection counts them all; in
+    autocommit, so that no transaction of it holds a lock that dbt's next model waits for."""
+    with connect(url, autocommit=True) as conn:
+        for event in events:
+            if isinstance(event, Output):
+                key = context.asset_key_for_output(event.output_name)
+            elif isinstance(event, AssetMaterialization):
+                key = event.asset_key
+            else:
+                yield event
+                continue
+            rows = features.relation_rows(conn, *key.path) if len(key.path) == 2 else None
+            yield event if rows is None else event.with_metadata({**event.metadata, "dagster/row_count": rows})
