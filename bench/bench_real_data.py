@@ -289,26 +289,35 @@ def _stdout_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
+def _materialize(home: Path, url: str, assets: list[Any], **kwargs: Any) -> Any:
+    """Dagster's materialize() of the product's assets on the scratch database, in an ephemeral instance."""
+    from dagster import DagsterInstance, materialize
+
+    from teamu_assets import definitions
+
+    with _stdout_to_stderr():
+        return materialize(
+            assets, instance=DagsterInstance.ephemeral(), resources=definitions.build_resources(home, url), **kwargs
+        )
+
+
 def run_full_refresh(home: Path, url: str, model_config: dict[str, Any]) -> ProductRun:
     """The full_refresh job's assets and checks, materialized as tests/e2e/test_full_graph.py does, without
     raising: a model the gate refuses (or a failed blocking check) still leaves something to serve."""
-    from dagster import DagsterInstance, materialize
-
     from teamu_assets import definitions
     from teamu_assets.jobs import full_refresh_job
 
     run_config: dict[str, Any] = {"ops": {"teamu_dbt_models": {"config": {"full_refresh": True}}}}
     if model_config:
         run_config["ops"]["two_tower_model"] = {"config": model_config}
-    with _stdout_to_stderr():
-        result = materialize(
-            [*definitions.defs.assets, *definitions.defs.asset_checks],
-            instance=DagsterInstance.ephemeral(),
-            resources=definitions.build_resources(home, url),
-            selection=full_refresh_job.selection,
-            run_config=run_config,
-            raise_on_error=False,
-        )
+    result = _materialize(
+        home,
+        url,
+        [*definitions.defs.assets, *definitions.defs.asset_checks],
+        selection=full_refresh_job.selection,
+        run_config=run_config,
+        raise_on_error=False,
+    )
     failed = [event.step_key for event in result.all_events if event.is_step_failure]
     evaluation = registry.latest_evaluation(url)
     if evaluation is None:
@@ -329,21 +338,17 @@ def run_full_refresh(home: Path, url: str, model_config: dict[str, Any]) -> Prod
 def serve_refused_model(home: Path, url: str, model_version: str) -> None:
     """Promotes the model the gate refused and writes its embeddings, as the post_freshness job rewrites them
     (the scratch database only: the product never overrides its gate)."""
-    from dagster import DagsterInstance, materialize
-
-    from teamu_assets import definitions
     from teamu_assets.assets.ml import post_embeddings, user_embeddings
 
     with connect(url) as conn:
         registry.promote(conn, model_version)
     rewrite = {"config": {"mode": "rewrite"}}
-    with _stdout_to_stderr():
-        materialize(
-            [post_embeddings, user_embeddings],
-            instance=DagsterInstance.ephemeral(),
-            resources=definitions.build_resources(home, url),
-            run_config={"ops": {"ml__post_embeddings": rewrite, "ml__user_embeddings": rewrite}},
-        )
+    _materialize(
+        home,
+        url,
+        [post_embeddings, user_embeddings],
+        run_config={"ops": {"ml__post_embeddings": rewrite, "ml__user_embeddings": rewrite}},
+    )
 
 
 def served_lists(url: str, split: Split, *, exact: bool = False) -> dict[int, list[int]]:

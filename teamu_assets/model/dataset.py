@@ -106,7 +106,10 @@ def _clean_interactions(
     frame["occurred_at"] = pd.to_datetime(frame["occurred_at"], utc=True)
     # A total order makes histories and the split reproducible. Ties at one instant go by post id, so that the
     # newest-first history puts the higher id first, as marts.user_features does (macros/user_features.sql).
-    return frame.sort_values(["user_id", "occurred_at", "post_id", "kind"], kind="stable").reset_index(drop=True)
+    frame = frame.sort_values(["user_id", "occurred_at", "post_id", "kind"], kind="stable").reset_index(drop=True)
+    # The row that first engages the user with the post: a history gains a post there (_histories_before).
+    frame["first_engagement"] = ~frame.duplicated(["user_id", "post_id"], keep="first")
+    return frame
 
 
 # Users whose histories _histories_before replays together: its working arrays hold this many x history_length.
@@ -276,9 +279,8 @@ def build_training_examples(
 
     # Serving never recommends a post the user already engaged with, so an example whose post is already in the
     # user's past (the upvote after the view, the second comment) would teach the towers to score the history
-    # highest: the one thing never shown. Training and validation read only first engagements; every row still
-    # counts in histories, activity and popularity.
-    frame["first_engagement"] = ~frame.duplicated(["user_id", "post_id"], keep="first")
+    # highest: the one thing never shown. Training and validation read only first engagements (the frame's
+    # first_engagement rows); every row still counts in histories, activity and popularity.
     before_cutoff = frame["occurred_at"] < cutoff
     held = _last_engagements_per_user(
         frame.loc[before_cutoff, ["user_id", "post_id", "first_engagement"]], validation_fraction
@@ -340,7 +342,6 @@ def user_features_as_of(
     probes' histories (only theirs: memory grows with the users, not with the interactions)."""
     frame = interactions.loc[pd.to_datetime(interactions["occurred_at"], utc=True) < as_of]
     frame = _clean_interactions(frame, user_features, pd.DataFrame({"post_id": frame["post_id"].unique()}))
-    frame["first_engagement"] = ~frame.duplicated(["user_id", "post_id"], keep="first")
     user_ids = user_features["user_id"].to_numpy(np.int64)
     # A probe sorts after its user's rows (it is later than all of them) and is no interaction of any kind.
     probes = pd.DataFrame(
