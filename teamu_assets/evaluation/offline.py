@@ -5,7 +5,7 @@ Pure numpy/pandas: the caller embeds users and posts (as of the cutoff) and hand
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,7 +65,7 @@ def evaluate_embeddings(
     users: Embeddings,
     items: Embeddings,
     previous: tuple[Embeddings, Embeddings] | None = None,
-    oracle_scores: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    oracle_scores: Mapping[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] | None = None,
     recommendation_events: pd.DataFrame | None = None,
     k_values: tuple[int, ...] = DEFAULT_K_VALUES,
 ) -> OfflineEvaluation:
@@ -73,11 +73,11 @@ def evaluate_embeddings(
     cutoff and their own posts; relevant = posts engaged with after the cutoff and not before.
 
     train/evaluation: interactions (user_id, post_id) before/after the cutoff; posts: post_id, user_id,
-    created_at, is_local. `previous` are the promoted model's embeddings; `oracle_scores(user_ids, post_ids)`
-    is the generator's expected-score matrix on synthetic data.
+    created_at, is_local. `previous` are the promoted model's embeddings; `oracle_scores` are the
+    generator's expected-score matrices on synthetic data, by ranker name (each called as (user_ids, post_ids)).
 
     Baselines, on the same users, exclusions and relevant posts: popularity (training interaction counts),
-    itemitem (EASE fitted on the training interactions), random, previous (the promoted model) and oracle; the
+    itemitem (EASE fitted on the training interactions), random, previous (the promoted model) and the oracles; the
     intervals are bootstrap intervals over the evaluated users, paired for the model minus each baseline.
     """
     seen = _post_sets(train)
@@ -113,7 +113,9 @@ def evaluate_embeddings(
         popularity,
         k_values,
         itemitem_scores=itemitem.score_rows(user_ids, post_ids),
-        oracle_scores=None if oracle_scores is None else _oracle_rows(oracle_scores, user_ids, post_ids),
+        oracle_scores={
+            name: _oracle_rows(scores, user_ids, post_ids) for name, scores in (oracle_scores or {}).items()
+        },
         item_vectors=items.vectors,
     )
     if previous is not None:

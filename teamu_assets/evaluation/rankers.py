@@ -323,18 +323,18 @@ def evaluate_baselines(
     *,
     seed: int = 0,
     itemitem_scores: Scores | None = None,
-    oracle_scores: Scores | None = None,
+    oracle_scores: Mapping[str, Scores] | None = None,
     item_vectors: np.ndarray | None = None,
 ) -> dict[str, RankedEvaluation]:
-    """ "popularity" and "random", "itemitem" when the item-item model's scores are given and "oracle" when the
-    generator's expected scores [users x items] are; evaluated exactly like the model (same users, exclusions
-    and K), so their per-user values are paired with the model's."""
+    """ "popularity" and "random", "itemitem" when the item-item model's scores are given, and one ranker per
+    entry of oracle_scores (name -> the generator's expected scores [users x items]: "oracle", and
+    "knowable_oracle" for what could be known at the cutoff); evaluated exactly like the model (same users,
+    exclusions and K), so their per-user values are paired with the model's."""
     score_sources: dict[str, Scores] = {"popularity": popularity_scores(len(user_ids), item_popularity)}
     if itemitem_scores is not None:
         score_sources["itemitem"] = itemitem_scores
     score_sources["random"] = random_score_rows(len(item_ids), seed)
-    if oracle_scores is not None:
-        score_sources["oracle"] = oracle_scores
+    score_sources.update(oracle_scores or {})
     return {
         name: score_evaluation(
             user_ids,

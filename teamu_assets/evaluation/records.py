@@ -8,9 +8,7 @@ from teamu_assets.evaluation.gate import GateDecision
 from teamu_assets.evaluation.intervals import intervals_json
 from teamu_assets.evaluation.metrics import GATE_METRIC, HEADLINE_NDCG
 from teamu_assets.evaluation.offline import OfflineEvaluation
-
-# The baselines the gate metric is also given as a ratio of, in the headline figures.
-HEADLINE_BASELINES = ("popularity", "itemitem", "oracle")
+from teamu_assets.evaluation.summary import RATIO_BASELINES
 
 
 def stored_json(result: OfflineEvaluation) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -38,7 +36,7 @@ def headline(model_version: str, result: OfflineEvaluation, decision: GateDecisi
         "users_evaluated": result.users_evaluated,
         "cold_start_users": result.cold_start_users,
     }
-    for name in HEADLINE_BASELINES:
+    for name in RATIO_BASELINES:
         if name in result.baselines:
             baseline = float(result.baselines[name][GATE_METRIC])
             figures[f"{name}_{GATE_METRIC}"] = baseline

@@ -33,6 +33,8 @@ RANKER_DESCRIPTIONS = {
     "random": "seeded uniform scores",
     "previous": "the promoted model, on the same holdout",
     "oracle": "the synthetic generator's expected engagement (an upper reference, synthetic data only)",
+    "knowable_oracle": "the oracle as known at the cutoff: posts created after it at the average post's latent "
+    "quality and appeal (the ceiling of a ranking made at the cutoff, synthetic data only)",
 }
 _METRIC_AT_K = re.compile(r"^(?P<family>[a-z_]+)@(?P<k>\d+)$")
 _FAMILY_ORDER = (

@@ -155,18 +155,21 @@ def embeddings_as_of(
     return Embeddings(user_ids, user_vectors), Embeddings(post_ids, post_vectors)
 
 
-def _oracle(truth_path: Path | None, cutoff: pd.Timestamp) -> Callable[[Any, Any], Any] | None:
-    """The generator's expected scores over the evaluation period, when this is synthetic data."""
+def _oracles(truth_path: Path | None, cutoff: pd.Timestamp) -> dict[str, Callable[[Any, Any], Any]]:
+    """The generator's expected scores over the evaluation period, when this is synthetic data: "oracle" (the
+    truth) and "knowable_oracle" (the truth as known at the cutoff: the latent parts of the posts created after
+    it at their expected value, GroundTruth.known_at)."""
     if truth_path is None or not truth_path.exists():
-        return None
+        return {}
     from teamu_assets.synthetic import load_truth
 
     truth = load_truth(truth_path)
+    start = int(cutoff.timestamp())
 
-    def scores(user_ids: Any, post_ids: Any) -> Any:
-        return truth.expected_scores(user_ids, post_ids, window_start=int(cutoff.timestamp()))
+    def scorer(world: Any) -> Callable[[Any, Any], Any]:
+        return lambda user_ids, post_ids: world.expected_scores(user_ids, post_ids, window_start=start)
 
-    return scores
+    return {"oracle": scorer(truth), "knowable_oracle": scorer(truth.known_at(start))}
 
 
 def evaluate_candidate(
@@ -180,7 +183,7 @@ def evaluate_candidate(
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> CandidateEvaluation:
     """Evaluate the model judged for model_version (evaluated_model_dir) against popularity, item-item, random,
-    the promoted model and (synthetic data) the oracle; the gate's decision; the report under reports_dir; the
+    the promoted model and (synthetic data) the oracles; the gate's decision; the report under reports_dir; the
     record in ml.model_evaluations. Promotion itself waits for the embeddings (teamu_assets.db.store)."""
     manifest = read_manifest(dataset_dir)
     cutoff = pd.Timestamp(manifest.cutoff)
@@ -203,7 +206,7 @@ def evaluate_candidate(
         users=user_vectors,
         items=post_vectors,
         previous=previous,
-        oracle_scores=_oracle(truth_path, cutoff),
+        oracle_scores=_oracles(truth_path, cutoff),
         recommendation_events=features.read_recommendation_events(url),
     )
     vs_popularity = None if result.intervals is None else result.intervals.model_minus["popularity"][GATE_METRIC]

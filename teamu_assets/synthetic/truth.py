@@ -18,7 +18,7 @@ period keep their relative weights instead of underflowing to zero.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -248,6 +248,26 @@ class GroundTruth:
             )
         return scores
 
+    def known_at(self, time: int) -> GroundTruth:
+        """The truth as a model frozen at `time` could at best know it: the posts created at or after `time` get
+        their latent quality, appeal and taste appeal replaced by what the earlier posts' say to expect (each
+        part's log of the mean of its exp, so a new post's expected weight is the average post's, not the
+        median's); everything else stays, the users' hidden interests and tastes, the earlier posts' latent
+        parts and when the later posts appear included. Its expected scores are the ceiling of a ranking made
+        at `time`, where the plain oracle also knows how each post nobody has seen yet will do."""
+        later = self.post_created >= time
+        earlier = ~later
+        if not later.any() or not earlier.any():
+            return self
+        quality = self.post_quality.copy()
+        appeal = self.post_appeal.copy()
+        taste_appeal = self.post_taste_appeal.copy()
+        if self.quality_scale:
+            quality[later] = _log_mean_exp(self.quality_scale * quality[earlier]) / self.quality_scale
+        appeal[later] = _log_mean_exp(appeal[earlier])
+        taste_appeal[later] = _log_mean_exp(taste_appeal[earlier])
+        return replace(self, post_quality=quality, post_appeal=appeal, post_taste_appeal=taste_appeal)
+
     def _log_weights(self) -> np.ndarray:
         return post_log_weights(
             self.post_quality,
@@ -271,6 +291,12 @@ class GroundTruth:
             origin=self.start,
             end=self.end,
         )
+
+
+def _log_mean_exp(values: np.ndarray) -> np.ndarray | float:
+    """log(mean(exp(values))) over the first axis, stably."""
+    top = values.max(axis=0)
+    return top + np.log(np.exp(values - top).mean(axis=0))
 
 
 def save_truth(truth: GroundTruth, path: Path) -> Path:

@@ -44,9 +44,14 @@ def test_evaluate_embeddings_with_every_baseline_and_intervals() -> None:
         users=users,
         items=items,
         previous=(users, items),
-        oracle_scores=lambda user_ids, post_ids: (group[user_ids][:, None] == post_group[post_ids][None, :]) * 1.0,
+        oracle_scores={
+            "oracle": lambda user_ids, post_ids: (group[user_ids][:, None] == post_group[post_ids][None, :]) * 1.0,
+            "knowable_oracle": lambda user_ids, post_ids: np.ones((len(user_ids), len(post_ids))),
+        },
     )
-    assert list(result.baselines) == ["popularity", "itemitem", "random", "oracle", "previous"]
+    assert list(result.baselines) == ["popularity", "itemitem", "random", "oracle", "knowable_oracle", "previous"]
+    # Each oracle is its own ranker: the one that knows the groups finds what a constant can't.
+    assert result.baselines["oracle"]["recall@20"] > result.baselines["knowable_oracle"]["recall@20"] + 0.2
     # The model knows the groups: far above popularity and random, like the oracle; EASE learns the groups from
     # co-occurrence and is far above popularity too.
     assert result.metrics["recall@20"] > result.baselines["popularity"]["recall@20"] + 0.2

@@ -97,7 +97,7 @@ def test_baselines_include_itemitem_and_are_paired_with_the_model() -> None:
     relevant = {int(u): {int(rng.choice(items))} for u in users[:15]}
     itemitem = rng.normal(size=(20, 30))
     baselines = evaluate_baselines(
-        users, items, relevant, {}, np.ones(30), (5,), itemitem_scores=itemitem, oracle_scores=itemitem * 2
+        users, items, relevant, {}, np.ones(30), (5,), itemitem_scores=itemitem, oracle_scores={"oracle": itemitem * 2}
     )
     assert list(baselines) == ["popularity", "itemitem", "random", "oracle"]
     model = score_evaluation(users, items, rng.normal(size=(20, 30)), relevant, {}, (5,))
@@ -143,7 +143,7 @@ def test_oracle_beats_random_when_relevance_follows_the_expected_scores() -> Non
     probabilities = expected / expected.sum(axis=1, keepdims=True)
     relevant = {int(u): set(rng.choice(items, 4, replace=False, p=probabilities[u]).tolist()) for u in users}
     popularity = np.zeros(n_items)
-    baselines = evaluate_baselines(users, items, relevant, {}, popularity, (10,), oracle_scores=expected)
+    baselines = evaluate_baselines(users, items, relevant, {}, popularity, (10,), oracle_scores={"oracle": expected})
     assert baselines["oracle"].metrics["recall@10"] > baselines["random"].metrics["recall@10"] + 0.2
     assert baselines["oracle"].metrics["ndcg@10"] > baselines["random"].metrics["ndcg@10"]
 

@@ -464,6 +464,29 @@ def test_the_default_world_has_appeal_no_content_feature_explains(demo: Syntheti
     assert np.corrcoef(actual, content_scores.sum(axis=0))[0, 1] < with_appeal - 0.1
 
 
+def test_the_knowable_oracle_forgets_only_what_the_cutoff_hides(demo: SyntheticDataset) -> None:
+    truth = demo.truth
+    known = truth.known_at(truth.cutoff)
+    later = truth.post_created >= truth.cutoff
+    assert 0 < later.sum() < len(later)
+    # The posts there before the cutoff keep their latent parts; the later ones all get one expected value, with
+    # which a new post's expected weight is the earlier posts' mean weight (not the median post's).
+    for part in ("post_quality", "post_appeal", "post_taste_appeal"):
+        np.testing.assert_array_equal(getattr(known, part)[~later], getattr(truth, part)[~later])
+        assert np.ptp(getattr(known, part)[later], axis=0).max() == 0
+    assert np.exp(known.post_appeal[later][0]) == pytest.approx(np.exp(truth.post_appeal[~later]).mean())
+    np.testing.assert_array_equal(known.affinity, truth.affinity)
+    np.testing.assert_array_equal(known.user_taste, truth.user_taste)
+    # Between the content-only oracle and the truth: it knows the earlier posts' appeal, not the later ones'.
+    users = truth.user_ids
+    oracle = _holdout_recall_at_20(demo, truth.expected_scores(users, truth.post_ids), users)
+    knowable = _holdout_recall_at_20(demo, known.expected_scores(users, truth.post_ids), users)
+    content_only = _holdout_recall_at_20(
+        demo, _without_latent_appeal(truth).expected_scores(users, truth.post_ids), users
+    )
+    assert content_only < knowable < oracle - 0.03, (content_only, knowable, oracle)
+
+
 def test_prolific_authors_write_their_share_of_posts() -> None:
     dataset = generate(EVERYTHING)
     posts_by_author = dataset.posts["user_id"].value_counts()
