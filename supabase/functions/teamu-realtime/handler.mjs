@@ -43,7 +43,9 @@ function sameSecret(offered, expected) {
 export async function handleWebhook(request, config, fetchImpl = fetch) {
   if (request.method !== "POST") return json(405, { error: "POST only" });
   if (!config.updaterUrl) return json(500, { error: "TEAMU_REALTIME_URL is not set" });
-  if (config.webhookSecret && !sameSecret(request.headers.get(SECRET_HEADER) ?? "", config.webhookSecret)) {
+  // Deployed with --no-verify-jwt, the secret is the function's only gate: without one it forwards nothing.
+  if (!config.webhookSecret) return json(500, { error: "TEAMU_WEBHOOK_SECRET is not set" });
+  if (!sameSecret(request.headers.get(SECRET_HEADER) ?? "", config.webhookSecret)) {
     return json(401, { error: `missing or wrong ${SECRET_HEADER}` });
   }
   /** @type {any} */

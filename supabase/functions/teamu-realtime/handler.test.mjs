@@ -66,6 +66,19 @@ test("a wrong or missing secret is refused before anything is read", async () =>
   assert.equal(calls.length, 0);
 });
 
+test("without a configured secret nothing is forwarded, whatever the request says", async () => {
+  const { calls, fetchImpl } = recordingFetch();
+  for (const webhookSecret of [undefined, ""]) {
+    const config = { ...CONFIG, webhookSecret };
+    for (const headers of [{}, { [SECRET_HEADER]: "" }, { [SECRET_HEADER]: "s3cret" }]) {
+      const answer = await handleWebhook(webhook(VOTE, headers), config, fetchImpl);
+      assert.equal(answer.status, 500);
+      assert.match((await answer.json()).error, /TEAMU_WEBHOOK_SECRET is not set/);
+    }
+  }
+  assert.equal(calls.length, 0);
+});
+
 test("malformed payloads and user ids are refused", async () => {
   const { calls, fetchImpl } = recordingFetch();
   const bad = [
