@@ -468,8 +468,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _input_error_types() -> tuple[type[Exception], ...]:
+    """The errors that mean an unusable database, environment variable or seed flag: a line, not a traceback.
+    Imported when an error is raised, so a command that needs no synthetic world never imports it."""
     from teamu_assets.db.connection import DatabaseError
+    from teamu_assets.settings import SettingsError
+    from teamu_assets.synthetic.config import SyntheticConfigError
+
+    return (DatabaseError, SettingsError, SyntheticConfigError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     # psql's own options (-c, -At, ...) pass through untouched.
@@ -479,7 +488,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.psql_args = extra
     try:
         return args.func(args)
-    except DatabaseError as exc:
+    except Exception as exc:
+        if not isinstance(exc, _input_error_types()):
+            raise
         print(f"teamu: {exc}", file=sys.stderr)
         return 2
 

@@ -9,8 +9,11 @@ from pathlib import Path
 from dagster import (
     AssetKey,
     AssetObservation,
+    DagsterInstance,
+    DagsterRunStatus,
     DefaultSensorStatus,
     RunRequest,
+    RunsFilter,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
@@ -23,7 +26,24 @@ from teamu_assets.resources import MixpanelExport, TeamuDatabase
 from teamu_assets.settings import Settings
 
 RUNS_REQUESTED = "runs_requested"
+ATTEMPTS = "attempts"
 RETRAIN_MIN_INTERACTIONS = Settings.from_env().retrain_min_interactions
+# A refresh whose run failed is requested again on a later tick, up to this many runs for the same work; then the
+# sensor says so and waits (for new interactions, or for someone to fix the cause and materialize by hand).
+MAX_ATTEMPTS = 3
+# The tag Dagster gives a run a sensor requested with a run key.
+RUN_KEY_TAG = "dagster/run_key"
+
+
+def _run_failed(instance: DagsterInstance, run_key: str) -> bool:
+    """Whether the run requested with run_key ended in failure (one canceled by someone is not retried)."""
+    runs = instance.get_runs(filters=RunsFilter(tags={RUN_KEY_TAG: run_key}), limit=1)
+    return bool(runs) and runs[0].status == DagsterRunStatus.FAILURE
+
+
+def _interactions_run_key(runs_requested: int, watermarks: Watermarks) -> str:
+    state = json.dumps(watermarks.as_dict(), sort_keys=True)
+    return f"interactions-{runs_requested}-{hashlib.sha256(state.encode()).hexdigest()[:12]}"
 
 
 @sensor(
@@ -39,20 +59,29 @@ def new_interactions_sensor(
     instance, so it survives daemon restarts). One run per move of the watermarks: a burst of events between two
     ticks becomes one run. The run key is that count with a hash of the watermarks: a re-evaluated tick (same
     stored cursor) repeats the key, so Dagster launches nothing twice, while the same watermarks seen again
-    after the raw tables were rewritten (a reseed) still get a run of their own."""
+    after the raw tables were rewritten (a reseed) still get a run of their own. When the run for the
+    watermarks failed, a later tick requests another (a new count), up to MAX_ATTEMPTS runs: the changes are
+    in the raw tables still, and would otherwise wait for the next interaction."""
     now = current_watermarks(database.url(), Path(mixpanel.landing_dir))
     if context.cursor is None:
         # First tick: everything present so far is what the full refresh covers; watch from here.
         return SensorResult(cursor=json.dumps({**now.as_dict(), RUNS_REQUESTED: 0}), skip_reason="started watching")
     stored = json.loads(context.cursor)
-    runs_requested = int(stored.pop(RUNS_REQUESTED, 0)) + 1
-    if not now.moved_from(Watermarks.from_dict(stored)):
+    runs_requested = int(stored.pop(RUNS_REQUESTED, 0))
+    attempts = int(stored.pop(ATTEMPTS, 1))
+    last = Watermarks.from_dict(stored)
+    if now.moved_from(last):
+        attempts = 1
+    elif runs_requested and _run_failed(context.instance, _interactions_run_key(runs_requested, last)):
+        if attempts >= MAX_ATTEMPTS:
+            return SkipReason(f"the last {attempts} runs for these changes failed: the next change requests another")
+        attempts += 1
+    else:
         return SkipReason("no new interactions")
-    state = json.dumps(now.as_dict(), sort_keys=True)
-    run_key = f"interactions-{runs_requested}-{hashlib.sha256(state.encode()).hexdigest()[:12]}"
+    runs_requested += 1
     return SensorResult(
-        run_requests=[RunRequest(run_key=run_key)],
-        cursor=json.dumps({**now.as_dict(), RUNS_REQUESTED: runs_requested}, sort_keys=True),
+        run_requests=[RunRequest(run_key=_interactions_run_key(runs_requested, now))],
+        cursor=json.dumps({**now.as_dict(), RUNS_REQUESTED: runs_requested, ATTEMPTS: attempts}, sort_keys=True),
     )
 
 
@@ -64,12 +93,30 @@ def new_interactions_sensor(
 )
 def retrain_on_new_interactions_sensor(
     context: SensorEvaluationContext, database: TeamuDatabase
-) -> RunRequest | SkipReason:
+) -> SensorResult | SkipReason:
+    """One retraining per registered model: the run key changes once the retrained model is registered. A run
+    that failed before registering one (a dbt test, a lock timeout, memory) is requested again on a later tick,
+    up to MAX_ATTEMPTS runs; the cursor holds the model retrained after and the attempt."""
     new, last_version = interactions_since_last_training(database.url())
     if new < RETRAIN_MIN_INTERACTIONS:
         return SkipReason(f"{new} new interactions since {last_version or 'the start'} (< {RETRAIN_MIN_INTERACTIONS})")
-    # One retraining per registered model: the key changes once the retrained model is registered.
-    return RunRequest(run_key=f"retrain-after-{last_version or 'nothing'}")
+    after = last_version or "nothing"
+    stored = json.loads(context.cursor) if context.cursor else {}
+    attempt = int(stored.get(ATTEMPTS, 1)) if stored.get("after") == after else 1
+    if _run_failed(context.instance, _retrain_run_key(after, attempt)):
+        if attempt >= MAX_ATTEMPTS:
+            return SkipReason(
+                f"the last {attempt} retraining runs after {after} failed: fix the cause, then run full_refresh"
+            )
+        attempt += 1
+    return SensorResult(
+        run_requests=[RunRequest(run_key=_retrain_run_key(after, attempt))],
+        cursor=json.dumps({"after": after, ATTEMPTS: attempt}),
+    )
+
+
+def _retrain_run_key(after: str, attempt: int) -> str:
+    return f"retrain-after-{after}" if attempt == 1 else f"retrain-after-{after}-attempt-{attempt}"
 
 
 @sensor(
@@ -87,6 +134,9 @@ def online_updater_sensor(context: SensorEvaluationContext, database: TeamuDatab
     if now is None:
         return SkipReason("the online updater (teamu realtime) is not installed")
     last = json.loads(context.cursor) if context.cursor else {"applied_rows": 0, "at": None}
+    if now.applied_rows < last["applied_rows"]:
+        # The updater was installed again (`teamu realtime --uninstall`, then a start): it counts from 0.
+        last = {"applied_rows": 0, "at": None}
     if now.applied_rows == last["applied_rows"]:
         return SkipReason(f"nothing applied since the last observation; {now.queued} rows queued")
     observed_at = time.time()

@@ -20,6 +20,21 @@ DEFAULT_LLM_MODEL = "gpt-4o-mini"
 DEFAULT_LLM_TIMEOUT_SECONDS = 60.0
 
 
+class SettingsError(ValueError):
+    """An environment variable holds a value the platform can't use; the message names the variable."""
+
+
+def _number(env: dict[str, str], name: str, default: float, kind: type[int] | type[float]) -> int | float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        noun = "a whole number" if kind is int else "a number"
+        raise SettingsError(f"{name} must be {noun}, got {raw!r}") from None
+
+
 def default_landing_dir(home: Path) -> Path:
     """Where Mixpanel export files land under a TEAMU_HOME unless TEAMU_MIXPANEL_LANDING_DIR says otherwise."""
     return home / "landing" / "mixpanel"
@@ -79,10 +94,10 @@ class Settings:
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
         home = Path(env.get("TEAMU_HOME") or PROJECT_ROOT / ".teamu").resolve()
-        dim = int(env.get("TEAMU_EMBEDDING_DIM") or 512)
+        dim = _number(env, "TEAMU_EMBEDDING_DIM", 512, int)
         if not 1 <= dim <= 2000:
             # 2000 is pgvector's limit for an HNSW-indexed vector column.
-            raise ValueError(f"TEAMU_EMBEDDING_DIM must be between 1 and 2000, got {dim}")
+            raise SettingsError(f"TEAMU_EMBEDDING_DIM must be between 1 and 2000, got {dim}")
         username = env.get("MIXPANEL_SERVICE_ACCOUNT_USERNAME")
         secret = env.get("MIXPANEL_SERVICE_ACCOUNT_SECRET")
         project_id = env.get("MIXPANEL_PROJECT_ID")
@@ -94,7 +109,7 @@ class Settings:
                 url=llm_url,
                 model=env.get("TEAMU_LLM_MODEL") or DEFAULT_LLM_MODEL,
                 api_key=env.get("TEAMU_LLM_API_KEY") or None,
-                timeout_seconds=float(env.get("TEAMU_LLM_TIMEOUT_SECONDS") or DEFAULT_LLM_TIMEOUT_SECONDS),
+                timeout_seconds=float(_number(env, "TEAMU_LLM_TIMEOUT_SECONDS", DEFAULT_LLM_TIMEOUT_SECONDS, float)),
             )
         return cls(
             home=home,
@@ -103,7 +118,7 @@ class Settings:
             embedding_dim=dim,
             mixpanel_landing_dir=Path(env.get("TEAMU_MIXPANEL_LANDING_DIR") or default_landing_dir(home)),
             mixpanel=mixpanel,
-            retrain_min_interactions=int(env.get("TEAMU_RETRAIN_MIN_INTERACTIONS") or 5000),
+            retrain_min_interactions=int(_number(env, "TEAMU_RETRAIN_MIN_INTERACTIONS", 5000, int)),
             language_model=language_model,
             realtime_token=env.get("TEAMU_REALTIME_TOKEN") or None,
         )

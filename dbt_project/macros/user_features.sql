@@ -92,13 +92,14 @@ features as (
 {%- endmacro %}
 
 {#- int_interactions' incremental filter: per source, source rows newer than the newest of that source already
-    in `processed` (int_interactions), less the lookback for rows committed late. One uncorrelated watermark per
-    source (each computed once), so the filter reaches the raw tables' indexes. -#}
+    in `processed` (int_interactions), at most the time it was processed (a vote or comment stamped ahead by
+    its client must not hide the ones made before that time), less the lookback for rows committed late. One
+    uncorrelated watermark per source (each computed once), so the filter reaches the raw tables' indexes. -#}
 {% macro new_interaction_filter(processed) -%}
     source_loaded_at > case source
         {%- for source in ['mixpanel', 'supabase_votes', 'supabase_comments'] %}
         when '{{ source }}' then (
-            select coalesce(max(seen.source_loaded_at), '-infinity'::timestamptz)
+            select coalesce(least(max(seen.source_loaded_at), max(seen.loaded_at)), '-infinity'::timestamptz)
             from {{ processed }} as seen
             where seen.source = '{{ source }}'
         )

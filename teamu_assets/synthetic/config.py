@@ -9,6 +9,10 @@ from dataclasses import dataclass
 from teamu_assets.synthetic.vocabulary import CITIES, TOPICS
 
 
+class SyntheticConfigError(ValueError):
+    """A SyntheticConfig (a `teamu seed` / `teamu demo` flag) out of its range; the message names the field."""
+
+
 @dataclass(frozen=True)
 class SyntheticConfig:
     users: int = 2000
@@ -72,11 +76,11 @@ class SyntheticConfig:
     def __post_init__(self) -> None:
         for name in ("users", "posts", "days", "topics", "cities", "recommendations_shown", "latent_tastes"):
             if getattr(self, name) < 1:
-                raise ValueError(f"SyntheticConfig.{name} must be at least 1, got {getattr(self, name)}")
+                raise SyntheticConfigError(f"SyntheticConfig.{name} must be at least 1, got {getattr(self, name)}")
         if self.topics > len(TOPICS):
-            raise ValueError(f"SyntheticConfig.topics is at most {len(TOPICS)}, got {self.topics}")
+            raise SyntheticConfigError(f"SyntheticConfig.topics is at most {len(TOPICS)}, got {self.topics}")
         if self.cities > len(CITIES):
-            raise ValueError(f"SyntheticConfig.cities is at most {len(CITIES)}, got {self.cities}")
+            raise SyntheticConfigError(f"SyntheticConfig.cities is at most {len(CITIES)}, got {self.cities}")
         for name in (
             "holdout_fraction",
             "cold_start_user_fraction",
@@ -91,24 +95,26 @@ class SyntheticConfig:
         ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                raise ValueError(f"SyntheticConfig.{name} must be within [0, 1], got {value}")
+                raise SyntheticConfigError(f"SyntheticConfig.{name} must be within [0, 1], got {value}")
         if not 0.0 < self.holdout_fraction < 1.0:
-            raise ValueError("SyntheticConfig.holdout_fraction must be strictly between 0 and 1")
+            raise SyntheticConfigError("SyntheticConfig.holdout_fraction must be strictly between 0 and 1")
         if not self.start < self.cutoff < self.end:
-            raise ValueError("SyntheticConfig.holdout_fraction leaves no time before or after the cutoff")
+            raise SyntheticConfigError("SyntheticConfig.holdout_fraction leaves no time before or after the cutoff")
         if self.cold_start_user_fraction >= 1.0:
-            raise ValueError("SyntheticConfig.cold_start_user_fraction must leave some users to write posts")
+            raise SyntheticConfigError("SyntheticConfig.cold_start_user_fraction must leave some users to write posts")
         for name in ("views_per_user_day", "recency_half_life_days", "local_boost"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"SyntheticConfig.{name} must be positive, got {getattr(self, name)}")
+                raise SyntheticConfigError(f"SyntheticConfig.{name} must be positive, got {getattr(self, name)}")
         for name in ("quality_scale", "popularity_tail", "taste_scale", "active_days", "prolific_authors"):
             if getattr(self, name) < 0:
-                raise ValueError(f"SyntheticConfig.{name} must not be negative, got {getattr(self, name)}")
+                raise SyntheticConfigError(f"SyntheticConfig.{name} must not be negative, got {getattr(self, name)}")
         if (self.prolific_authors > 0) != (self.prolific_share > 0):
-            raise ValueError("SyntheticConfig.prolific_authors and prolific_share go together: both 0 or both set")
+            raise SyntheticConfigError(
+                "SyntheticConfig.prolific_authors and prolific_share go together: both 0 or both set"
+            )
         writers = self.users - self.cold_start_users
         if self.prolific_authors > writers:
-            raise ValueError(f"SyntheticConfig.prolific_authors is at most the {writers} users who write")
+            raise SyntheticConfigError(f"SyntheticConfig.prolific_authors is at most the {writers} users who write")
 
     @property
     def cold_start_users(self) -> int:

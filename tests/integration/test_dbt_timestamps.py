@@ -104,3 +104,29 @@ def test_the_left_out_rows_are_warnings_on_their_source_tables(built: tuple[str,
         (result,) = [r for r in results if f".source_plausible_time_supabase_{table}_{column}." in r["unique_id"]]
         found[table, column] = (result["status"], result["failures"])
     assert found == {key: ("warn" if rows else "pass", rows) for key, rows in LEFT_OUT.items()}
+
+
+def test_a_time_stamped_hours_ahead_hides_no_later_change(built: tuple[str, Dbt]) -> None:
+    """Staging accepts times up to a day ahead (client clocks). A vote and a profile edit stamped six hours ahead
+    reach the marts; the changes made after them, stamped now, must reach the next incremental refresh too, as
+    a full refresh would have them. (Runs last: it changes the module's data.)"""
+    url, dbt = built
+    with connect(url) as conn:
+        conn.execute("insert into raw_supabase.votes values (10, 101, 2, 1, now() + interval '6 hours')")
+        conn.execute(
+            "update raw_supabase.users set bio = 'ahead', updated_at = now() + interval '6 hours' where user_id = 1"
+        )
+    dbt.run("run", "--select", "int_interactions+")
+    with connect(url) as conn:
+        conn.execute("insert into raw_supabase.votes values (11, 102, 1, 1, now())")
+        conn.execute("update raw_supabase.users set bio = 'edited', updated_at = now() where user_id = 2")
+    dbt.run("run", "--select", "int_interactions+")
+    with connect(url) as conn:
+        upvotes = conn.execute(
+            "select user_id, post_id, occurred_at > now() from marts.interactions where kind = 'upvote'"
+            " order by occurred_at"
+        ).fetchall()
+        bios = dict(conn.execute("select user_id, bio from marts.user_features").fetchall())
+    # The fixture's upvote, the one made now, the one stamped ahead.
+    assert upvotes == [(1, 102, False), (1, 102, False), (2, 101, True)]
+    assert bios == {1: "ahead", 2: "edited"}

@@ -626,6 +626,13 @@ def test_the_sensor_shows_the_updaters_progress_on_user_embeddings(world: World,
     later = online_updater_sensor(build_sensor_context(resources={"database": database}, cursor=first.cursor))
     [observation] = later.asset_events
     assert observation.metadata["online_applied_rows"].value == 1 and "online_rows_per_second" in observation.metadata
+    # A cursor from before a reinstall (the updater counts from 0 again) holds more than the updater has applied:
+    # what it applied since counts from 0, never a negative number of rows.
+    total = scalar(world.url, "select applied_rows from ml.online_cursor")
+    stale = json.dumps({"applied_rows": total + 1000, "at": None})
+    reinstalled = online_updater_sensor(build_sensor_context(resources={"database": database}, cursor=stale))
+    [observation] = reinstalled.asset_events
+    assert observation.metadata["online_applied_rows"].value == total
 
 
 def test_uninstall_leaves_the_batch_path_as_it_was(world: World) -> None:

@@ -4,14 +4,15 @@ import json
 from pathlib import Path
 
 import pytest
-from dagster import DagsterInstance, SensorResult, SkipReason, build_sensor_context
+from dagster import DagsterInstance, DagsterRunStatus, SensorResult, SkipReason, build_sensor_context, job, op
 
+from teamu_assets import sensors
 from teamu_assets.db import bootstrap
 from teamu_assets.db.connection import connect, database_of
 from teamu_assets.ingest import load_landing_folder
 from teamu_assets.instance import write_dagster_yaml
 from teamu_assets.resources import MixpanelExport, TeamuDatabase
-from teamu_assets.sensors import new_interactions_sensor
+from teamu_assets.sensors import RUN_KEY_TAG, new_interactions_sensor, retrain_on_new_interactions_sensor
 
 pytestmark = pytest.mark.integration
 
@@ -111,3 +112,75 @@ def test_an_export_file_that_grows_after_its_load_is_news_again(module_db_url: s
     grown = _tick(instance, new_file.cursor, module_db_url, landing)
     assert isinstance(grown, SensorResult) and len(grown.run_requests) == 1
     assert json.loads(grown.cursor)["pending_mixpanel_sizes"] == [export.stat().st_size]
+
+
+@op
+def _step() -> None:
+    pass
+
+
+@job
+def _refresh() -> None:
+    _step()
+
+
+def _run_that_failed(instance: DagsterInstance, run_key: str) -> None:
+    """A run tagged with the run key a sensor requested (the tag is all the sensors look at), that failed."""
+    run = instance.create_run_for_job(_refresh, tags={RUN_KEY_TAG: run_key}, status=DagsterRunStatus.STARTED)
+    instance.report_run_failed(run)
+
+
+def test_a_failed_refresh_is_requested_again_a_few_times(module_db_url: str, instance, tmp_path: Path) -> None:
+    bootstrap.prepare_app_database(module_db_url)
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    first = _tick(instance, None, module_db_url, landing)
+    with connect(module_db_url) as conn:
+        conn.execute("insert into raw_supabase.votes values (300, 10, 1, 1, now())")
+    request = _tick(instance, first.cursor, module_db_url, landing)
+    assert isinstance(request, SensorResult) and len(request.run_requests) == 1
+    keys = [request.run_requests[0].run_key]
+    # Nothing new and the run not failed (none recorded yet, as while it is queued): no second run.
+    assert isinstance(_tick(instance, request.cursor, module_db_url, landing), SkipReason)
+    cursor = request.cursor
+    for _ in range(sensors.MAX_ATTEMPTS - 1):
+        _run_that_failed(instance, keys[-1])
+        again = _tick(instance, cursor, module_db_url, landing)
+        assert isinstance(again, SensorResult) and len(again.run_requests) == 1, again
+        keys.append(again.run_requests[0].run_key)
+        cursor = again.cursor
+    assert len(set(keys)) == sensors.MAX_ATTEMPTS
+    _run_that_failed(instance, keys[-1])
+    gave_up = _tick(instance, cursor, module_db_url, landing)
+    assert isinstance(gave_up, SkipReason) and "failed" in (gave_up.skip_message or "")
+    # The next change gets a run of its own, with its attempts counted afresh.
+    with connect(module_db_url) as conn:
+        conn.execute("insert into raw_supabase.votes values (301, 10, 1, 1, now())")
+    fresh = _tick(instance, cursor, module_db_url, landing)
+    assert isinstance(fresh, SensorResult) and len(fresh.run_requests) == 1
+    assert json.loads(fresh.cursor)[sensors.ATTEMPTS] == 1
+
+
+def test_a_failed_retraining_is_requested_again_not_lost(
+    module_db_url: str, instance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bootstrap.prepare_app_database(module_db_url)
+    with connect(module_db_url) as conn:
+        conn.execute("create table if not exists marts.interactions (loaded_at timestamptz not null)")
+        conn.execute("insert into marts.interactions select now() from generate_series(1, 3)")
+    monkeypatch.setattr(sensors, "RETRAIN_MIN_INTERACTIONS", 2)
+
+    def tick(cursor: str | None) -> SensorResult | SkipReason:
+        database = TeamuDatabase(teamu_home=str(tmp_path), database_url=module_db_url)
+        context = build_sensor_context(instance=instance, cursor=cursor, resources={"database": database})
+        return retrain_on_new_interactions_sensor(context)
+
+    first = tick(None)
+    assert isinstance(first, SensorResult) and len(first.run_requests) == 1
+    key = first.run_requests[0].run_key
+    # Queued or running: the same key again, which Dagster launches once.
+    assert tick(first.cursor).run_requests[0].run_key == key
+    # Failed before registering a model: before, the key stayed used up and retraining stopped for good.
+    _run_that_failed(instance, key)
+    retry = tick(first.cursor)
+    assert isinstance(retry, SensorResult) and retry.run_requests[0].run_key != key

@@ -6,7 +6,7 @@ import pytest
 
 from teamu_assets.cli import build_parser, main
 from teamu_assets.instance import dagster_yaml
-from teamu_assets.settings import Settings
+from teamu_assets.settings import Settings, SettingsError
 
 
 def test_defaults_live_under_teamu_home(tmp_path: Path) -> None:
@@ -23,10 +23,38 @@ def test_the_retrain_threshold_is_read_from_the_environment() -> None:
     assert Settings.from_env({"TEAMU_RETRAIN_MIN_INTERACTIONS": "12"}).retrain_min_interactions == 12
 
 
-@pytest.mark.parametrize("dim", ["0", "2001"])
+@pytest.mark.parametrize("dim", ["0", "2001", "abc"])
 def test_embedding_dim_out_of_range_is_refused(dim: str) -> None:
-    with pytest.raises(ValueError, match="TEAMU_EMBEDDING_DIM"):
+    with pytest.raises(SettingsError, match="TEAMU_EMBEDDING_DIM"):
         Settings.from_env({"TEAMU_EMBEDDING_DIM": dim})
+
+
+@pytest.mark.parametrize(
+    ("env", "argv", "message"),
+    [
+        ({"TEAMU_EMBEDDING_DIM": "4096"}, ["db", "status"], "TEAMU_EMBEDDING_DIM must be between 1 and 2000, got 4096"),
+        ({"TEAMU_RETRAIN_MIN_INTERACTIONS": "lots"}, ["db", "url"], "TEAMU_RETRAIN_MIN_INTERACTIONS must be a whole"),
+        ({"TEAMU_LLM_URL": "http://127.0.0.1:9", "TEAMU_LLM_TIMEOUT_SECONDS": "1m"}, ["report"], "must be a number"),
+        ({}, ["seed", "--bad-fraction", "2"], "SyntheticConfig.bad_fraction must be within [0, 1], got 2.0"),
+        ({}, ["seed", "--prolific-authors", "3"], "prolific_authors and prolific_share go together"),
+    ],
+)
+def test_bad_settings_and_seed_flags_are_one_line_errors_with_exit_code_2(
+    env: dict[str, str],
+    argv: list[str],
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A database URL nothing listens on: the error must come before any connection.
+    monkeypatch.setenv("TEAMU_HOME", str(tmp_path))
+    monkeypatch.setenv("TEAMU_DATABASE_URL", "postgresql://nobody@127.0.0.1:9/none")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("teamu: ") and message in err, err
 
 
 def test_mixpanel_secret_stays_out_of_repr() -> None:

@@ -19,7 +19,10 @@
 with
 {% if is_incremental() %}
 last_refresh as (
-    select max(refreshed_at) as refreshed_at, max(updated_at) - {{ lookback }} as source_watermark
+    -- At most the last refresh's own clock, as in user_features: a time stamped ahead hides nothing.
+    select
+        max(refreshed_at) as refreshed_at,
+        least(max(updated_at), max(refreshed_at)) - {{ lookback }} as source_watermark
     from {{ this }}
 ),
 

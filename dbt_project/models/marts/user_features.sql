@@ -24,8 +24,10 @@ with
 last_refresh as (
     select
         max(refreshed_at) as refreshed_at,
-        -- The newest source time already reflected here, for the Supabase tables (which carry no load time).
-        max(updated_at) - {{ lookback }} as source_watermark
+        -- The newest source time already reflected here, for the Supabase tables (which carry no load time),
+        -- at most the last refresh's own clock: staging lets client times run up to a day ahead, and a row
+        -- stamped hours ahead must not hide the edits made before that hour.
+        least(max(updated_at), max(refreshed_at)) - {{ lookback }} as source_watermark
     from {{ this }}
 ),
 
