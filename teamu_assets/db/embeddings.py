@@ -479,8 +479,9 @@ def embedding_checks(url: str, kind: EmbeddingKind) -> dict[str, Any]:
         return checks(conn, kind)
 
 
-def checks(conn: psycopg.Connection, kind: EmbeddingKind) -> dict[str, Any]:
-    """What the Dagster asset checks assert about ml.<kind>_embeddings.
+def checks(conn: psycopg.Connection, kind: EmbeddingKind, *, staged: bool = False) -> dict[str, Any]:
+    """What the Dagster asset checks assert about ml.<kind>_embeddings (staged: its staged table, before it is
+    published).
 
     Keys: table, exists, dimension, row_count, null_embedding_count, non_finite_count, norm_min, norm_max,
     norm_mean, norm_rows, model_versions (sorted), hnsw_index_expected, hnsw_index_present.
@@ -490,7 +491,7 @@ def checks(conn: psycopg.Connection, kind: EmbeddingKind) -> dict[str, Any]:
     large table (~1.2 s at 100k x 512 on two cores). pgvector refuses NaN/inf on input, so non_finite_count (a
     NaN or infinite norm) guards against a future storage change rather than against the writer.
     """
-    table = spec(kind).table
+    table = SPECS[kind].staged_table if staged else spec(kind).table
     result: dict[str, Any] = {"table": f"ml.{table}", "hnsw_index_expected": SPECS[kind].indexed}
     dimension = _table_dimension(conn, table)
     result["exists"] = dimension is not None

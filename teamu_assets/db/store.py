@@ -45,6 +45,10 @@ class WritePlan:
         return self.model is not None and not self.reason
 
 
+class StagedEmbeddingsRefused(RuntimeError):
+    """A kind's staged vectors break the embedding checks' rules: they are not published."""
+
+
 @dataclass(frozen=True)
 class CheckOutcome:
     passed: bool
@@ -160,6 +164,22 @@ class EmbeddingStore:
             feature_rows = None if promoted is None else features.relation_rows(conn, *mart.split("."))
         return check_outcome(stats, promoted, mart, feature_rows)
 
+    def _check_staged(self, conn: psycopg.Connection, kind: EmbeddingKind, model_version: str) -> None:
+        """The checks' rules on the staged table, as if model_version were promoted: in a full refresh the first
+        kind staged is published by the other kind's step, after its own blocking check ran on the table still
+        served, so its new vectors are checked here, before anything is swapped in."""
+        mart = SPECS[kind].feature_mart
+        outcome = check_outcome(
+            embeddings.checks(conn, kind, staged=True),
+            registry.ModelVersion(model_version, artifact_path="", params={}),
+            mart,
+            features.relation_rows(conn, *mart.split(".")),
+        )
+        if not outcome.passed:
+            raise StagedEmbeddingsRefused(
+                f"the {kind} embeddings of {model_version} are not published: {outcome.description}"
+            )
+
     # Writes.
 
     def write(
@@ -176,6 +196,7 @@ class EmbeddingStore:
                 return embeddings.write(conn, kind, ids, vectors, model_version, mode="full"), True
         with conn.transaction():
             written = embeddings.write(conn, kind, ids, vectors, model_version, mode="staged")
+            self._check_staged(conn, kind, model_version)  # refused: the staging is rolled back too
         return written, self.publish(model_version)
 
     def publish(self, model_version: str) -> bool:

@@ -10,7 +10,7 @@ import pytest
 
 from teamu_assets.db import bootstrap, embeddings, registry
 from teamu_assets.db.connection import connect, scratch_database
-from teamu_assets.db.store import EmbeddingStore
+from teamu_assets.db.store import EmbeddingStore, StagedEmbeddingsRefused
 
 pytestmark = pytest.mark.integration
 
@@ -94,6 +94,25 @@ def test_a_swap_failing_midway_leaves_the_old_model_promoted_with_its_vectors(
     assert store.publish("m2")  # and a second publisher finds it done
     assert store.promoted_model().model_version == "m2"
     assert _served_versions(store) == {"user": '["m2"]', "post": '["m2"]'}
+
+
+def test_staged_vectors_that_break_the_rules_are_never_published(store: EmbeddingStore) -> None:
+    """In a full refresh the first kind staged is published by the second kind's step; its own blocking check ran
+    before that, on the table still served. Its vectors are checked when staged, before any swap."""
+    _approve(store, "m1")
+    _publish(store, "m1", 1)
+    _approve(store, "m2")
+    broken = _vectors(2)
+    broken[0] = 0.0  # a zero vector scores 0 against everything
+    with pytest.raises(StagedEmbeddingsRefused, match="post embeddings of m2 are not published: a zero vector"):
+        store.write("post", IDS, broken, "m2", mode="publish")
+    with pytest.raises(StagedEmbeddingsRefused, match="4 embeddings for 5 rows"):
+        store.write("post", IDS[:4], _vectors(2)[:4], "m2", mode="publish")
+    # The users' step stages its vectors and finds no post vectors of m2 to publish with.
+    assert store.write("user", IDS, _vectors(2), "m2", mode="publish")[1] is False
+    assert store.promoted_model().model_version == "m1"
+    assert _served_versions(store) == {"user": '["m1"]', "post": '["m1"]'}
+    assert all(store.checks(kind).passed for kind in embeddings.KINDS)
 
 
 def test_serving_functions_are_verified_not_reinstalled(store: EmbeddingStore) -> None:
