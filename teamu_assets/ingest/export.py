@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import cached_property
@@ -22,10 +23,16 @@ from pathlib import Path
 from mixpanel_utils import MixpanelUtils
 
 from teamu_assets.contract import TEAMU_EVENTS
+from teamu_assets.db.connection import connect
 from teamu_assets.ingest.loader import FolderLoad, LoadResult, load_landing_folder
 from teamu_assets.settings import MixpanelCredentials
 
 _COPY_BUFFER_BYTES = 1 << 20
+# A day's live export lands as mixpanel-live-<YYYY-MM-DD>.jsonl.
+_LIVE_FILE = re.compile(r"^mixpanel-live-(\d{4}-\d{2}-\d{2})\.jsonl$")
+# How far back a run fills the days no run exported (Dagster down, Mixpanel out all day): the days since the first
+# live export, within this many days before today.
+CATCH_UP_DAYS = 7
 _COUNTS = ("lines_read", "loaded", "duplicates", "quarantined")
 
 
@@ -139,26 +146,57 @@ class LandingIngest:
         )
 
 
+def live_export_days(exported: Iterable[str], today: date) -> list[date]:
+    """The days (UTC) the live export owes, oldest first: yesterday, unless it is among `exported` (the names
+    of the live files landed or loaded), and each day of the CATCH_UP_DAYS before today that no live file
+    holds, from the first one on (a first export starts with yesterday, not a week back)."""
+    done = {date.fromisoformat(match[1]) for name in exported if (match := _LIVE_FILE.match(name))}
+    yesterday = today - timedelta(days=1)
+    if not done:
+        return [yesterday]
+    window = [yesterday - timedelta(days=back) for back in reversed(range(CATCH_UP_DAYS))]
+    return [day for day in window if day >= min(done) and day not in done]
+
+
+def _exported_names(url: str, landing_dir: Path) -> set[str]:
+    """The live files in the landing folder, and those the ledger loaded (a folder may be cleared after loads)."""
+    with connect(url) as conn:
+        loaded = {
+            name
+            for (name,) in conn.execute(
+                "select source_file from raw_mixpanel.loaded_files where source_file like 'mixpanel-live-%'"
+            )
+        }
+    return loaded | {path.name for path in landing_dir.glob("mixpanel-live-*.jsonl")}
+
+
 def ingest_landing_folder(
-    url: str, landing_dir: Path, credentials: MixpanelCredentials | None, log: logging.Logger
+    url: str,
+    landing_dir: Path,
+    credentials: MixpanelCredentials | None,
+    log: logging.Logger,
+    *,
+    api_base: str | None = None,
 ) -> LandingIngest:
-    """With credentials, yesterday's (UTC) live export into the landing folder as mixpanel-live-<date>.jsonl
-    unless that file is already there; then every pending file of the folder loaded (load_landing_folder).
+    """With credentials, the live export of each day it owes (live_export_days: yesterday (UTC), and the days
+    of the last week no run exported) into the landing folder as mixpanel-live-<date>.jsonl; then every pending
+    file of the folder loaded (load_landing_folder). api_base: the export server (export_live).
 
     Nothing here raises for one bad file or a Mixpanel outage: those are logged and returned in problems, so
-    the other files, and everything downstream of them, still load; the caller reports them."""
+    the other files, and everything downstream of them, still load; the caller reports them. An export that
+    fails stops the days after it, which the next run exports."""
     landing_dir.mkdir(parents=True, exist_ok=True)
     export_error = None
     if credentials is not None:
-        yesterday = datetime.now(UTC).date() - timedelta(days=1)
-        target = landing_dir / f"mixpanel-live-{yesterday.isoformat()}.jsonl"
-        if not target.exists():
+        for day in live_export_days(_exported_names(url, landing_dir), datetime.now(UTC).date()):
+            target = landing_dir / f"mixpanel-live-{day.isoformat()}.jsonl"
             try:
-                export_live(credentials, yesterday, yesterday, target)
-                log.info(f"exported {yesterday} from Mixpanel into {target.name}")
+                export_live(credentials, day, day, target, api_base=api_base)
             except MixpanelExportError as error:
                 log.error(str(error))
                 export_error = str(error)
+                break
+            log.info(f"exported {day} from Mixpanel into {target.name}")
     ingest = LandingIngest(export_error, load_landing_folder(url, landing_dir))
     for problem in ingest.folder.refused:
         log.warning(problem.message)

@@ -6,15 +6,22 @@ import base64
 import json
 import logging
 import uuid
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from teamu_assets.db import schema
-from teamu_assets.db.connection import connect
-from teamu_assets.ingest import TEAMU_EVENTS, MixpanelExportError, export_live, load_landing_folder
+from teamu_assets.db.connection import connect, scratch_database
+from teamu_assets.ingest import (
+    TEAMU_EVENTS,
+    MixpanelExportError,
+    export_live,
+    ingest_landing_folder,
+    load_landing_folder,
+)
+from teamu_assets.ingest.export import CATCH_UP_DAYS, live_export_days
 from teamu_assets.settings import MixpanelCredentials
 from tests.fakes.mixpanel_server import fake_mixpanel
 
@@ -98,3 +105,53 @@ def test_an_existing_export_file_is_never_overwritten(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError):
         export_live(CREDENTIALS, date(2024, 6, 1), date(2024, 6, 1), out_path, api_base="http://127.0.0.1:9")
     assert out_path.read_text() == "kept\n"
+
+
+def _live(day: date) -> str:
+    return f"mixpanel-live-{day.isoformat()}.jsonl"
+
+
+def test_the_live_export_owes_yesterday_and_the_days_no_run_exported() -> None:
+    today = date(2026, 6, 10)
+    yesterday = date(2026, 6, 9)
+    assert live_export_days([], today) == [yesterday]  # a first export starts with yesterday
+    assert live_export_days([_live(yesterday), "mixpanel-export-2026-06-01.jsonl"], today) == []
+    # Runs missed on the 6th, 7th and 9th: each day since the first export, within the window.
+    exported = [_live(date(2026, 6, day)) for day in (3, 4, 5, 8)]
+    assert live_export_days(exported, today) == [date(2026, 6, 6), date(2026, 6, 7), yesterday]
+    # Nothing for a month: the last CATCH_UP_DAYS days.
+    owed = live_export_days([_live(date(2026, 5, 1))], today)
+    assert owed == [yesterday - timedelta(days=back) for back in reversed(range(CATCH_UP_DAYS))]
+
+
+def test_a_run_exports_the_days_the_runs_before_it_missed(server_url: str, tmp_path: Path) -> None:
+    today = datetime.now(UTC).date()
+    days = [today - timedelta(days=back) for back in (4, 3, 2, 1)]
+    midnight = {day: int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()) for day in days}
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    log = logging.getLogger("test_ingest_export_catch_up")
+    with scratch_database(server_url, "teamu_test") as url:
+        schema.apply(url, "raw_mixpanel")
+        # Four days ago's export landed and loaded, then the folder was cleared; no run exported since.
+        first = landing / _live(days[0])
+        first.write_text(
+            json.dumps(event("Post Viewed", "d0", midnight[days[0]] + 60, post_id=7, duration_ms=500)) + "\n"
+        )
+        load_landing_folder(url, landing)
+        first.unlink()
+        served = [
+            event("Post Viewed", f"d{i}", midnight[day] + 60, post_id=7, duration_ms=500) for i, day in enumerate(days)
+        ]
+        with fake_mixpanel("teamu-export.sa", "s3cr3t-do-not-log", "3141592", served) as fake:
+            ingest = ingest_landing_folder(url, landing, CREDENTIALS, log, api_base=fake.base_url)
+        assert [(query["from_date"], query["to_date"]) for query in fake.requests] == [
+            ([day.isoformat()], [day.isoformat()]) for day in days[1:]
+        ]
+        assert ingest.export_error is None
+        assert [result.source_file for result in ingest.read] == [_live(day) for day in days[1:]]
+        assert ingest.totals == {"lines_read": 3, "loaded": 3, "duplicates": 0, "quarantined": 0}
+        # Owed nothing now: the next run asks Mixpanel for nothing.
+        with fake_mixpanel("teamu-export.sa", "s3cr3t-do-not-log", "3141592", served) as idle:
+            ingest_landing_folder(url, landing, CREDENTIALS, log, api_base=idle.base_url)
+        assert idle.requests == []
