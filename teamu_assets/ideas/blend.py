@@ -132,7 +132,7 @@ def cold_start(
     frame = new[["post_id", "user_id", "created_at"]].reset_index(drop=True).assign(engagement=engagement)
     if new.empty or known.empty or live.empty:
         return ColdStart(frame.assign(tower=[], mean_score=[], prior=[], prior_total=[]), len(known), len(live))
-    _, user_vectors = embed_users(model_dir, user_features_as_of(interactions, known, start))
+    _, user_vectors = embed_users(model_dir, user_features_as_of(interactions, known, start, posts=posts))
     counts = before.groupby(["post_id", "kind"]).size().unstack(fill_value=0).reset_index()
     for kind in ("view", "upvote"):
         if kind not in counts:

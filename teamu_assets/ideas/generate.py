@@ -9,9 +9,11 @@ Whatever writes them, ideas that repeat one of the team's posts or a post shown 
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import time
+import unicodedata
 import urllib.error
 import urllib.request
 import zlib
@@ -69,7 +71,10 @@ class IdeaGenerator(Protocol):
 
 
 def words(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9]+", text.lower())
+    """The words of a title as repeats compare them: Unicode-normalised, case-folded, any script, an apostrophe
+    or hyphen inside a word dropped ("Beginner's" = "Beginners", "E-mail" = "email", "3-D" = "3D")."""
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    return re.findall(r"\w+", re.sub(r"(?<=\w)['\u2019-](?=\w)", "", folded))
 
 
 def _title_key(title: str) -> frozenset[str]:
@@ -370,6 +375,8 @@ def parse_ideas(content: str) -> list[Idea]:
         payload = json.loads(match.group(0))
     except json.JSONDecodeError as exc:
         raise ValueError(f"the answer's JSON is malformed ({exc.msg})") from None
+    except RecursionError:
+        raise ValueError("the answer's JSON is nested too deeply") from None
     items = payload.get("ideas") if isinstance(payload, dict) else payload
     if not isinstance(items, list):
         raise ValueError('the answer has no "ideas" list')
@@ -458,12 +465,13 @@ class ChatCompletionsGenerator:
             if isinstance(exc.reason, TimeoutError):
                 raise _Retry(f"no answer within {self._settings.timeout_seconds:g} s") from None
             raise _Retry(f"connection failed: {exc.reason}") from None
-        except (ConnectionError, OSError) as exc:
-            raise _Retry(f"connection failed: {exc}") from None
+        except (ConnectionError, OSError, http.client.HTTPException) as exc:
+            # HTTPException: a body cut short (IncompleteRead), a garbled status line.
+            raise _Retry(f"connection failed: {type(exc).__name__}: {exc}") from None
         try:
             payload = json.loads(raw)
             message = payload["choices"][0]["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError):
+        except (ValueError, KeyError, IndexError, TypeError, RecursionError):
             raise _Retry("the response is not a chat completion (no choices[0].message.content)") from None
         if not isinstance(message, str):
             raise _Retry("the completion's content is not text")

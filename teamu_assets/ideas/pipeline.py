@@ -162,7 +162,8 @@ def refresh_post_ideas(
     promoted_ranker's), written to ml.post_ideas in one transaction; the keywords are the asset's PostIdeasConfig.
     A team that is unknown or has no context is skipped with a warning, so the others still get theirs;
     NoTeamIdeas when every team asked for was skipped, before anything is written."""
-    project_ids = list(project_ids) or [project_id for project_id, *_ in active_teams(url, teams)]
+    # A team named twice gets its ideas once (ml.post_ideas holds one list per team).
+    project_ids = list(dict.fromkeys(project_ids)) or [project_id for project_id, *_ in active_teams(url, teams)]
     generator = generator_from_settings(language_model)
     results: list[TeamIdeas] = []
     skipped: dict[str, str] = {}

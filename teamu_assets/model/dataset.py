@@ -25,6 +25,7 @@ from teamu_assets.model.features import (
     HISTORY_PADDING_ID,
     PostFeatureTable,
     UserFeatureTable,
+    as_list,
     epoch_days,
 )
 
@@ -335,11 +336,15 @@ def user_features_as_of(
     as_of: pd.Timestamp,
     *,
     history_length: int = HISTORY_LENGTH,
+    posts: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """The user mart as it would have read at `as_of`: recent_post_ids and activity counts from interactions
-    strictly before it (profile columns are kept: they carry no time). For evaluating at a cutoff. The same
-    history as a training example's: each user gets a probe row at `as_of`, and _histories_before gives the
-    probes' histories (only theirs: memory grows with the users, not with the interactions)."""
+    strictly before it. For evaluating at a cutoff. The same history as a training example's: each user gets a
+    probe row at `as_of`, and _histories_before gives the probes' histories (only theirs: memory grows with the
+    users, not with the interactions). With `posts` (the post mart: user_id, title, created_at),
+    created_post_titles keeps only the titles of posts created before `as_of`: the mart lists a member's titles
+    by creation time, so those are its first ones (a title written after the cutoff would tell the user tower
+    what the member went on to post). The other profile columns are kept."""
     frame = interactions.loc[pd.to_datetime(interactions["occurred_at"], utc=True) < as_of]
     frame = _clean_interactions(frame, user_features, pd.DataFrame({"post_id": frame["post_id"].unique()}))
     user_ids = user_features["user_id"].to_numpy(np.int64)
@@ -363,6 +368,12 @@ def user_features_as_of(
     result["recent_post_ids"] = [[int(post) for post in history] for history in histories.to_numpy()]
     for column_index, column in enumerate(ACTIVITY_COUNT_COLUMNS):
         result[column] = counts[rows, column_index]
+    if posts is not None:
+        earlier = posts.loc[(pd.to_datetime(posts["created_at"], utc=True) < as_of) & posts["title"].notna()]
+        written = result["user_id"].map(earlier.groupby("user_id").size()).fillna(0).astype(int)
+        result["created_post_titles"] = [
+            as_list(titles)[:count] for titles, count in zip(result["created_post_titles"], written, strict=True)
+        ]
     return result
 
 
@@ -371,12 +382,22 @@ def post_features_as_of(
 ) -> pd.DataFrame:
     """The post mart with popularity (view_count, vote_count) replaced by `post_counts` (post_id, view,
     upvote), e.g. counts from before a cutoff, so training and evaluation never see later popularity. With
-    `as_of` (the cutoff), post ages are measured at that moment too (a features_as_of column records it);
-    without, they are measured when the frame is embedded (now)."""
+    `as_of` (the cutoff), post ages are measured at that moment too (a features_as_of column records it), and a
+    post created at or after it has no comments and no view time yet (the mart has gathered them since: they
+    would mark the new posts people went on to engage with); without, ages are measured when the frame is
+    embedded (now)."""
     result = post_features.copy()
     if as_of is not None:
         as_of = pd.Timestamp(as_of)
-        result[FEATURES_AS_OF_COLUMN] = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
+        as_of = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
+        result[FEATURES_AS_OF_COLUMN] = as_of
+        later = (pd.to_datetime(result["created_at"], utc=True) >= as_of).to_numpy()
+        if "comments" in result:
+            result["comments"] = [
+                [] if new else comments for new, comments in zip(later, result["comments"], strict=True)
+            ]
+        if "avg_time_viewed_seconds" in result:
+            result["avg_time_viewed_seconds"] = result["avg_time_viewed_seconds"].where(~later)
     counts = post_counts.set_index("post_id")
     result["view_count"] = result["post_id"].map(counts["view"]).fillna(0).astype(np.int64)
     result["vote_count"] = result["post_id"].map(counts["upvote"]).fillna(0).astype(np.int64)

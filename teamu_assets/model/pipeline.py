@@ -150,7 +150,7 @@ def embeddings_as_of(
     interactions before it), popularity from `post_counts` (count_posts_by_kind of the same files)."""
     from teamu_assets.model.train import embed_posts, embed_users
 
-    user_ids, user_vectors = embed_users(model_dir, user_features_as_of(history, users, cutoff))
+    user_ids, user_vectors = embed_users(model_dir, user_features_as_of(history, users, cutoff, posts=posts))
     post_ids, post_vectors = embed_posts(model_dir, post_features_as_of(post_counts, posts, as_of=cutoff))
     return Embeddings(user_ids, user_vectors), Embeddings(post_ids, post_vectors)
 

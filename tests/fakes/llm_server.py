@@ -29,6 +29,8 @@ class Reply:
     status: int
     body: bytes
     delay_seconds: float = 0.0
+    # Bytes promised in Content-Length beyond the body sent (then the connection closes): a body cut short.
+    missing_bytes: int = 0
 
     @classmethod
     def answer(cls, content: str, *, model: str = "fake-model", delay_seconds: float = 0.0) -> Reply:
@@ -49,6 +51,10 @@ class Reply:
     @classmethod
     def raw(cls, body: bytes, *, delay_seconds: float = 0.0) -> Reply:
         return cls(200, body, delay_seconds)
+
+    @classmethod
+    def cut_short(cls, body: bytes) -> Reply:
+        return cls(200, body, missing_bytes=100)
 
     @classmethod
     def error(cls, status: int, message: str, *, delay_seconds: float = 0.0) -> Reply:
@@ -83,9 +89,11 @@ def _handler_for(fake: FakeChatCompletions) -> type[BaseHTTPRequestHandler]:
             try:
                 self.send_response(reply.status)
                 self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(reply.body)))
+                self.send_header("Content-Length", str(len(reply.body) + reply.missing_bytes))
                 self.end_headers()
                 self.wfile.write(reply.body)
+                if reply.missing_bytes:
+                    self.close_connection = True
             except (BrokenPipeError, ConnectionResetError):  # the client gave up waiting
                 pass
 

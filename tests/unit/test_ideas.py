@@ -128,6 +128,12 @@ def test_repeats_are_dropped_by_normalised_title_and_by_word_overlap() -> None:
     assert repeats("Building a robot ARM with a servo!", "building a robot arm with a servo")
     assert repeats("Our sensor kit part one", "Our sensor kit, part one.")
     assert not repeats("Our sensor kit, part two", "Our sensor kit, part one")
+    # Apostrophes and hyphens inside words, Unicode forms and scripts other than Latin.
+    assert repeats("Beginner's guide to Rust", "Beginners guide to rust")
+    assert repeats("E-mail tips for makers", "Email tips for makers")
+    assert repeats("Our 3D printer", "our 3-D printer")
+    assert repeats("Привет мир", "привет, мир!") and not repeats("Привет мир", "Пока мир")
+    assert repeats("ＣＡＦÉ meetup", "café meetup")
     ideas = [
         Idea("Building a robot arm with a servo", "again"),
         Idea("Servo tuning night", "new"),
@@ -253,6 +259,16 @@ def test_a_malformed_or_slow_answer_is_retried() -> None:
         )
         assert generator.generate(make_context(), 2) == [Idea(**GOOD[0]), Idea(**GOOD[1])]
     assert len(fake.requests) == 5
+
+
+def test_a_body_cut_short_or_nested_too_deep_is_retried_not_a_crash() -> None:
+    script = [Reply.cut_short(Reply.ideas(GOOD).body[:40]), Reply.raw(b"[" * 100_000), Reply.answer("[" * 100_000)]
+    with fake_chat_completions(SECRET, script, Reply.ideas(GOOD)) as fake:
+        generator = ChatCompletionsGenerator(
+            LanguageModelSettings(fake.base_url, "fake-model", SECRET, 5.0), attempts=4, backoff_seconds=0.0
+        )
+        assert generator.generate(make_context(), 2) == [Idea(**GOOD[0]), Idea(**GOOD[1])]
+    assert len(fake.requests) == 4
 
 
 def test_answers_that_stay_unusable_give_one_clear_error() -> None:

@@ -223,6 +223,52 @@ def test_post_counts_and_user_state_as_of_a_time(world: SyntheticWorld, tmp_path
     assert warm["recent_post_ids"][0] == mine.sort_values("occurred_at")["post_id"].iloc[-1]
 
 
+def test_nothing_written_after_the_cutoff_reaches_the_features_as_of_it() -> None:
+    """The marts read now: a post created after the cutoff has comments and view time, and its author's
+    created_post_titles lists it. As of the cutoff none of that existed."""
+    from teamu_assets.model.dataset import post_features_as_of
+
+    cutoff = T0 + pd.Timedelta(days=10)
+    posts = pd.DataFrame(
+        {
+            "post_id": [10, 11, 12, 13],
+            "user_id": [1, 1, 1, 2],
+            "title": ["Old idea", None, "New idea", "Later"],
+            "created_at": [T0, T0 + pd.Timedelta(days=1), cutoff, cutoff + pd.Timedelta(days=2)],
+            "comments": [["nice"], [], ["after the cutoff"], ["great"]],
+            "avg_time_viewed_seconds": [12.0, None, 30.0, 45.0],
+            "view_count": [5, 0, 9, 3],
+            "vote_count": [1, 0, 2, 1],
+        }
+    )
+    counts = pd.DataFrame({"post_id": [10], "view": [4], "upvote": [1]})
+    at_cutoff = post_features_as_of(counts, posts, as_of=cutoff).set_index("post_id")
+    assert at_cutoff["comments"].tolist() == [["nice"], [], [], []]
+    assert at_cutoff.loc[10, "avg_time_viewed_seconds"] == 12.0
+    assert at_cutoff.loc[[11, 12, 13], "avg_time_viewed_seconds"].isna().all()
+    assert at_cutoff["view_count"].tolist() == [4, 0, 0, 0]
+    # Without a cutoff (serving) the mart's values stay.
+    assert post_features_as_of(counts, posts)["comments"].tolist() == posts["comments"].tolist()
+
+    users = pd.DataFrame(
+        {
+            "user_id": [1, 2, 3],
+            "created_post_titles": [["Old idea", "New idea"], ["Later"], []],
+            "recent_post_ids": [[], [], []],
+        }
+    )
+    interactions = pd.DataFrame(columns=["user_id", "post_id", "kind", "occurred_at"]).astype(
+        {"user_id": np.int64, "post_id": np.int64, "occurred_at": "datetime64[ns, UTC]"}
+    )
+    as_of = user_features_as_of(interactions, users, cutoff, posts=posts)
+    assert as_of["created_post_titles"].tolist() == [["Old idea"], [], []]
+    assert user_features_as_of(interactions, users, cutoff)["created_post_titles"].tolist() == [
+        ["Old idea", "New idea"],
+        ["Later"],
+        [],
+    ]
+
+
 def test_h3_cells_at_two_resolutions_and_unknown_for_bad_coordinates() -> None:
     berlin_coarse, berlin_fine = h3_cell(52.52, 13.40, 4), h3_cell(52.52, 13.40, 6)
     assert berlin_coarse != berlin_fine
