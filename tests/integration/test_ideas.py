@@ -332,6 +332,11 @@ def test_a_refresh_writes_the_most_active_teams_and_nothing_when_no_team_gets_id
     assert [record.getMessage() for record in caplog.records] == [f"project 999: {refused.value.skipped['999']}"]
     assert read_post_ideas(world.url, GLOBAL_TEAM) == stored, "nothing written"
 
+    # A team named twice gets its list once (the second list broke ml.post_ideas' key before).
+    twice = refresh_post_ideas(world.url, RANKER, None, log, project_ids=[GLOBAL_TEAM, GLOBAL_TEAM], ideas_per_team=3)
+    assert [result.context.team.project_id for result in twice.results] == [GLOBAL_TEAM]
+    assert [idea.rank for idea in read_post_ideas(world.url, GLOBAL_TEAM)] == [1, 2, 3]
+
 
 def test_the_asset_survives_a_slow_language_model_and_an_unknown_team(
     world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
