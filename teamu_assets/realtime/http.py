@@ -129,6 +129,9 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    # Seconds a client may take to send its request line, headers or body (they are read before the token is
+    # checked): a client that trickles them holds a thread no longer than this.
+    timeout = 30
 
     def _answer(self, status: HTTPStatus, body: dict[str, Any]) -> None:
         data = json.dumps(body).encode()
@@ -148,7 +151,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _body(self) -> bytes:
         length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
+        if length is None or not (length.isascii() and length.isdigit()):
             raise RequestError(HTTPStatus.LENGTH_REQUIRED, "a Content-Length header is required")
         if int(length) > MAX_BODY_BYTES:
             raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body is over {MAX_BODY_BYTES} bytes")
@@ -163,6 +166,9 @@ class _Handler(BaseHTTPRequestHandler):
             status, body = handler()
         except RequestError as refused:
             status, body = refused.status, {"error": str(refused)}
+            # The body may be unread (a refused token, endpoint or length): what is left of it must not be read
+            # as the connection's next request.
+            self.close_connection = True
         except IngestError as failed:
             status, body = HTTPStatus.UNPROCESSABLE_ENTITY, {"error": str(failed)}
         except Exception:
@@ -179,8 +185,8 @@ class _Handler(BaseHTTPRequestHandler):
         def webhook() -> tuple[HTTPStatus, dict[str, Any]]:
             try:
                 payload = json.loads(self._body())
-            except ValueError:
-                raise RequestError(HTTPStatus.BAD_REQUEST, "the payload is not JSON") from None
+            except (ValueError, RecursionError):
+                raise RequestError(HTTPStatus.BAD_REQUEST, "the payload is not JSON (or nested too deeply)") from None
             return HTTPStatus.ACCEPTED, queue_webhook(config, payload)
 
         self._handle({"/v1/events": events, "/v1/supabase-webhook": webhook})

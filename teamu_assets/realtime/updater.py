@@ -389,6 +389,10 @@ class OnlineUpdater:
         )
 
 
+# The longest pause between two tries after a batch failed: the pause doubles from 1 s up to this.
+MAX_FAILURE_PAUSE_SECONDS = 60.0
+
+
 def run(
     url: str,
     stop: threading.Event,
@@ -400,7 +404,10 @@ def run(
 ) -> None:
     """Apply the queue until `stop` is set: catch up first, then batch after batch while rows are queued, and
     wait for a NOTIFY (or idle_wait_seconds, which covers a notification lost with a connection) when none are.
-    Lag and throughput are logged every report_seconds while there is work."""
+    Lag and throughput are logged every report_seconds while there is work. A batch that fails (a dropped
+    connection, a model artifact missing, a user the tower can't embed) is logged and rolled back, its rows
+    still queued: the updater starts over on a new connection after a pause that doubles up to
+    MAX_FAILURE_PAUSE_SECONDS, instead of exiting (the Docker image stops when one of its processes does)."""
     listener = connect(url, autocommit=True)
     try:
         if not listener.execute("select pg_try_advisory_lock(hashtext(%s))", (_SINGLETON_LOCK,)).fetchone()[0]:
@@ -410,8 +417,19 @@ def run(
         try:
             log.info("catching up: %d rows queued", updater.queue_depth())
             window: _Window | None = None  # opened by the first batch after a report
+            pause = 0.0
             while not stop.is_set():
-                result = updater.apply_batch()
+                try:
+                    result = updater.apply_batch()
+                except Exception:
+                    pause = min(max(2 * pause, 1.0), MAX_FAILURE_PAUSE_SECONDS)
+                    log.exception("a batch failed (its rows stay queued); starting over in %.0f s", pause)
+                    updater.close()
+                    if stop.wait(pause):
+                        break
+                    updater = OnlineUpdater(url, batch_rows=batch_rows)
+                    continue
+                pause = 0.0
                 if result is not None:
                     window = window or _Window(started=time.monotonic() - result.seconds)
                     window.add(result)

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -599,6 +600,69 @@ def test_the_edge_function_reaches_the_endpoint(world: World, online: updater.On
     assert answer["status"] == 202 and answer["body"]["updater"] == {"queued": 1, "user_id": user}
     with connect(world.url) as conn:
         assert conn.execute("select user_id, source from ml.online_queue").fetchall() == [(user, "webhook:comments")]
+
+
+def _raw_exchange(base: str, request: bytes) -> bytes:
+    """Send raw bytes to the endpoint and read until it closes the connection (or 5 s pass)."""
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as conn:
+        conn.sendall(request)
+        received = b""
+        try:
+            while chunk := conn.recv(65536):
+                received += chunk
+        except TimeoutError:
+            pass
+    return received
+
+
+def test_the_endpoint_refuses_odd_requests_cleanly(endpoint: str) -> None:
+    # A refused token with a body on a kept-alive connection: the body is never read as the next request.
+    smuggled = b"GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode() + b"\r\n\r\n"
+    request = (
+        b"POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\nContent-Length: "
+        + str(len(smuggled)).encode()
+        + b"\r\n\r\n"
+        + smuggled
+    )
+    answers = _raw_exchange(endpoint, request)
+    assert answers.count(b"HTTP/1.1 ") == 1 and answers.startswith(b"HTTP/1.1 401")
+    # A Content-Length of digits Python reads as digits but int() doesn't ("\u00b2"): 411, not a 500.
+    odd_length = b"POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode()
+    answers = _raw_exchange(endpoint, odd_length + b"\r\nContent-Length: \xb2\r\n\r\n")
+    assert answers.startswith(b"HTTP/1.1 411")
+    # JSON nested past the parser's recursion limit: a 400, not a 500 with a traceback in the log.
+    status, answer = call(endpoint, "/v1/supabase-webhook", b"[" * 100_000)
+    assert status == 400 and "not JSON" in answer["error"]
+
+
+def test_a_failing_batch_is_retried_not_the_end_of_the_updater(
+    world: World, online: updater.OnlineUpdater, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    apply_batch = updater.OnlineUpdater.apply_batch
+    failures = []
+
+    def fails_once(self: updater.OnlineUpdater) -> updater.BatchResult | None:
+        if not failures:
+            failures.append(1)
+            raise RuntimeError("the server closed the connection")
+        return apply_batch(self)
+
+    monkeypatch.setattr(updater.OnlineUpdater, "apply_batch", fails_once)
+    [user] = active_users(world.url, 13)[12:]
+    insert_vote(world.url, user, new_post_for(world.url, user))
+    stop = threading.Event()
+    running = threading.Thread(target=updater.run, args=(world.url, stop), kwargs={"idle_wait_seconds": 0.2})
+    running.start()
+    try:
+        started = time.monotonic()
+        while scalar(world.url, "select count(*) from ml.online_queue") and time.monotonic() - started < 60:
+            time.sleep(0.1)
+        assert running.is_alive(), "the updater went on after the failure"
+        assert failures and scalar(world.url, "select count(*) from ml.online_queue") == 0
+    finally:
+        stop.set()
+        running.join()
 
 
 def test_the_sensor_shows_the_updaters_progress_on_user_embeddings(world: World, online: updater.OnlineUpdater) -> None:
