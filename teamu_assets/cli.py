@@ -479,7 +479,6 @@ def _input_error_types() -> tuple[type[Exception], ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-
     parser = build_parser()
     # psql's own options (-c, -At, ...) pass through untouched.
     args, extra = parser.parse_known_args(argv)

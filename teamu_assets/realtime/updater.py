@@ -407,27 +407,30 @@ def run(
     Lag and throughput are logged every report_seconds while there is work. A batch that fails (a dropped
     connection, a model artifact missing, a user the tower can't embed) is logged and rolled back, its rows
     still queued: the updater starts over on a new connection after a pause that doubles up to
-    MAX_FAILURE_PAUSE_SECONDS, instead of exiting (the Docker image stops when one of its processes does)."""
+    MAX_FAILURE_PAUSE_SECONDS, instead of exiting (the Docker image stops when one of its processes does). The
+    listening connection holds the one-updater lock: losing it (the server restarted) still ends the run."""
     listener = connect(url, autocommit=True)
     try:
         if not listener.execute("select pg_try_advisory_lock(hashtext(%s))", (_SINGLETON_LOCK,)).fetchone()[0]:
             raise AlreadyRunning("another `teamu realtime` is already applying this database's queue")
         listener.execute(sql.SQL("listen {}").format(sql.Identifier(CHANNEL)))
-        updater = OnlineUpdater(url, batch_rows=batch_rows)
+        updater: OnlineUpdater | None = OnlineUpdater(url, batch_rows=batch_rows)
         try:
             log.info("catching up: %d rows queued", updater.queue_depth())
             window: _Window | None = None  # opened by the first batch after a report
             pause = 0.0
             while not stop.is_set():
                 try:
+                    updater = updater or OnlineUpdater(url, batch_rows=batch_rows)
                     result = updater.apply_batch()
                 except Exception:
                     pause = min(max(2 * pause, 1.0), MAX_FAILURE_PAUSE_SECONDS)
                     log.exception("a batch failed (its rows stay queued); starting over in %.0f s", pause)
-                    updater.close()
+                    if updater is not None:
+                        updater.close()
+                    updater = None
                     if stop.wait(pause):
                         break
-                    updater = OnlineUpdater(url, batch_rows=batch_rows)
                     continue
                 pause = 0.0
                 if result is not None:
@@ -444,6 +447,7 @@ def run(
                     for _ in listener.notifies(timeout=idle_wait_seconds, stop_after=1):
                         pass
         finally:
-            updater.close()
+            if updater is not None:
+                updater.close()
     finally:
         listener.close()
