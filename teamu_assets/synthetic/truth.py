@@ -250,7 +250,7 @@ class GroundTruth:
 
     def known_at(self, time: int) -> GroundTruth:
         """The truth as a model frozen at `time` could at best know it: the posts created at or after `time` get
-        their latent quality, appeal and taste appeal replaced by what the earlier posts' say to expect (each
+        their latent quality, appeal and taste appeal replaced by what the earlier posts say to expect (each
         part's log of the mean of its exp, so a new post's expected weight is the average post's, not the
         median's); everything else stays, the users' hidden interests and tastes, the earlier posts' latent
         parts and when the later posts appear included. Its expected scores are the ceiling of a ranking made
