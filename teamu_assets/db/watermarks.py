@@ -8,17 +8,25 @@ from pathlib import Path
 from teamu_assets.db.connection import connect
 from teamu_assets.ingest.loader import landed_files, pending_files
 
-SUPABASE_WATERMARKS_SQL = """
+# Users' and posts' position: the newest updated_at up to now, and how many rows are stamped ahead of now. A row
+# a client stamped hours ahead would otherwise be the max until then, and hide every edit made before that time;
+# rows stamped ahead still count (a new one moves the count). Both parts read the updated_at indexes.
+_TABLE_POSITION = """(
+    coalesce((select max(updated_at) from raw_supabase.{table} where updated_at <= now())::text, '')
+    || ' +' || (select count(*) from raw_supabase.{table} where updated_at > now())
+)"""
+SUPABASE_WATERMARKS_SQL = f"""
 select (select coalesce(max(vote_id), 0) from raw_supabase.votes),
        (select coalesce(max(comment_id), 0) from raw_supabase.comments),
-       (select coalesce(max(updated_at)::text, '') from raw_supabase.users),
-       (select coalesce(max(updated_at)::text, '') from raw_supabase.posts)
+       {_TABLE_POSITION.format(table="users")},
+       {_TABLE_POSITION.format(table="posts")}
 """
 
 
 @dataclass(frozen=True)
 class Watermarks:
-    """Ids grow with new votes/comments; updated_at moves with new or edited users/posts; the export files the
+    """Ids grow with new votes/comments; updated_at moves with new or edited users/posts (the newest up to now,
+    with the count of rows stamped ahead of it, see _TABLE_POSITION); the export files the
     ledger doesn't reflect yet (new, or grown since they were loaded), with their sizes, so a file that grows
     again after a load is news again."""
 

@@ -1,6 +1,7 @@
 """The new-interactions sensor against a real Dagster instance on Postgres and real raw tables."""
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -184,3 +185,22 @@ def test_a_failed_retraining_is_requested_again_not_lost(
     _run_that_failed(instance, key)
     retry = tick(first.cursor)
     assert isinstance(retry, SensorResult) and retry.run_requests[0].run_key != key
+
+
+def test_a_row_stamped_ahead_hides_no_later_edit(module_db_url: str, instance, tmp_path: Path) -> None:
+    bootstrap.prepare_app_database(module_db_url)
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    insert_user = "insert into raw_supabase.users values (%s, 'u', '', '{}', null, null, now(), %s)"
+    with connect(module_db_url) as conn:
+        conn.execute(insert_user, (901, datetime.now(UTC) - timedelta(hours=1)))
+    first = _tick(instance, None, module_db_url, landing)
+    with connect(module_db_url) as conn:  # a client whose clock runs 6 hours ahead
+        conn.execute(insert_user, (900, datetime.now(UTC) + timedelta(hours=6)))
+    ahead = _tick(instance, first.cursor, module_db_url, landing)
+    assert isinstance(ahead, SensorResult) and len(ahead.run_requests) == 1
+    assert isinstance(_tick(instance, ahead.cursor, module_db_url, landing), SkipReason)
+    with connect(module_db_url) as conn:  # an edit made now: before, the row stamped ahead was the max until then
+        conn.execute("update raw_supabase.users set bio = 'edited', updated_at = now() where user_id = 901")
+    edited = _tick(instance, ahead.cursor, module_db_url, landing)
+    assert isinstance(edited, SensorResult) and len(edited.run_requests) == 1
