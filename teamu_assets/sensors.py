@@ -35,10 +35,14 @@ MAX_ATTEMPTS = 3
 RUN_KEY_TAG = "dagster/run_key"
 
 
-def _run_failed(instance: DagsterInstance, run_key: str) -> bool:
-    """Whether the run requested with run_key ended in failure (one canceled by someone is not retried)."""
+def _attempt_after(instance: DagsterInstance, run_key: str, attempt: int) -> int | None:
+    """The attempt to request next for the work that run_key (its attempt-th run) was requested for: the same
+    while that run hasn't failed (queued, running, done, or canceled by someone), the next once it failed, None
+    when MAX_ATTEMPTS runs failed."""
     runs = instance.get_runs(filters=RunsFilter(tags={RUN_KEY_TAG: run_key}), limit=1)
-    return bool(runs) and runs[0].status == DagsterRunStatus.FAILURE
+    if not runs or runs[0].status != DagsterRunStatus.FAILURE:
+        return attempt
+    return attempt + 1 if attempt < MAX_ATTEMPTS else None
 
 
 def _interactions_run_key(runs_requested: int, watermarks: Watermarks) -> str:
@@ -72,12 +76,15 @@ def new_interactions_sensor(
     last = Watermarks.from_dict(stored)
     if now.moved_from(last):
         attempts = 1
-    elif runs_requested and _run_failed(context.instance, _interactions_run_key(runs_requested, last)):
-        if attempts >= MAX_ATTEMPTS:
-            return SkipReason(f"the last {attempts} runs for these changes failed: the next change requests another")
-        attempts += 1
-    else:
+    elif not runs_requested:
         return SkipReason("no new interactions")
+    else:
+        retry = _attempt_after(context.instance, _interactions_run_key(runs_requested, last), attempts)
+        if retry is None:
+            return SkipReason(f"the last {attempts} runs for these changes failed: the next change requests another")
+        if retry == attempts:  # the last run has not failed
+            return SkipReason("no new interactions")
+        attempts = retry
     runs_requested += 1
     return SensorResult(
         run_requests=[RunRequest(run_key=_interactions_run_key(runs_requested, now))],
@@ -103,12 +110,12 @@ def retrain_on_new_interactions_sensor(
     after = last_version or "nothing"
     stored = json.loads(context.cursor) if context.cursor else {}
     attempt = int(stored.get(ATTEMPTS, 1)) if stored.get("after") == after else 1
-    if _run_failed(context.instance, _retrain_run_key(after, attempt)):
-        if attempt >= MAX_ATTEMPTS:
-            return SkipReason(
-                f"the last {attempt} retraining runs after {after} failed: fix the cause, then run full_refresh"
-            )
-        attempt += 1
+    retry = _attempt_after(context.instance, _retrain_run_key(after, attempt), attempt)
+    if retry is None:
+        return SkipReason(
+            f"the last {attempt} retraining runs after {after} failed: fix the cause, then run full_refresh"
+        )
+    attempt = retry
     return SensorResult(
         run_requests=[RunRequest(run_key=_retrain_run_key(after, attempt))],
         cursor=json.dumps({"after": after, ATTEMPTS: attempt}),

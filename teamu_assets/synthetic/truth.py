@@ -294,9 +294,8 @@ class GroundTruth:
 
 
 def _log_mean_exp(values: np.ndarray) -> np.ndarray | float:
-    """log(mean(exp(values))) over the first axis, stably."""
-    top = values.max(axis=0)
-    return top + np.log(np.exp(values - top).mean(axis=0))
+    """log(mean(exp(values))) over the first axis."""
+    return np.logaddexp.reduce(values, axis=0) - np.log(len(values))
 
 
 def save_truth(truth: GroundTruth, path: Path) -> Path:
