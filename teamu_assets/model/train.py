@@ -177,6 +177,10 @@ def _validation_recalls(
         config.embedding_dim,
     )
     log_views = posts.numeric[:, VIEW_COUNT_INDEX][np.newaxis, :]
+    # Posts created after the cutoff did not exist when any validation engagement happened: they are no
+    # candidates, as they are none of a training example's in-batch negatives. Left in, they would push the
+    # targets down with features gathered later (comments) and favour the weights that bury them.
+    unborn = posts.created_day > posts.reference_day
     weights = [
         (block, prior)
         for block in (0.0, *(ITEMITEM_WEIGHTS if factors is not None else ()))
@@ -199,6 +203,7 @@ def _validation_recalls(
             _to_tensors(users.inputs(batch.user_ids, batch.histories, batch.activity_counts)), training=False
         )
         scores = tf.linalg.matmul(queries, candidates, transpose_b=True).numpy()
+        scores[:, unborn] = -np.inf
         block_scores = None if post_blocks is None else factors.user_blocks(batch.histories) @ post_blocks
         history_columns = candidate_index.get_indexer(batch.histories.ravel()).reshape(batch.histories.shape)
         rows = np.broadcast_to(np.arange(len(batch))[:, None], history_columns.shape)

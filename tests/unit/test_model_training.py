@@ -322,3 +322,29 @@ def test_validation_recall_is_averaged_over_users(trained: Trained, tmp_path: Pa
     after = training._validation_recalls(model, manifest, users, posts, 20)
     assert before is not None and after is not None
     assert after == pytest.approx(before)
+
+
+def test_validation_ranks_only_posts_that_existed_before_the_cutoff(trained: Trained) -> None:
+    """Validation holds engagements from before the cutoff, so the posts created after it were no candidates
+    then: every validation figure is the same with those posts in the table as without them, however popular
+    they look (before the fix they pushed the targets out of the top k)."""
+    from teamu_assets.model import train as training
+    from teamu_assets.model.dataset import count_posts_by_kind, read_manifest
+
+    manifest = read_manifest(trained.dataset_dir)
+    cutoff = pd.Timestamp(manifest.cutoff)
+    post_features = post_features_as_of(count_posts_by_kind([manifest.path("train")]), trained.world.post_features)
+    later = post_features["created_at"] > cutoff
+    assert later.any()
+    post_features.loc[later, "view_count"] = 10**6
+    existing = post_features.loc[~later]
+    users = UserFeatureTable(trained.world.user_features, FeatureLayout(history_length=manifest.history_length))
+    model = trained.result.model
+    with_later = training._validation_recalls(
+        model, manifest, users, PostFeatureTable(post_features, reference_time=cutoff), 20
+    )
+    without_later = training._validation_recalls(
+        model, manifest, users, PostFeatureTable(existing, reference_time=cutoff), 20
+    )
+    assert with_later is not None and without_later is not None
+    assert with_later == pytest.approx(without_later)
