@@ -273,6 +273,7 @@ class ProductRun:
     promoted: bool
     gate: dict[str, Any]  # the promotion gate's decision (rule, reason, figures)
     evaluation_metrics: dict[str, Any]  # the product's own evaluation (its temporal split), as recorded
+    fallback_decay: float | None  # the popularity fallback's decay the evaluation chose on validation
 
 
 @contextmanager
@@ -332,6 +333,7 @@ def run_full_refresh(home: Path, url: str, model_config: dict[str, Any]) -> Prod
         promoted=is_promoted,
         gate=dict(evaluation.gate),
         evaluation_metrics=dict(evaluation.metrics),
+        fallback_decay=registry.fallback_decay(url),
     )
 
 
@@ -459,6 +461,7 @@ def bench_dataset(name: str, data_dir: Path, server_url: str, model_config: dict
             "promoted": product.promoted,
             "gate": product.gate,
             "evaluation_metrics": product.evaluation_metrics,
+            "fallback_decay": product.fallback_decay,
             "model_config_overrides": model_config,
         },
         "rankers": {
@@ -510,6 +513,7 @@ def print_results(results: dict[str, Any]) -> None:
         f"{'promoted' if product['promoted'] else 'NOT promoted: serving falls back to popularity'}"
     )
     print(f"  promotion gate: {product['gate'].get('reason', '(no reason recorded)')}")
+    print(f"  popularity fallback's decay (chosen on validation): {product['fallback_decay']}")
     labels = {
         MODEL: product["label"],
         POPULARITY: POPULARITY,

@@ -29,6 +29,7 @@ from pydantic import create_model
 from teamu_assets.contract import HISTORY_LENGTH
 from teamu_assets.db import registry
 from teamu_assets.db.store import EmbeddingMode, serving_after
+from teamu_assets.evaluation.fallback import FallbackChoice
 from teamu_assets.evaluation.gate import DEFAULT_TOLERANCE
 from teamu_assets.model.params import RUN_KNOBS, TrainParams
 from teamu_assets.resources import ArtifactStore, TeamuDatabase, TowerPreloader
@@ -205,6 +206,7 @@ def evaluation_report(
     return MaterializeResult(
         metadata={
             **_metadata(headline(version, evaluated.result, evaluated.decision)),
+            **_fallback_metadata(evaluated.fallback),
             "report": MetadataValue.md(_inline_images(report.markdown, report.markdown_path.parent)),
             "report_path": MetadataValue.path(str(report.markdown_path)),
         }
@@ -245,6 +247,17 @@ def promotion_gate(context: AssetCheckExecutionContext, database: TeamuDatabase)
             **_metadata({name: float(value) for name, value in gate.get("figures", {}).items()}),
         },
     )
+
+
+def _fallback_metadata(choice: FallbackChoice | None) -> dict[str, Any]:
+    """The popularity fallback's decay chosen on validation, with each decay's validation recall."""
+    if choice is None:
+        return {}
+    recalls = [{"decay": decay, f"validation_recall@{choice.k}": recall} for decay, recall in choice.recalls.items()]
+    return {
+        "popularity_fallback_decay": choice.decay,
+        "popularity_fallback_validation": MetadataValue.md(_md_table(recalls)),
+    }
 
 
 def _inline_images(markdown: str, folder: Path) -> str:

@@ -1,4 +1,5 @@
-"""The model registry (ml.model_versions) and evaluation records (ml.model_evaluations).
+"""The model registry (ml.model_versions), evaluation records (ml.model_evaluations) and the popularity
+fallback's decay each evaluation chooses (ml.popularity_fallback).
 
 ml.model_versions.promoted marks the model being served: it changes only in the transaction that swaps that
 model's embeddings in (teamu_assets.db.embeddings.publish). ml.model_evaluations.promoted records the gate's
@@ -93,10 +94,18 @@ def record_evaluation(
     promote: bool,
     report_path: str,
     gate: dict[str, Any] | None = None,
+    fallback: dict[str, Any] | None = None,
 ) -> None:
-    """Store the evaluation and the gate's decision (promote, rule, reason, figures). A promote decision does
-    not promote yet: the embedding assets publish the model's vectors and promote it in one transaction."""
+    """Store the evaluation and the gate's decision (promote, rule, reason, figures), and with `fallback`
+    (FallbackChoice.as_json) the popularity fallback's decay chosen with it, in one transaction. A promote
+    decision does not promote yet: the embedding assets publish the model's vectors and promote it in one
+    transaction; the fallback's decay applies from the commit on."""
     with connect(url) as conn:
+        if fallback is not None:
+            conn.execute(
+                "insert into ml.popularity_fallback (model_version, decay, validation) values (%s, %s, %s)",
+                (model_version, float(fallback["decay"]), Jsonb(fallback)),
+            )
         conn.execute(
             "insert into ml.model_evaluations"
             " (model_version, metrics, baselines, segments, promoted, report_path, gate)"
@@ -130,3 +139,12 @@ def last_evaluation(conn: psycopg.Connection, model_version: str | None = None) 
         {"version": model_version},
     ).fetchone()
     return None if row is None else EvaluationRecord(*row)
+
+
+def fallback_decay(url: str) -> float | None:
+    """The popularity fallback's decay as ml.recommend_posts reads it: the newest choice, None before any."""
+    with connect(url) as conn:
+        row = conn.execute(
+            "select decay from ml.popularity_fallback order by chosen_at desc, choice_id desc limit 1"
+        ).fetchone()
+    return None if row is None else float(row[0])

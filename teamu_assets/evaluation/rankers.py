@@ -74,7 +74,14 @@ def top_k_positions(
     if n_rows == 0 or kept == 0:
         return positions
     if kept < n_columns:
-        chosen = np.argpartition(-candidate_scores, kept - 1, axis=1)[:, :kept]
+        # The kept columns: every score above the row's kth highest, then the lowest columns of those equal to
+        # it. argpartition alone would pick an arbitrary subset of the scores tied across the kth place.
+        kth = -np.partition(-candidate_scores, kept - 1, axis=1)[:, kept - 1 : kept]
+        above = candidate_scores > kth
+        tied = candidate_scores == kth
+        needed = kept - above.sum(axis=1, keepdims=True)
+        taken = above | (tied & (np.cumsum(tied, axis=1) <= needed))
+        chosen = np.nonzero(taken)[1].reshape(n_rows, kept)
     else:
         chosen = np.broadcast_to(np.arange(n_columns), (n_rows, n_columns))
     chosen_scores = np.take_along_axis(candidate_scores, chosen, axis=1)

@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from teamu_assets.db import features, registry
+from teamu_assets.evaluation.fallback import FallbackChoice, choose_fallback_decay
 from teamu_assets.evaluation.gate import DEFAULT_TOLERANCE, GateDecision, promotion_decision
 from teamu_assets.evaluation.metrics import GATE_METRIC
 from teamu_assets.evaluation.offline import Embeddings, OfflineEvaluation, evaluate_embeddings
@@ -131,6 +132,8 @@ class CandidateEvaluation:
     result: OfflineEvaluation
     decision: GateDecision
     report: Report
+    # The popularity fallback's decay chosen on validation (None: no validation engagement to choose on).
+    fallback: FallbackChoice | None = None
 
 
 def _interactions(manifest: DatasetManifest, *splits: str) -> pd.DataFrame:
@@ -153,6 +156,15 @@ def embeddings_as_of(
     user_ids, user_vectors = embed_users(model_dir, user_features_as_of(history, users, cutoff, posts=posts))
     post_ids, post_vectors = embed_posts(model_dir, post_features_as_of(post_counts, posts, as_of=cutoff))
     return Embeddings(user_ids, user_vectors), Embeddings(post_ids, post_vectors)
+
+
+def _fallback_choice(manifest: DatasetManifest, posts: pd.DataFrame) -> FallbackChoice | None:
+    """The fallback's decay chosen on the dataset's validation split (its first engagements), ranked by the
+    training split's engagement at the cutoff: as the model's serving terms are chosen, the evaluation period
+    never looked at."""
+    validation = pd.read_parquet(manifest.path("validation"), columns=["user_id", "post_id", "first_engagement"])
+    targets = validation.loc[validation["first_engagement"], ["user_id", "post_id"]]
+    return choose_fallback_decay(_interactions(manifest, "train"), targets, posts, pd.Timestamp(manifest.cutoff))
 
 
 def _oracles(truth_path: Path | None, cutoff: pd.Timestamp) -> dict[str, Callable[[Any, Any], Any]]:
@@ -184,7 +196,8 @@ def evaluate_candidate(
 ) -> CandidateEvaluation:
     """Evaluate the model judged for model_version (evaluated_model_dir) against popularity, item-item, random,
     the promoted model and (synthetic data) the oracles; the gate's decision; the report under reports_dir; the
-    record in ml.model_evaluations. Promotion itself waits for the embeddings (teamu_assets.db.store)."""
+    record in ml.model_evaluations, with the popularity fallback's decay chosen on validation
+    (ml.popularity_fallback). Promotion itself waits for the embeddings (teamu_assets.db.store)."""
     manifest = read_manifest(dataset_dir)
     cutoff = pd.Timestamp(manifest.cutoff)
     history = _interactions(manifest, "train", "validation")
@@ -228,6 +241,7 @@ def evaluate_candidate(
         score_samples=result.score_samples,
         intervals=result.intervals,
     )
+    fallback = _fallback_choice(manifest, posts)
     metrics_json, baselines_json = stored_json(result)
     registry.record_evaluation(
         url,
@@ -238,8 +252,9 @@ def evaluate_candidate(
         promote=decision.promote,
         report_path=str(report.markdown_path),
         gate=decision.as_json(),
+        fallback=None if fallback is None else fallback.as_json(),
     )
-    return CandidateEvaluation(model_version, result, decision, report)
+    return CandidateEvaluation(model_version, result, decision, report, fallback)
 
 
 def embed_for_serving(url: str, model: registry.ModelVersion, kind: str, ids: list[int] | None) -> tuple[Any, Any, int]:

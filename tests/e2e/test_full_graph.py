@@ -53,8 +53,8 @@ def _materialized(result) -> set:
     return {event.asset_key for event in result.get_asset_materialization_events()}
 
 
-def _fallback_ranking(url: str, user_id: int, count: int) -> list[int]:
-    """ml.recommend_posts' popularity fallback, written out: engagement / (1 + age in days)^1.5 over the posts
+def _fallback_ranking(url: str, user_id: int, count: int, decay: float) -> list[int]:
+    """ml.recommend_posts' popularity fallback, written out: engagement / (1 + age in days)^decay over the posts
     the user may be shown."""
     with connect(url) as conn:
         rows = conn.execute(
@@ -64,9 +64,9 @@ def _fallback_ranking(url: str, user_id: int, count: int) -> list[int]:
             " and not exists (select 1 from marts.interactions i where i.user_id = uf.user_id"
             " and i.post_id = pf.post_id)"
             " order by (coalesce(pf.view_count, 0) + greatest(coalesce(pf.vote_count, 0), 0))::float8"
-            " / power(1 + greatest(extract(epoch from now() - pf.created_at), 0) / 86400, 1.5) desc, pf.post_id"
-            " limit %(count)s",
-            {"user": user_id, "count": count},
+            " / power(1 + greatest(extract(epoch from now() - pf.created_at), 0) / 86400, %(decay)s) desc,"
+            " pf.post_id limit %(count)s",
+            {"user": user_id, "count": count, "decay": decay},
         ).fetchall()
     return [post_id for (post_id,) in rows]
 
@@ -114,6 +114,9 @@ def test_a_first_model_worse_than_popularity_is_not_promoted_and_serving_falls_b
     evaluation = _metadata(refused, "evaluation_report")
     assert evaluation["promoted"] is False and evaluation["gate_rule"] == "beats_popularity"
     assert evaluation["itemitem_recall@20"] > 0
+    # The fallback's decay, chosen on validation by the same evaluation, is the one serving reads.
+    decay = evaluation["popularity_fallback_decay"]
+    assert registry.fallback_decay(url) == decay
     # The gate stopped the embedding assets (and so their checks): nothing written, nothing promoted.
     assert not set(EMBEDDINGS) & _materialized(refused)
     assert not {"post_embeddings_are_complete_and_sane", "user_embeddings_are_complete_and_sane"} & set(
@@ -133,7 +136,7 @@ def test_a_first_model_worse_than_popularity_is_not_promoted_and_serving_falls_b
     assert round(vs_popularity["recall@20_ci"][0], 4) == figures["recall@20_minus_popularity_ci_low"]
     # The app's RPC answers anyway: the serving functions were installed before the gate, and serve popularity.
     served = [r.post_id for r in recommend(url, active_user, 10)]
-    assert len(served) == 10 and served == _fallback_ranking(url, active_user, 10)
+    assert len(served) == 10 and served == _fallback_ranking(url, active_user, 10, decay)
 
 
 def test_full_graph_then_gate_keeps_the_promoted_model(seeded: tuple[Path, str]) -> None:

@@ -26,6 +26,7 @@ from teamu_assets.db.embeddings import (
     write_embeddings,
 )
 from teamu_assets.db.recommend import install_serving_functions, is_known_user, recommend
+from teamu_assets.db.registry import fallback_decay
 
 pytestmark = pytest.mark.integration
 
@@ -340,6 +341,37 @@ def test_a_user_without_embedding_gets_popular_recent_posts(world: World) -> Non
     assert post_ids[0] == world.top_post_for_fallback, "5000 views yesterday beats everything not yet seen"
     assert set(post_ids) <= eligible(world, USER_WITHOUT_EMBEDDING)
     assert [s for _, s in rows] == sorted((s for _, s in rows), reverse=True)
+
+
+def _fallback_formula(world: World, user_id: int, decay: float) -> list[int]:
+    """The fallback's ranking written out, over the user's eligible posts, with the given decay."""
+    with connect(world.url) as conn:
+        rows = conn.execute(
+            "select pf.post_id from marts.post_features pf where pf.post_id = any(%s)"
+            " order by (pf.view_count + greatest(pf.vote_count, 0))::float8"
+            " / power(1 + extract(epoch from now() - pf.created_at) / 86400, %s) desc, pf.post_id limit 20",
+            (sorted(eligible(world, user_id)), decay),
+        ).fetchall()
+    return [post_id for (post_id,) in rows]
+
+
+def test_the_fallback_uses_the_decay_the_latest_evaluation_chose(world: World) -> None:
+    """ml.popularity_fallback's newest row decides the fallback's decay: 0 ranks by engagement alone, 3 puts
+    recent posts first (the two rankings differ here); with no row it is 1.5."""
+    user = USER_WITHOUT_EMBEDDING
+    assert _fallback_formula(world, user, 0.0) != _fallback_formula(world, user, 3.0)
+    assert fallback_decay(world.url) is None
+    assert [p for p, _ in recommend_rows(world.url, user, 20)] == _fallback_formula(world, user, 1.5)
+    try:
+        for decay in (0.0, 3.0):
+            with connect(world.url) as conn:
+                # Two choices in one transaction (the same chosen_at): the later one counts.
+                conn.execute("insert into ml.popularity_fallback (decay) values (7.0), (%s)", (decay,))
+            assert fallback_decay(world.url) == decay
+            assert [p for p, _ in recommend_rows(world.url, user, 20)] == _fallback_formula(world, user, decay)
+    finally:
+        with connect(world.url) as conn:
+            conn.execute("delete from ml.popularity_fallback")
 
 
 def test_each_recommendation_says_whether_the_model_or_the_fallback_ranked_it(world: World) -> None:

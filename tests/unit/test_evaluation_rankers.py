@@ -28,6 +28,18 @@ def test_top_k_orders_by_score_and_breaks_ties_by_column() -> None:
     np.testing.assert_array_equal(top_k_positions(scores, 3), [[1, 3, 2], [0, 1, 2]])
 
 
+def test_top_k_keeps_the_lowest_columns_of_scores_tied_across_the_kth_place() -> None:
+    """A popularity row is mostly ties: the top k is then the same whatever the row's length or layout (before,
+    argpartition kept an arbitrary subset of the tied columns)."""
+    scores = np.zeros((3, 200))
+    scores[:, 150] = 1.0
+    scores[1, 7] = -np.inf
+    positions = top_k_positions(scores, 20)
+    np.testing.assert_array_equal(positions[0], [150, *range(19)])
+    np.testing.assert_array_equal(positions[1], [150, *range(7), *range(8, 20)])
+    np.testing.assert_array_equal(positions[2], positions[0])
+
+
 def test_top_k_skips_excluded_and_nan_and_pads() -> None:
     scores = np.array([[0.1, 0.9, np.nan, 0.5]])
     positions = top_k_positions(scores, 6, excluded_rows=np.array([0]), excluded_columns=np.array([1]))

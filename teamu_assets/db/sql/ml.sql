@@ -30,6 +30,17 @@ alter table ml.model_evaluations add column if not exists gate jsonb not null de
 create index if not exists model_evaluations_model_version_idx
     on ml.model_evaluations (model_version, evaluated_at desc);
 
+-- The popularity fallback's decay, one row per choice: the evaluation chooses it on validation every time it runs
+-- (teamu_assets/evaluation/fallback.py), and ml.recommend_posts' fallback reads the newest row (1.5 before the
+-- first). validation: {"decay", "k", "users", "recalls": {decay: validation recall@k}}.
+create table if not exists ml.popularity_fallback (
+    choice_id       bigint generated always as identity primary key,
+    chosen_at       timestamptz not null default now(),
+    model_version   text references ml.model_versions (model_version) on delete set null,
+    decay           double precision not null check (decay >= 0 and decay <= 10),
+    validation      jsonb not null default '{}'::jsonb
+);
+
 -- Post ideas for teams (teamu_assets/ideas), best first: the app shows a team its rows. A team's rows are
 -- replaced together, in one transaction, whenever its ideas are generated again.
 create table if not exists ml.post_ideas (

@@ -88,6 +88,7 @@ declare
     v_post_ids bigint[];
     v_scores real[];
     v_pending bigint[];
+    v_decay double precision;
 begin
     if p_user_id is null then
         raise exception 'ml.recommend_posts: p_user_id must not be null' using errcode = 'invalid_parameter_value';
@@ -120,12 +121,17 @@ begin
     if v_embedding is null then
         -- Popularity fallback for users the model hasn't embedded yet (new sign-ups), and for everyone while no
         -- model is promoted (the promotion gate refused every candidate so far): engagement (views plus
-        -- upvotes) divided by (1 + age in days)^1.5, so well-engaged recent posts lead and old hits fade.
-        -- Same exclusions as the personal ranking.
+        -- upvotes) divided by (1 + age in days)^decay. The decay is the one the latest evaluation chose on
+        -- validation (ml.popularity_fallback; 0 where people engage with a catalogue's hits, steeper where
+        -- they engage with what is new), 1.5 before any. Same exclusions as the personal ranking.
+        if to_regclass('ml.popularity_fallback') is not null then
+            select c.decay into v_decay from ml.popularity_fallback c order by c.chosen_at desc, c.choice_id desc limit 1;
+        end if;
+        v_decay := coalesce(v_decay, 1.5);
         return query
         select pf.post_id,
                ((coalesce(pf.view_count, 0) + greatest(coalesce(pf.vote_count, 0), 0))::double precision
-                / power(1 + greatest(extract(epoch from now() - pf.created_at), 0) / 86400, 1.5))::real as score,
+                / power(1 + greatest(extract(epoch from now() - pf.created_at), 0) / 86400, v_decay))::real as score,
                'popularity fallback'::text as source
         from marts.post_features pf
         where pf.user_id is distinct from p_user_id
@@ -190,7 +196,8 @@ $$;
 comment on function ml.recommend_posts(bigint, integer, double precision) is
     'Top p_count posts for a user by embedding inner product (score, highest first; source ''model''), excluding '
     'posts the user engaged with, the user''s own posts and local posts farther than p_local_radius_km; popularity '
-    '(source ''popularity fallback'') for users without an embedding, and for everyone while no model is promoted.';
+    '(source ''popularity fallback'': engagement / (1 + age in days)^decay, the decay chosen on validation, '
+    'ml.popularity_fallback) for users without an embedding, and for everyone while no model is promoted.';
 
 -- Posts like a given one (a post page's "more like this"): nearest by inner product, the post itself excluded,
 -- local posts only near the given post's location. Empty for a post without an embedding yet.

@@ -1,0 +1,108 @@
+"""The popularity fallback's decay, chosen on validation.
+
+`ml.recommend_posts` serves popularity to users the model has no vector for and to everyone while no model is
+promoted: a post's engagement (views plus upvotes) over (1 + its age in days) ** decay. Which decay ranks best is a
+property of the data, not of the code: where people engage with what is new (a feed of project ideas, a Q&A site's
+open questions) a steep one, where they engage with a catalogue (artists, films) none at all. A fixed 1.5 served
+the Stack Exchange sites' per-user holdout below plain popularity (docs/BENCHMARKS.md, "Real data").
+
+So the evaluation chooses it as the model's serving terms are chosen (teamu_assets.model.train): on each user's
+last engagements before the cutoff (the dataset's validation split), ranked among the posts created before the
+cutoff as they were at it (engagement from the training split, ages at the cutoff), without the user's own posts
+and the posts of their history, recall@k averaged per user. The choice is recorded in ml.popularity_fallback,
+which the fallback reads; the evaluation period is never looked at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from teamu_assets.evaluation.metrics import evaluate_ranked_per_user
+from teamu_assets.evaluation.rankers import rank
+
+# The decays tried, 0 (all-time popularity) first: among equal recalls the smallest wins.
+FALLBACK_DECAYS: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
+# What the fallback uses until a choice is recorded (serving_functions.sql has the same number).
+DEFAULT_FALLBACK_DECAY = 1.5
+# Interaction kinds the fallback's engagement counts (marts.post_features' view_count plus its upvotes).
+ENGAGEMENT_KINDS: tuple[str, ...] = ("view", "upvote")
+SECONDS_PER_DAY = 86_400.0
+
+
+@dataclass(frozen=True)
+class FallbackChoice:
+    """The decay chosen, and the validation recall@k of every decay tried (users: those with a validation
+    engagement with a post that existed before the cutoff)."""
+
+    decay: float
+    recalls: dict[float, float]
+    k: int
+    users: int
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "decay": self.decay,
+            "k": self.k,
+            "users": self.users,
+            "recalls": {f"{decay:g}": recall for decay, recall in self.recalls.items()},
+        }
+
+
+def fallback_scores(engagement: np.ndarray, age_days: np.ndarray, decay: float) -> np.ndarray:
+    """engagement / (1 + age in days) ** decay, ages below 0 counted as 0: the fallback's score."""
+    return np.asarray(engagement, np.float64) / (1.0 + np.clip(np.asarray(age_days, np.float64), 0.0, None)) ** decay
+
+
+def choose_fallback_decay(
+    history: pd.DataFrame,
+    targets: pd.DataFrame,
+    posts: pd.DataFrame,
+    as_of: pd.Timestamp,
+    *,
+    k: int = 20,
+    decays: Sequence[float] = FALLBACK_DECAYS,
+) -> FallbackChoice | None:
+    """The decay of highest recall@k on `targets` (user_id, post_id: the validation engagements), ranking the
+    posts (post_id, user_id as author, created_at) created before `as_of` by their engagement in `history`
+    (user_id, post_id, kind: the interactions before the validation engagements) at their age at `as_of`, each
+    user's own posts and history excluded. None when no target is a post that existed before `as_of`."""
+    as_of = pd.Timestamp(as_of)
+    as_of = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
+    created = pd.to_datetime(posts["created_at"], utc=True)
+    before = (created < as_of).to_numpy()
+    existing = posts.loc[before]
+    post_ids = existing["post_id"].to_numpy(np.int64)
+    candidates = set(post_ids.tolist())
+    targets = targets.loc[targets["post_id"].isin(candidates)]
+    if targets.empty:
+        return None
+    engaged = history.loc[history["kind"].isin(ENGAGEMENT_KINDS), "post_id"]
+    engagement = engaged.value_counts().reindex(post_ids, fill_value=0).to_numpy(np.float64)
+    age_days = (as_of - created[before]).dt.total_seconds().to_numpy() / SECONDS_PER_DAY
+    relevant = {user: set(group) for user, group in targets.groupby("user_id")["post_id"]}
+    user_ids = np.array(sorted(relevant), dtype=np.int64)
+    exclude: dict[int, set[int]] = {
+        user: set(group) for user, group in history.loc[history["user_id"].isin(relevant)].groupby("user_id")["post_id"]
+    }
+    for author, post in zip(existing["user_id"].to_numpy(), post_ids, strict=True):
+        if author in relevant:
+            exclude.setdefault(int(author), set()).add(int(post))
+    recalls: dict[float, float] = {}
+    for decay in decays:
+        row = fallback_scores(engagement, age_days, decay)
+        # The fallback's own tie-break: the lower post id first (post_ids ascending, as rank() breaks ties).
+        order = np.argsort(post_ids, kind="stable")
+        ranked = rank(
+            user_ids,
+            post_ids[order],
+            lambda start, stop, row=row[order]: np.broadcast_to(row, (stop - start, len(row))),
+            exclude,
+            k,
+        )
+        recalls[float(decay)] = float(evaluate_ranked_per_user(ranked, relevant, (k,)).metrics[f"recall@{k}"])
+    best = max(recalls, key=lambda decay: (recalls[decay], -decay))
+    return FallbackChoice(decay=best, recalls=recalls, k=k, users=len(user_ids))
