@@ -34,6 +34,13 @@ REPEAT_JACCARD = 0.8
 # Attempts at the endpoint for one generation: a timeout, a connection error, HTTP 429 or 5xx, or an answer
 # without parseable ideas is tried again after RETRY_BACKOFF_SECONDS x the attempt number.
 ATTEMPTS = 3
+# The largest answer read: a completion of a few dozen ideas is a few kilobytes; a server streaming more (a proxy's
+# error page gone wrong, a runaway generation) is cut off there instead of filling the asset's memory.
+MAX_RESPONSE_BYTES = 1 << 22
+# The most of an error's body read for its message.
+MAX_ERROR_BYTES = 1 << 16
+# Bytes read from the answer at a time, each read checked against the deadline.
+READ_CHUNK_BYTES = 1 << 16
 RETRY_BACKOFF_SECONDS = 1.0
 PROMPT_EXISTING_POSTS = 20
 # Words too common, or too much a post's frame rather than its subject, to be a theme.
@@ -368,11 +375,14 @@ def _endpoint(url: str) -> str:
 def parse_ideas(content: str) -> list[Idea]:
     """Ideas from the model's message: a JSON object with "ideas", or a bare list, possibly inside a ```json fence
     or surrounded by prose. Raises ValueError when there are none."""
-    match = re.search(r"[\[{].*[\]}]", content, flags=re.DOTALL)
-    if match is None:
+    # From the first opening bracket to the last closing one (what a greedy regex would match, in linear time:
+    # the regex backtracked from every opening bracket, minutes on an answer of 100,000 of them).
+    openings = [index for index in (content.find("["), content.find("{")) if index >= 0]
+    end = max(content.rfind("]"), content.rfind("}"))
+    if not openings or end < min(openings):
         raise ValueError("the answer holds no JSON")
     try:
-        payload = json.loads(match.group(0))
+        payload = json.loads(content[min(openings) : end + 1])
     except json.JSONDecodeError as exc:
         raise ValueError(f"the answer's JSON is malformed ({exc.msg})") from None
     except RecursionError:
@@ -441,6 +451,21 @@ class ChatCompletionsGenerator:
             f"{_endpoint(self._settings.url)} gave no usable ideas in {self._attempts} attempts: " + "; ".join(failures)
         )
 
+    def _read_body(self, response: http.client.HTTPResponse, deadline: float) -> bytes:
+        """The answer's body, read a chunk at a time: all of it within the timeout (the socket's timeout bounds
+        each read only, and a server sending a byte now and then would hold the asset forever) and at most
+        MAX_RESPONSE_BYTES."""
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := response.read1(READ_CHUNK_BYTES):
+            size += len(chunk)
+            if size > MAX_RESPONSE_BYTES:
+                raise _Retry(f"the answer is larger than {MAX_RESPONSE_BYTES} bytes")
+            if time.monotonic() > deadline:
+                raise _Retry(f"no complete answer within {self._settings.timeout_seconds:g} s")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
     def _complete(self, body: dict[str, Any]) -> str:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self._settings.api_key:
@@ -449,8 +474,9 @@ class ChatCompletionsGenerator:
             _endpoint(self._settings.url), data=json.dumps(body).encode(), headers=headers, method="POST"
         )
         try:
+            deadline = time.monotonic() + self._settings.timeout_seconds
             with urllib.request.urlopen(request, timeout=self._settings.timeout_seconds) as response:
-                raw = response.read()
+                raw = self._read_body(response, deadline)
         except urllib.error.HTTPError as exc:
             detail = _error_detail(exc, self._settings.api_key)
             if exc.code == 429 or exc.code >= 500:
@@ -482,8 +508,8 @@ def _error_detail(error: urllib.error.HTTPError, api_key: str | None) -> str:
     """The error message an OpenAI-compatible server puts in its body ({"error": {"message": ...}}), cut short,
     the key masked should the server quote it."""
     try:
-        payload = json.loads(error.read() or b"{}")
-    except (ValueError, OSError):
+        payload = json.loads(error.read(MAX_ERROR_BYTES) or b"{}")
+    except (ValueError, OSError, RecursionError, http.client.HTTPException):
         return ""
     message = payload.get("error") if isinstance(payload, dict) else None
     if isinstance(message, dict):

@@ -7,7 +7,8 @@ Served by the stdlib http.server in a thread, on a random free port. What it che
   Reply.answer(content)     a chat completion whose message content is `content`
   Reply.raw(body)           status 200 with this body as is (a malformed response)
   Reply.error(status, msg)  an OpenAI-shaped error {"error": {"message", "type", "code"}}
-and any of them with `delay_seconds`, slept before answering (a slow server).
+and any of them with `delay_seconds`, slept before answering (a slow server), or `drip_seconds`, slept before each
+byte of the body (a server that answers but never finishes).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class Reply:
     delay_seconds: float = 0.0
     # Bytes promised in Content-Length beyond the body sent (then the connection closes): a body cut short.
     missing_bytes: int = 0
+    drip_seconds: float = 0.0
 
     @classmethod
     def answer(cls, content: str, *, model: str = "fake-model", delay_seconds: float = 0.0) -> Reply:
@@ -55,6 +57,10 @@ class Reply:
     @classmethod
     def cut_short(cls, body: bytes) -> Reply:
         return cls(200, body, missing_bytes=100)
+
+    @classmethod
+    def dripping(cls, body: bytes, drip_seconds: float) -> Reply:
+        return cls(200, body, drip_seconds=drip_seconds)
 
     @classmethod
     def error(cls, status: int, message: str, *, delay_seconds: float = 0.0) -> Reply:
@@ -91,7 +97,13 @@ def _handler_for(fake: FakeChatCompletions) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(reply.body) + reply.missing_bytes))
                 self.end_headers()
-                self.wfile.write(reply.body)
+                if reply.drip_seconds:
+                    for byte in range(len(reply.body)):
+                        self.wfile.write(reply.body[byte : byte + 1])
+                        self.wfile.flush()
+                        time.sleep(reply.drip_seconds)
+                else:
+                    self.wfile.write(reply.body)
                 if reply.missing_bytes:
                     self.close_connection = True
             except (BrokenPipeError, ConnectionResetError):  # the client gave up waiting

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 
 from teamu_assets.ideas.context import Audience, ContextPost, IdeaContext, choose_audience, team_direction
 from teamu_assets.ideas.generate import (
+    MAX_RESPONSE_BYTES,
     ChatCompletionsGenerator,
     Idea,
     IdeaGenerationError,
@@ -269,6 +271,25 @@ def test_a_body_cut_short_or_nested_too_deep_is_retried_not_a_crash() -> None:
         )
         assert generator.generate(make_context(), 2) == [Idea(**GOOD[0]), Idea(**GOOD[1])]
     assert len(fake.requests) == 4
+
+
+def test_an_answer_too_large_or_never_finished_is_retried_not_read_forever() -> None:
+    """A server that streams more than MAX_RESPONSE_BYTES, or sends its answer a byte at a time (each byte well
+    within the socket's timeout, the whole far past it), is cut off and asked again."""
+    huge = Reply.raw(b" " * (MAX_RESPONSE_BYTES + 1) + Reply.ideas(GOOD).body)
+    dripping = Reply.dripping(Reply.ideas(GOOD).body, drip_seconds=0.05)
+    with fake_chat_completions(SECRET, [huge, dripping], Reply.raw(b"{not")) as fake:
+        generator = ChatCompletionsGenerator(
+            LanguageModelSettings(fake.base_url, "fake-model", SECRET, 1.0), attempts=3, backoff_seconds=0.0
+        )
+        started = time.monotonic()
+        with pytest.raises(IdeaGenerationError) as error:
+            generator.generate(make_context(), 2)
+    message = str(error.value)
+    assert f"the answer is larger than {MAX_RESPONSE_BYTES} bytes" in message
+    assert "no complete answer within 1 s" in message
+    assert time.monotonic() - started < 10, "the dripping answer (about 30 s at its pace) was cut off"
+    assert len(fake.requests) == 3
 
 
 def test_answers_that_stay_unusable_give_one_clear_error() -> None:
