@@ -30,7 +30,8 @@ def write_post_ideas(
     url: str, teams: Sequence[tuple[int, Sequence[RankedIdea], str]], model_version: str
 ) -> datetime | None:
     """Replace the rows of every (project_id, ranked ideas, generator) given, all in one transaction: a reader
-    sees every team's previous ideas or every team's new ones. Teams not given keep theirs. Returns the
+    sees every team's previous ideas or every team's new ones. Teams not given keep theirs. Writers run one after
+    another (the asset and `teamu ideas --save` at once): each replaces what the one before it wrote. Returns the
     generated_at written (the transaction's time), None when nothing was given."""
     if not teams:
         return None
@@ -40,6 +41,10 @@ def write_post_ideas(
         # A database bootstrapped before the table existed (`teamu db start` creates it).
         schema.apply(url, "ml")
     with connect(url) as conn:
+        # SHARE ROW EXCLUSIVE conflicts with itself and with a writer's row locks, not with readers. Without it,
+        # two writers of one team both deleted the rows before either inserted, and the second insert failed on
+        # the (project_id, rank) key.
+        conn.execute("lock table ml.post_ideas in share row exclusive mode")
         generated_at = conn.execute("select now()").fetchone()[0]
         conn.execute(
             "delete from ml.post_ideas where project_id = any(%s)", ([project_id for project_id, _, _ in teams],)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -314,6 +315,39 @@ def test_post_ideas_are_replaced_per_team_in_one_transaction(world: World) -> No
         )
     assert [i.title for i in read_post_ideas(url, LOCAL_TEAM)] == ["x"]
     assert [i.title for i in read_post_ideas(url, GLOBAL_TEAM)] == ["c"]
+
+
+def test_two_writers_of_one_team_run_one_after_the_other(world: World) -> None:
+    """A write that starts while another writer's transaction holds new rows for the team waits for it, then
+    replaces them (before, it failed on the (project_id, rank) key once the other committed)."""
+    url = world.url
+    schema.apply(url, "ml")
+    written: list[object] = []
+
+    def write() -> None:
+        try:
+            written.append(
+                write_post_ideas(
+                    url, [(LOCAL_TEAM, [RankedIdea(1, Idea("second", "d"), 1.0, 0.0, ())], "offline")], VERSION
+                )
+            )
+        except Exception as exc:  # surfaced by the assertion below
+            written.append(exc)
+
+    with connect(url) as other:
+        other.execute("delete from ml.post_ideas where project_id = %s", (LOCAL_TEAM,))
+        other.execute(
+            "insert into ml.post_ideas (project_id, rank, title, description, score, generator, model_version,"
+            " generated_at) values (%s, 1, 'first', 'd', 1.0, 'offline', %s, now())",
+            (LOCAL_TEAM, VERSION),
+        )
+        writer = threading.Thread(target=write)
+        writer.start()
+        writer.join(timeout=1.0)
+        assert writer.is_alive(), "the second writer waits for the first"
+    writer.join(timeout=30)
+    assert len(written) == 1 and not isinstance(written[0], Exception), written
+    assert [i.title for i in read_post_ideas(url, LOCAL_TEAM)] == ["second"]
 
 
 def test_a_refresh_writes_the_most_active_teams_and_nothing_when_no_team_gets_ideas(
