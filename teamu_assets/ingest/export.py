@@ -11,9 +11,11 @@ for the duration of the call; errors raised here name the host, dates and HTTP s
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import re
+import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -64,8 +66,9 @@ def export_live(
 
     api_base is the export server, e.g. "https://data-eu.mixpanel.com" (default: Mixpanel's US server);
     events limits the export to those event names (None: every event). The file appears under its final name
-    only when complete, so a landing-folder scan never loads half an export; an existing file is never
-    overwritten (a landed export is immutable).
+    only when complete, so a landing-folder scan never loads half an export (an answer cut short is an error,
+    and the day is exported again by the next run); an existing file is never overwritten (a landed export is
+    immutable).
     """
     if out_path.suffix != ".jsonl":
         raise ValueError(f"export file {out_path} must end in .jsonl, the landing folder's pattern")
@@ -92,7 +95,18 @@ def export_live(
     library_logger.setLevel(logging.WARNING)
     library_logger.addHandler(collector)
     try:
-        client.export_events(str(partial_path), params, raw_stream=True, buffer_size=_COPY_BUFFER_BYTES)
+        # The library's own export_events copies the answer the same way, but can't tell a complete answer from
+        # one cut short: http.client ends a read at the connection's end without an error when fewer bytes came
+        # than Content-Length promised (a chunked answer cut short does raise IncompleteRead), and the bytes it
+        # still expected stay in the response's `length`.
+        response = client.query_export(params, raw_stream=True)
+        if response is None:  # the library logged why and gave up
+            raise MixpanelExportError("no answer")
+        with response, partial_path.open("wb") as out:
+            shutil.copyfileobj(response, out, _COPY_BUFFER_BYTES)
+            missing = getattr(response, "length", None)
+        if missing:
+            raise http.client.IncompleteRead(b"", missing)
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:  # the library raises a bare BaseException once its retries run out

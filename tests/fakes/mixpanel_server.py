@@ -4,7 +4,9 @@ Served by the stdlib http.server in a thread, on a random free port. What it che
 HTTP Basic auth with the service account (401 otherwise), project_id matching (required with a service
 account), from_date/to_date as yyyy-mm-dd (400 otherwise), an optional `event` JSON array filter.
 The response is JSON lines, one event a line; the day of an event is its `properties.time` in UTC.
-Lines given as strings are served verbatim (for malformed input) on every request, unfiltered.
+Lines given as strings are served verbatim (for malformed input) on every request, unfiltered. With
+`cut_short_bytes`, the answer's Content-Length promises that many bytes more than are sent before the connection
+closes (a transfer cut short).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class FakeMixpanel:
     events: Sequence[dict[str, Any] | str]
     requests: list[dict[str, list[str]]] = field(default_factory=list)
     base_url: str = ""
+    cut_short_bytes: int = 0
 
 
 def _event_day(event: dict[str, Any]) -> date:
@@ -44,12 +47,14 @@ def _handler_for(fake: FakeMixpanel) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
             pass
 
-        def _reply(self, status: int, body: bytes, content_type: str) -> None:
+        def _reply(self, status: int, body: bytes, content_type: str, missing_bytes: int = 0) -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Length", str(len(body) + missing_bytes))
             self.end_headers()
             self.wfile.write(body)
+            if missing_bytes:
+                self.close_connection = True
 
         def _error(self, status: int, message: str) -> None:
             body = json.dumps({"error": message, "status": "error"}).encode()
@@ -84,7 +89,8 @@ def _handler_for(fake: FakeMixpanel) -> type[BaseHTTPRequestHandler]:
 
             served = [event for event in fake.events if is_served(event)]
             lines = [event if isinstance(event, str) else json.dumps(event) for event in served]
-            self._reply(200, "".join(line + "\n" for line in lines).encode(), "text/plain; charset=utf-8")
+            body = "".join(line + "\n" for line in lines).encode()
+            self._reply(200, body, "text/plain; charset=utf-8", fake.cut_short_bytes)
 
     return ExportHandler
 

@@ -99,6 +99,20 @@ def test_bad_credentials_fail_clearly_without_the_secret(
     assert not out_path.exists() and not list(tmp_path.iterdir()), "a failed export leaves no file behind"
 
 
+def test_an_answer_cut_short_lands_no_file(tmp_path: Path) -> None:
+    """Content-Length promised more than came before the connection closed: an error, no file, so the day is not
+    counted as exported (before, the truncated file landed under its final name and the day's rest was lost)."""
+    out_path = tmp_path / "export.jsonl"
+    with fake_mixpanel("teamu-export.sa", "s3cr3t-do-not-log", "3141592", served_events("cut")) as fake:
+        fake.cut_short_bytes = 500
+        with pytest.raises(MixpanelExportError, match="IncompleteRead"):
+            export_live(CREDENTIALS, date(2024, 6, 1), date(2024, 6, 2), out_path, api_base=fake.base_url)
+        assert not out_path.exists() and not list(tmp_path.iterdir())
+        fake.cut_short_bytes = 0
+        export_live(CREDENTIALS, date(2024, 6, 1), date(2024, 6, 2), out_path, api_base=fake.base_url)
+    assert len(out_path.read_text().splitlines()) == 3
+
+
 def test_an_existing_export_file_is_never_overwritten(tmp_path: Path) -> None:
     out_path = tmp_path / "export.jsonl"
     out_path.write_text("kept\n")
