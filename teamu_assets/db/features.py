@@ -27,6 +27,26 @@ from marts.post_features
 
 INTERACTIONS_SQL = "select user_id, post_id, kind, occurred_at from marts.interactions"
 
+# marts.post_features' comments and view time as they read at a moment (%(as_of)s): the mart aggregates every
+# comment and view without their times, so these come from the rows it aggregates (the staging view of Supabase's
+# comments, marts.interactions), in the mart's order and units.
+POST_ACTIVITY_BEFORE_SQL = """
+select coalesce(c.post_id, v.post_id) as post_id, coalesce(c.comments, '{}') as comments,
+       v.avg_time_viewed_seconds
+from (
+    select post_id, array_agg(body order by created_at desc, comment_id desc) as comments
+    from staging.stg_supabase__comments
+    where body is not null and created_at < %(as_of)s
+    group by post_id
+) c
+full join (
+    select post_id, avg(duration_ms)::float8 / 1000 as avg_time_viewed_seconds
+    from marts.interactions
+    where kind = 'view' and occurred_at < %(as_of)s
+    group by post_id
+) v on v.post_id = c.post_id
+"""
+
 RECOMMENDATION_EVENTS_SQL = """
 select event, distinct_id, event_time as time,
        properties->>'request_id' as request_id,
@@ -38,7 +58,7 @@ where event = any(%s)
 """
 
 
-def _frame(url: str, query: str, params: tuple[object, ...] = ()) -> pd.DataFrame:
+def _frame(url: str, query: str, params: tuple[object, ...] | dict[str, object] = ()) -> pd.DataFrame:
     with connect(url) as conn:
         cursor = conn.execute(query, params)
         columns = [column.name for column in cursor.description]
@@ -63,6 +83,14 @@ def read_post_features(url: str, post_ids: list[int] | None = None) -> pd.DataFr
     if post_ids is not None:
         query, params = query + " where post_id = any(%s)", (post_ids,)
     frame = _with_utc(_frame(url, query, params), "created_at", "updated_at")
+    frame["avg_time_viewed_seconds"] = frame["avg_time_viewed_seconds"].astype(float)
+    return frame
+
+
+def read_post_activity_before(url: str, as_of: pd.Timestamp) -> pd.DataFrame:
+    """post_id, comments (newest first), avg_time_viewed_seconds (NaN without a timed view): the post mart's
+    comments and view time from before `as_of` only, one row per post with either (dataset.post_features_as_of)."""
+    frame = _frame(url, POST_ACTIVITY_BEFORE_SQL, {"as_of": pd.Timestamp(as_of).to_pydatetime()})
     frame["avg_time_viewed_seconds"] = frame["avg_time_viewed_seconds"].astype(float)
     return frame
 

@@ -378,15 +378,21 @@ def user_features_as_of(
 
 
 def post_features_as_of(
-    post_counts: pd.DataFrame, post_features: pd.DataFrame, *, as_of: pd.Timestamp | None = None
+    post_counts: pd.DataFrame,
+    post_features: pd.DataFrame,
+    *,
+    as_of: pd.Timestamp | None = None,
+    activity: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """The post mart with popularity (view_count, vote_count) replaced by `post_counts` (post_id, view,
     upvote), e.g. counts from before a cutoff, so training and evaluation never see later popularity. With
     `as_of` (the cutoff), post ages are measured at that moment too (a features_as_of column records it), and a
     post created at or after it has no comments and no view time yet (the mart has gathered them since: they
     would mark the new posts people went on to engage with); without, ages are measured when the frame is
-    embedded (now)."""
-    result = post_features.copy()
+    embedded (now). With `activity` (features.read_post_activity_before at the same moment), every post's
+    comments and view time are those from before it (with_activity)."""
+    result = post_features if activity is None else with_activity(post_features, activity)
+    result = result.copy()
     if as_of is not None:
         as_of = pd.Timestamp(as_of)
         as_of = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
@@ -401,6 +407,18 @@ def post_features_as_of(
     counts = post_counts.set_index("post_id")
     result["view_count"] = result["post_id"].map(counts["view"]).fillna(0).astype(np.int64)
     result["vote_count"] = result["post_id"].map(counts["upvote"]).fillna(0).astype(np.int64)
+    return result
+
+
+def with_activity(post_features: pd.DataFrame, activity: pd.DataFrame) -> pd.DataFrame:
+    """The post mart with its comments and avg_time_viewed_seconds taken from `activity` (post_id, comments,
+    avg_time_viewed_seconds: features.read_post_activity_before), a post it lacks having none: the mart as it
+    read at that moment. Comments a post gathered later tell which older posts people went on to engage with."""
+    result = post_features.copy()
+    by_post = activity.set_index("post_id")
+    comments = result["post_id"].map(by_post["comments"])
+    result["comments"] = [as_list(value) for value in comments]
+    result["avg_time_viewed_seconds"] = result["post_id"].map(by_post["avg_time_viewed_seconds"]).astype(float)
     return result
 
 

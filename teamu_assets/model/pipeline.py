@@ -31,6 +31,7 @@ from teamu_assets.model.dataset import (
     post_features_as_of,
     read_manifest,
     user_features_as_of,
+    with_activity,
     write_dataset,
 )
 from teamu_assets.model.params import TrainParams
@@ -116,7 +117,11 @@ def train_candidate(
 
     users, posts = features.read_user_features(url), features.read_post_features(url)
     evaluated_dir = model_dir / EVALUATED_MODEL_DIR if refit else model_dir
-    result = train(dataset_dir, users, posts, params, evaluated_dir, log=log)
+    # The evaluated run trains and validates before the cutoff: the posts' comments and view time as they were
+    # then (the evaluation embeds them so too). The refit serves now: as they are.
+    cutoff = pd.Timestamp(read_manifest(dataset_dir).cutoff)
+    posts_at_cutoff = with_activity(posts, features.read_post_activity_before(url, cutoff))
+    result = train(dataset_dir, users, posts_at_cutoff, params, evaluated_dir, log=log)
     served = result
     if refit:
         log(f"refit on every example for serving: {result.best_epoch} epochs")
@@ -148,13 +153,16 @@ def embeddings_as_of(
     users: pd.DataFrame,
     posts: pd.DataFrame,
     cutoff: pd.Timestamp,
+    post_activity: pd.DataFrame,
 ) -> tuple[Embeddings, Embeddings]:
     """Users and posts embedded as the marts read at the cutoff: histories and activity from `history` (the
-    interactions before it), popularity from `post_counts` (count_posts_by_kind of the same files)."""
+    interactions before it), popularity from `post_counts` (count_posts_by_kind of the same files), comments
+    and view time from `post_activity` (features.read_post_activity_before the cutoff)."""
     from teamu_assets.model.train import embed_posts, embed_users
 
     user_ids, user_vectors = embed_users(model_dir, user_features_as_of(history, users, cutoff, posts=posts))
-    post_ids, post_vectors = embed_posts(model_dir, post_features_as_of(post_counts, posts, as_of=cutoff))
+    at_cutoff = post_features_as_of(post_counts, posts, as_of=cutoff, activity=post_activity)
+    post_ids, post_vectors = embed_posts(model_dir, at_cutoff)
     return Embeddings(user_ids, user_vectors), Embeddings(post_ids, post_vectors)
 
 
@@ -204,13 +212,14 @@ def evaluate_candidate(
     evaluation = _interactions(manifest, "evaluation")
     post_counts = count_posts_by_kind([manifest.path("train"), manifest.path("validation")])
     users, posts = features.read_user_features(url), features.read_post_features(url)
+    activity = features.read_post_activity_before(url, cutoff)
 
-    user_vectors, post_vectors = embeddings_as_of(model_dir, history, post_counts, users, posts, cutoff)
+    user_vectors, post_vectors = embeddings_as_of(model_dir, history, post_counts, users, posts, cutoff, activity)
     promoted = registry.promoted_model(url)
     previous = None
     if promoted is not None and promoted.model_version != model_version:
         previous_dir = evaluated_model_dir(Path(promoted.artifact_path))
-        previous = embeddings_as_of(previous_dir, history, post_counts, users, posts, cutoff)
+        previous = embeddings_as_of(previous_dir, history, post_counts, users, posts, cutoff, activity)
     result = evaluate_embeddings(
         train=history,
         evaluation=evaluation,

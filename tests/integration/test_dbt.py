@@ -565,6 +565,35 @@ def test_the_mart_and_the_dataset_break_same_instant_ties_alike(db_url: str, bui
     assert as_of[4] == examples[4] == [103, 101, 102]
 
 
+def test_post_activity_before_a_moment_is_the_mart_as_it_read_then(db_url: str, builds: Builds) -> None:
+    """features.read_post_activity_before: after every row, each post's comments (in order) and view time are
+    the mart's; before a moment between the comments, only the comments written before it, newest first."""
+    from teamu_assets.db import features as marts
+    from teamu_assets.model.features import as_list
+
+    posts = marts.read_post_features(db_url).set_index("post_id")
+    after_all = marts.read_post_activity_before(db_url, datetime(2100, 1, 1, tzinfo=UTC)).set_index("post_id")
+    assert {p: as_list(after_all["comments"].get(p)) for p in posts.index} == {
+        p: as_list(c) for p, c in posts["comments"].items()
+    }
+    view_times = after_all["avg_time_viewed_seconds"].reindex(posts.index).fillna(0.0)
+    assert view_times.to_numpy() == pytest.approx(posts["avg_time_viewed_seconds"].to_numpy())
+
+    with connect(db_url) as conn:
+        comments = conn.execute(
+            "select post_id, body, created_at from staging.stg_supabase__comments where body is not null"
+            " order by created_at desc, comment_id desc"
+        ).fetchall()
+    moment = sorted(created for _, _, created in comments)[len(comments) // 2]
+    before = marts.read_post_activity_before(db_url, moment).set_index("post_id")
+    expected: dict[int, list[str]] = {}
+    for post_id, body, created in comments:
+        if created < moment:
+            expected.setdefault(post_id, []).append(body)
+    assert 0 < sum(map(len, expected.values())) < len(comments)
+    assert {p: as_list(c) for p, c in before["comments"].items() if as_list(c)} == expected
+
+
 def test_descriptions_reach_the_database(db_url: str, builds: Builds) -> None:
     """persist_docs: the .yml descriptions are comments on the relations and their columns (what `\\d+` shows)."""
     with connect(db_url) as conn:

@@ -249,6 +249,14 @@ def test_nothing_written_after_the_cutoff_reaches_the_features_as_of_it() -> Non
     assert at_cutoff["view_count"].tolist() == [4, 0, 0, 0]
     # Without a cutoff (serving) the mart's values stay.
     assert post_features_as_of(counts, posts)["comments"].tolist() == posts["comments"].tolist()
+    # With the activity before the cutoff (features.read_post_activity_before), an older post's later comment
+    # and view times are gone too; a post the activity lacks has none.
+    activity = pd.DataFrame({"post_id": [10], "comments": [["first"]], "avg_time_viewed_seconds": [8.0]})
+    with_before = post_features_as_of(counts, posts, as_of=cutoff, activity=activity).set_index("post_id")
+    assert with_before["comments"].tolist() == [["first"], [], [], []]
+    assert with_before.loc[10, "avg_time_viewed_seconds"] == 8.0
+    assert with_before.loc[[11, 12, 13], "avg_time_viewed_seconds"].isna().all()
+    assert with_before["view_count"].tolist() == [4, 0, 0, 0]
 
     users = pd.DataFrame(
         {
