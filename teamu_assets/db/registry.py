@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from teamu_assets.db import schema
 from teamu_assets.db.connection import connect
 
 
@@ -100,6 +101,12 @@ def record_evaluation(
     (FallbackChoice.as_json) the popularity fallback's decay chosen with it, in one transaction. A promote
     decision does not promote yet: the embedding assets publish the model's vectors and promote it in one
     transaction; the fallback's decay applies from the commit on."""
+    if fallback is not None:
+        with connect(url) as conn:
+            missing = conn.execute("select to_regclass('ml.popularity_fallback')").fetchone()[0] is None
+        if missing:
+            # A database bootstrapped before the table existed (`teamu db start` creates it).
+            schema.apply(url, "ml")
     with connect(url) as conn:
         if fallback is not None:
             conn.execute(

@@ -11,6 +11,11 @@ last engagements before the cutoff (the dataset's validation split), ranked amon
 cutoff as they were at it (engagement from the training split, ages at the cutoff), without the user's own posts
 and the posts of their history, recall@k averaged per user. The choice is recorded in ml.popularity_fallback,
 which the fallback reads; the evaluation period is never looked at.
+
+The chooser ranks as the fallback does, up to what validation can't reproduce: engagement is the training
+split's view and upvote rows (the mart's view_count plus its net votes when positive), the scores are compared in
+float64 (the SQL sorts them as real, so scores equal to 7 digits tie there and go to the lower post id), and the
+local-post radius is not applied.
 """
 
 from __future__ import annotations
@@ -26,8 +31,6 @@ from teamu_assets.evaluation.rankers import rank
 
 # The decays tried, 0 (all-time popularity) first: among equal recalls the smallest wins.
 FALLBACK_DECAYS: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
-# What the fallback uses until a choice is recorded (serving_functions.sql has the same number).
-DEFAULT_FALLBACK_DECAY = 1.5
 # Interaction kinds the fallback's engagement counts (marts.post_features' view_count plus its upvotes).
 ENGAGEMENT_KINDS: tuple[str, ...] = ("view", "upvote")
 SECONDS_PER_DAY = 86_400.0

@@ -3,8 +3,9 @@
 Every ranker is a score matrix: the model's (query x candidate dot products), popularity (training interaction
 counts, the same row for everyone), random (seeded uniform noise), item-item (EASE, a linear item-to-item
 model fitted on the training interactions) and oracle (the synthetic generator's expected engagement, an upper
-reference that only synthetic data has). One vectorized top-K (argpartition,
-then a sort of the K survivors) turns any of them into ranked lists, with each user's seen items excluded.
+reference that only synthetic data has). One vectorized top-K (a partition for each row's kth score, the columns
+above it and the lowest tied with it, then a sort of the K survivors) turns any of them into ranked lists, with
+each user's seen items excluded.
 """
 
 from __future__ import annotations

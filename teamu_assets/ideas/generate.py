@@ -452,9 +452,9 @@ class ChatCompletionsGenerator:
         )
 
     def _read_body(self, response: http.client.HTTPResponse, deadline: float) -> bytes:
-        """The answer's body, read a chunk at a time: all of it within the timeout (the socket's timeout bounds
-        each read only, and a server sending a byte now and then would hold the asset forever) and at most
-        MAX_RESPONSE_BYTES."""
+        """The answer's body, read a chunk at a time: at most MAX_RESPONSE_BYTES, and cut off once the timeout
+        has passed since the request (the socket's timeout bounds each read only, and a server sending a byte now
+        and then would hold the asset forever; a read under way may still take one timeout more)."""
         chunks: list[bytes] = []
         size = 0
         while chunk := response.read1(READ_CHUNK_BYTES):
@@ -464,6 +464,10 @@ class ChatCompletionsGenerator:
             if time.monotonic() > deadline:
                 raise _Retry(f"no complete answer within {self._settings.timeout_seconds:g} s")
             chunks.append(chunk)
+        # read1 ends at the connection's close without an error when fewer bytes came than Content-Length
+        # promised (read() raised IncompleteRead): the bytes still expected are in `length`.
+        if getattr(response, "length", None):
+            raise _Retry("the answer was cut short")
         return b"".join(chunks)
 
     def _complete(self, body: dict[str, Any]) -> str:

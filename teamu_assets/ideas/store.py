@@ -41,7 +41,8 @@ def write_post_ideas(
         # A database bootstrapped before the table existed (`teamu db start` creates it).
         schema.apply(url, "ml")
     with connect(url) as conn:
-        # SHARE ROW EXCLUSIVE conflicts with itself and with a writer's row locks, not with readers. Without it,
+        # SHARE ROW EXCLUSIVE conflicts with itself and with the ROW EXCLUSIVE lock a writer's delete or insert
+        # takes, not with readers' ACCESS SHARE. Without it,
         # two writers of one team both deleted the rows before either inserted, and the second insert failed on
         # the (project_id, rank) key.
         conn.execute("lock table ml.post_ideas in share row exclusive mode")

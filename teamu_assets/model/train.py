@@ -160,12 +160,12 @@ def _validation_recalls(
 ) -> dict[ServingWeights, float] | None:
     """Recall@k on validation for each popularity-prior weight (0 and POPULARITY_WEIGHTS) and, with `factors`,
     each item-item block weight (0 and ITEMITEM_WEIGHTS): per user, the share of their validation examples whose
-    post is in the top k of all posts for that user at that moment (the posts of the user's history excluded as
-    serving excludes them), averaged over users, as the product is judged (a heavy user's many examples would
-    otherwise outweigh everyone else's). One pass: the prior only adds weight x log view count to every score,
-    the block weight x its scores. Trained with logQ correction, the model's own scores discount popular posts on
-    purpose; the prior is what puts back as much popularity as the data calls for, so every decision looks at the
-    best of them."""
+    post is in the top k of the posts created before the cutoff for that user at that moment (the posts of the
+    user's history excluded as serving excludes them), averaged over users, as the product is judged (a heavy
+    user's many examples would otherwise outweigh everyone else's). One pass: the prior only adds weight x log
+    view count to every score, the block weight x its scores. Trained with logQ correction, the model's own
+    scores discount popular posts on purpose; the prior is what puts back as much popularity as the data calls
+    for, so every decision looks at the best of them."""
     if manifest.rows["validation"] == 0:
         return None
     config = model.candidate_tower.config
@@ -180,7 +180,7 @@ def _validation_recalls(
     # Posts created after the cutoff did not exist when any validation engagement happened: they are no
     # candidates, as they are none of a training example's in-batch negatives. Left in, they would push the
     # targets down with features gathered later (comments) and favour the weights that bury them.
-    unborn = posts.created_day > posts.reference_day
+    unborn = posts.created_day >= posts.reference_day
     weights = [
         (block, prior)
         for block in (0.0, *(ITEMITEM_WEIGHTS if factors is not None else ()))

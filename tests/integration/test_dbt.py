@@ -592,6 +592,16 @@ def test_post_activity_before_a_moment_is_the_mart_as_it_read_then(db_url: str, 
             expected.setdefault(post_id, []).append(body)
     assert 0 < sum(map(len, expected.values())) < len(comments)
     assert {p: as_list(c) for p, c in before["comments"].items() if as_list(c)} == expected
+    with connect(db_url) as conn:
+        view_times = dict(
+            conn.execute(
+                "select post_id, avg(duration_ms)::float8 / 1000 from marts.interactions"
+                " where kind = 'view' and occurred_at < %s and duration_ms is not null group by post_id",
+                (moment,),
+            ).fetchall()
+        )
+    assert view_times != after_all["avg_time_viewed_seconds"].dropna().to_dict()  # views came after the moment
+    assert before["avg_time_viewed_seconds"].dropna().to_dict() == pytest.approx(view_times)
 
 
 def test_descriptions_reach_the_database(db_url: str, builds: Builds) -> None:

@@ -137,3 +137,16 @@ def test_nothing_promoted_means_nothing_to_refresh(store: EmbeddingStore) -> Non
         plan = store.plan("post", mode)
         assert not plan.writes
         assert "popularity fallback" in plan.reason
+
+
+def test_an_evaluation_records_its_fallback_decay_on_a_database_older_than_the_table(store: EmbeddingStore) -> None:
+    """A database bootstrapped before ml.popularity_fallback existed gets the table with the first evaluation
+    that records a choice, instead of failing to record the evaluation."""
+    with connect(store.url) as conn:
+        conn.execute("drop table ml.popularity_fallback")
+    fallback = {"decay": 0.5, "k": 20, "users": 3, "recalls": {"0": 0.1, "0.5": 0.2}}
+    registry.record_evaluation(
+        store.url, "m1", metrics={}, baselines={}, segments={}, promote=False, report_path="", fallback=fallback
+    )
+    assert registry.fallback_decay(store.url) == 0.5
+    assert registry.latest_evaluation(store.url, "m1") is not None

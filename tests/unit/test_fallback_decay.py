@@ -41,7 +41,7 @@ def _targets(posts: list[int]) -> pd.DataFrame:
 def test_engagement_with_new_posts_chooses_a_decay() -> None:
     choice = choose_fallback_decay(HISTORY, _targets(NEW[:20]), POSTS, AS_OF)
     assert choice is not None
-    assert choice.decay > 0
+    assert choice.decay == 0.5  # the smallest of the decays that rank the new posts first
     assert choice.recalls[0.0] == 0.0  # all-time popularity ranks the 40 old hits first
     assert choice.recalls[choice.decay] == 1.0
     assert set(choice.recalls) == set(FALLBACK_DECAYS)

@@ -264,13 +264,20 @@ def test_a_malformed_or_slow_answer_is_retried() -> None:
 
 
 def test_a_body_cut_short_or_nested_too_deep_is_retried_not_a_crash() -> None:
-    script = [Reply.cut_short(Reply.ideas(GOOD).body[:40]), Reply.raw(b"[" * 100_000), Reply.answer("[" * 100_000)]
+    # The second answer cut short is a whole completion of other ideas, but fewer bytes than it promised.
+    other = Reply.ideas([{"title": "Not this one", "description": ""}]).body
+    script = [
+        Reply.cut_short(Reply.ideas(GOOD).body[:40]),
+        Reply.cut_short(other),
+        Reply.raw(b"[" * 100_000),
+        Reply.answer("[" * 100_000),
+    ]
     with fake_chat_completions(SECRET, script, Reply.ideas(GOOD)) as fake:
         generator = ChatCompletionsGenerator(
-            LanguageModelSettings(fake.base_url, "fake-model", SECRET, 5.0), attempts=4, backoff_seconds=0.0
+            LanguageModelSettings(fake.base_url, "fake-model", SECRET, 5.0), attempts=5, backoff_seconds=0.0
         )
         assert generator.generate(make_context(), 2) == [Idea(**GOOD[0]), Idea(**GOOD[1])]
-    assert len(fake.requests) == 4
+    assert len(fake.requests) == 5
 
 
 def test_an_answer_too_large_or_never_finished_is_retried_not_read_forever() -> None:
