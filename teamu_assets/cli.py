@@ -401,9 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
         "recommend",
         help="print a user's recommendations from ml.recommend_posts, with each one's score and source",
         description="A user's recommendations from ml.recommend_posts, best first. source: 'model' (score: the "
-        "model's inner product of the user's and the post's vectors) or 'popularity fallback' (score: views plus "
-        "upvotes over (1 + age in days)^decay, the decay chosen on validation), for users the model has no vector "
-        "for. Higher is better; the two scales don't compare.",
+        "model's inner product of the user's and the post's vectors) or 'popularity fallback' (score: engaged users "
+        "over (1 + age in days)^decay, the decay chosen on validation), for users the model has no vector for. "
+        "Higher is better; the two scales don't compare.",
     )
     rec.add_argument("--user", type=_int_between(1, MAX_USER_ID), required=True, help="the user's id")
     rec.add_argument("-k", type=_int_between(1, MAX_COUNT), default=20, help="how many posts (default 20)")

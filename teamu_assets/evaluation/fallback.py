@@ -1,21 +1,21 @@
 """The popularity fallback's decay, chosen on validation.
 
 `ml.recommend_posts` serves popularity to users the model has no vector for and to everyone while no model is
-promoted: a post's engagement (views plus upvotes) over (1 + its age in days) ** decay. Which decay ranks best is a
+promoted: a post's engaged users (distinct people who viewed, upvoted or commented) over (1 + its age in days) **
+decay. Which decay ranks best is a
 property of the data, not of the code: where people engage with what is new (a feed of project ideas, a Q&A site's
 open questions) a steep one, where they engage with a catalogue (artists, films) none at all. A fixed 1.5 served
 the Stack Exchange sites' per-user holdout below plain popularity (docs/BENCHMARKS.md, "Real data").
 
 So the evaluation chooses it as the model's serving terms are chosen (teamu_assets.model.train): on each user's
 last engagements before the cutoff (the dataset's validation split), ranked among the posts created before the
-cutoff as they were at it (engagement from the training split, ages at the cutoff), without the user's own posts
+cutoff as they were at it (engaged users from the training split, ages at the cutoff), without the user's own posts
 and the posts of their history, recall@k averaged per user. The choice is recorded in ml.popularity_fallback,
 which the fallback reads; the evaluation period is never looked at.
 
-The chooser ranks as the fallback does, up to what validation can't reproduce: engagement is the training
-split's view and upvote rows (the mart's view_count plus its net votes when positive), the scores are compared in
-float64 (the SQL sorts them as real, so scores equal to 7 digits tie there and go to the lower post id), and the
-local-post radius is not applied.
+The chooser ranks as the fallback does, up to what validation can't reproduce: the scores are compared in float64
+(the SQL sorts them as real, so scores equal to 7 digits tie there and go to the lower post id), and the local-post
+radius is not applied.
 """
 
 from __future__ import annotations
@@ -31,8 +31,6 @@ from teamu_assets.evaluation.rankers import rank
 
 # The decays tried, 0 (all-time popularity) first: among equal recalls the smallest wins.
 FALLBACK_DECAYS: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
-# Interaction kinds the fallback's engagement counts (marts.post_features' view_count plus its upvotes).
-ENGAGEMENT_KINDS: tuple[str, ...] = ("view", "upvote")
 SECONDS_PER_DAY = 86_400.0
 
 
@@ -55,9 +53,10 @@ class FallbackChoice:
         }
 
 
-def fallback_scores(engagement: np.ndarray, age_days: np.ndarray, decay: float) -> np.ndarray:
-    """engagement / (1 + age in days) ** decay, ages below 0 counted as 0: the fallback's score."""
-    return np.asarray(engagement, np.float64) / (1.0 + np.clip(np.asarray(age_days, np.float64), 0.0, None)) ** decay
+def fallback_scores(engaged_users: np.ndarray, age_days: np.ndarray, decay: float) -> np.ndarray:
+    """engaged users / (1 + age in days) ** decay, ages below 0 counted as 0: the fallback's score."""
+    ages = np.clip(np.asarray(age_days, np.float64), 0.0, None)
+    return np.asarray(engaged_users, np.float64) / (1.0 + ages) ** decay
 
 
 def choose_fallback_decay(
@@ -70,8 +69,8 @@ def choose_fallback_decay(
     decays: Sequence[float] = FALLBACK_DECAYS,
 ) -> FallbackChoice | None:
     """The decay of highest recall@k on `targets` (user_id, post_id: the validation engagements), ranking the
-    posts (post_id, user_id as author, created_at) created before `as_of` by their engagement in `history`
-    (user_id, post_id, kind: the interactions before the validation engagements) at their age at `as_of`, each
+    posts (post_id, user_id as author, created_at) created before `as_of` by their engaged users in `history`
+    (user_id, post_id: the interactions before the validation engagements) at their age at `as_of`, each
     user's own posts and history excluded. None when no target is a post that existed before `as_of`."""
     as_of = pd.Timestamp(as_of)
     as_of = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
@@ -83,8 +82,8 @@ def choose_fallback_decay(
     targets = targets.loc[targets["post_id"].isin(candidates)]
     if targets.empty:
         return None
-    engaged = history.loc[history["kind"].isin(ENGAGEMENT_KINDS), "post_id"]
-    engagement = engaged.value_counts().reindex(post_ids, fill_value=0).to_numpy(np.float64)
+    engaged_users = history.groupby("post_id")["user_id"].nunique()
+    engagement = engaged_users.reindex(post_ids, fill_value=0).to_numpy(np.float64)
     age_days = (as_of - created[before]).dt.total_seconds().to_numpy() / SECONDS_PER_DAY
     relevant = {user: set(group) for user, group in targets.groupby("user_id")["post_id"]}
     user_ids = np.array(sorted(relevant), dtype=np.int64)

@@ -54,7 +54,7 @@ def _materialized(result) -> set:
 
 
 def _fallback_ranking(url: str, user_id: int, count: int, decay: float) -> list[int]:
-    """ml.recommend_posts' popularity fallback, written out: engagement / (1 + age in days)^decay over the posts
+    """ml.recommend_posts' popularity fallback, written out: engaged users / (1 + age in days)^decay over the posts
     the user may be shown."""
     with connect(url) as conn:
         rows = conn.execute(
@@ -63,7 +63,7 @@ def _fallback_ranking(url: str, user_id: int, count: int, decay: float) -> list[
             " and ml.local_post_visible(pf.is_local, pf.latitude, pf.longitude, uf.latitude, uf.longitude, 50)"
             " and not exists (select 1 from marts.interactions i where i.user_id = uf.user_id"
             " and i.post_id = pf.post_id)"
-            " order by (coalesce(pf.view_count, 0) + greatest(coalesce(pf.vote_count, 0), 0))::float8"
+            " order by pf.engaged_user_count::float8"
             " / power(1 + greatest(extract(epoch from now() - pf.created_at), 0) / 86400, %(decay)s) desc,"
             " pf.post_id limit %(count)s",
             {"user": user_id, "count": count, "decay": decay},

@@ -565,6 +565,20 @@ def test_the_mart_and_the_dataset_break_same_instant_ties_alike(db_url: str, bui
     assert as_of[4] == examples[4] == [103, 101, 102]
 
 
+def test_engaged_users_count_each_person_once(db_url: str, builds: Builds) -> None:
+    """engaged_user_count (the popularity fallback's) is the distinct users of each post's interactions of any
+    kind, where view_count counts every view."""
+    from teamu_assets.db import features as marts
+
+    interactions = marts.read_interactions(db_url)
+    with connect(db_url) as conn:
+        stored = dict(conn.execute("select post_id, engaged_user_count from marts.post_features").fetchall())
+        views = dict(conn.execute("select post_id, view_count from marts.post_features").fetchall())
+    expected = interactions.groupby("post_id")["user_id"].nunique().to_dict()
+    assert stored == {post: expected.get(post, 0) for post in stored}
+    assert any(stored[post] < views[post] for post in stored)  # someone viewed a post twice
+
+
 def test_post_activity_before_a_moment_is_the_mart_as_it_read_then(db_url: str, builds: Builds) -> None:
     """features.read_post_activity_before: after every row, each post's comments (in order) and view time are
     the mart's; before a moment between the comments, only the comments written before it, newest first."""

@@ -106,14 +106,14 @@ def world(serving_url: str) -> World:
             "create table marts.interactions"
             " (user_id bigint, post_id bigint, kind text, occurred_at timestamptz);"
             "create table marts.post_features (post_id bigint primary key, user_id bigint, title text,"
-            " is_local boolean, latitude float8, longitude float8, view_count bigint, vote_count bigint,"
+            " is_local boolean, latitude float8, longitude float8, engaged_user_count bigint,"
             " created_at timestamptz);"
             "create table marts.user_features"
             " (user_id bigint primary key, latitude float8, longitude float8);"
         )
         with conn.cursor() as cur:
             cur.executemany(
-                "insert into marts.post_features values (%s, %s, %s, %s, %s, %s, %s, %s,"
+                "insert into marts.post_features values (%s, %s, %s, %s, %s, %s, %s,"
                 " now() - make_interval(days => %s))",
                 [
                     (
@@ -122,8 +122,9 @@ def world(serving_url: str) -> World:
                         f"Post {p}",
                         p in far_local or p in near_local,
                         *(SYDNEY if p in far_local else POTSDAM),
-                        {fallback_top: 5000, decoy: 90000}.get(p, int(rng.integers(0, 200))),
-                        int(rng.integers(-3, 20)),
+                        # Engaged users: most in the fallback's top post and the decoy.
+                        {fallback_top: 5000, decoy: 90000}.get(p, int(rng.integers(0, 200)))
+                        + max(int(rng.integers(-3, 20)), 0),
                         1 if p in (fallback_top, decoy) else int(rng.integers(1, 60)),
                     )
                     for p in map(int, post_ids)
@@ -348,7 +349,7 @@ def _fallback_formula(world: World, user_id: int, decay: float) -> list[int]:
     with connect(world.url) as conn:
         rows = conn.execute(
             "select pf.post_id from marts.post_features pf where pf.post_id = any(%s)"
-            " order by (pf.view_count + greatest(pf.vote_count, 0))::float8"
+            " order by pf.engaged_user_count::float8"
             " / power(1 + extract(epoch from now() - pf.created_at) / 86400, %s) desc, pf.post_id limit 20",
             (sorted(eligible(world, user_id)), decay),
         ).fetchall()
@@ -406,7 +407,7 @@ def test_without_embedding_tables_everyone_gets_the_popularity_fallback(world: W
         # The fallback's own formula, over user 1's eligible posts.
         expected = conn.execute(
             "select pf.post_id from marts.post_features pf where pf.post_id = any(%s)"
-            " order by (pf.view_count + greatest(pf.vote_count, 0))::float8"
+            " order by pf.engaged_user_count::float8"
             " / power(1 + extract(epoch from now() - pf.created_at) / 86400, 1.5) desc, pf.post_id limit 20",
             (sorted(eligible(world, USER_NEAR_EVERYTHING)),),
         ).fetchall()

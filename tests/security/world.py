@@ -76,15 +76,14 @@ def _create_marts_and_friends(url: str, rng: np.random.Generator) -> None:
         conn.execute(
             "create table marts.interactions (user_id bigint, post_id bigint, kind text, occurred_at timestamptz);"
             "create table marts.post_features (post_id bigint primary key, user_id bigint, title text,"
-            " is_local boolean, latitude float8, longitude float8, view_count bigint, vote_count bigint,"
-            " created_at timestamptz);"
+            " is_local boolean, latitude float8, longitude float8, engaged_user_count bigint, created_at timestamptz);"
             "create table marts.user_features (user_id bigint primary key, latitude float8, longitude float8);"
             "create schema staging; create view staging.stg_events as select * from raw_mixpanel.events;"
             "create schema intermediate; create table intermediate.int_interactions as table marts.interactions;"
         )
         with conn.cursor() as cur:
             cur.executemany(
-                "insert into marts.post_features values (%s, %s, %s, false, null, null, %s, 0, now())",
+                "insert into marts.post_features values (%s, %s, %s, false, null, null, %s, now())",
                 [(p, int(rng.choice([1, 2, 3])), f"Post {p}", int(rng.integers(0, 100))) for p in POST_IDS],
             )
             cur.executemany("insert into marts.user_features values (%s, null, null)", [(u,) for u in USER_IDS])

@@ -85,3 +85,13 @@ def test_no_target_among_the_posts_before_the_cutoff_gives_no_choice() -> None:
 
 def test_fallback_scores_are_the_served_formula() -> None:
     assert fallback_scores(np.array([10.0, 10.0]), np.array([-2.0, 3.0]), 1.5) == pytest.approx([10.0, 10.0 / 8.0])
+
+
+def test_a_person_counts_once_however_often_they_engage() -> None:
+    """Post 1 has one reader who came back 30 times, posts 2 to 21 two readers each: by engaged users post 1 is
+    last, so post 21 is in the top 20 (counting rows, post 1 would lead and push it out)."""
+    posts = _posts([10.0] * 21)
+    one_reader = pd.DataFrame({"user_id": [500] * 30, "post_id": [1] * 30, "kind": ["view"] * 30})
+    history = pd.concat([one_reader, _views(dict.fromkeys(range(2, 22), 2))], ignore_index=True)
+    choice = choose_fallback_decay(history, pd.DataFrame({"user_id": [7], "post_id": [21]}), posts, AS_OF, k=20)
+    assert choice is not None and set(choice.recalls.values()) == {1.0}

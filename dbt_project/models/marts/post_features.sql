@@ -59,6 +59,7 @@ post_interactions as (
     select
         post_id,
         count(*) filter (where kind = 'view') as view_count,
+        count(distinct user_id) as engaged_user_count,
         avg(duration_ms) filter (where kind = 'view') as avg_duration_ms,
         max(occurred_at) as last_interaction_at
     from {{ ref('interactions') }}
@@ -94,6 +95,7 @@ features as (
         coalesce(post_comments.comments, '{}'::text[]) as comments,
         coalesce(post_votes.vote_count, 0)::bigint as vote_count,
         coalesce(post_interactions.view_count, 0) as view_count,
+        coalesce(post_interactions.engaged_user_count, 0) as engaged_user_count,
         make_interval(secs => post_interactions.avg_duration_ms::double precision / 1000) as avg_time_viewed,
         posts.is_local,
         posts.latitude,

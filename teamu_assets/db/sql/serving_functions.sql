@@ -120,8 +120,9 @@ begin
 
     if v_embedding is null then
         -- Popularity fallback for users the model hasn't embedded yet (new sign-ups), and for everyone while no
-        -- model is promoted (the promotion gate refused every candidate so far): engagement (views plus
-        -- upvotes) divided by (1 + age in days)^decay. The decay is the one the latest evaluation chose on
+        -- model is promoted (the promotion gate refused every candidate so far): engaged users (distinct people
+        -- who viewed, upvoted or commented: one who came back often counts once) divided by
+        -- (1 + age in days)^decay. The decay is the one the latest evaluation chose on
         -- validation (ml.popularity_fallback; 0 where people engage with a catalogue's hits, steeper where
         -- they engage with what is new), 1.5 before any. Same exclusions as the personal ranking.
         if to_regclass('ml.popularity_fallback') is not null then
@@ -130,7 +131,7 @@ begin
         v_decay := coalesce(v_decay, 1.5);
         return query
         select pf.post_id,
-               ((coalesce(pf.view_count, 0) + greatest(coalesce(pf.vote_count, 0), 0))::double precision
+               (coalesce(pf.engaged_user_count, 0)::double precision
                 / power(1 + greatest(extract(epoch from now() - pf.created_at), 0) / 86400, v_decay))::real as score,
                'popularity fallback'::text as source
         from marts.post_features pf
@@ -196,7 +197,7 @@ $$;
 comment on function ml.recommend_posts(bigint, integer, double precision) is
     'Top p_count posts for a user by embedding inner product (score, highest first; source ''model''), excluding '
     'posts the user engaged with, the user''s own posts and local posts farther than p_local_radius_km; popularity '
-    '(source ''popularity fallback'': engagement / (1 + age in days)^decay, the decay chosen on validation, '
+    '(source ''popularity fallback'': engaged users / (1 + age in days)^decay, the decay chosen on validation, '
     'ml.popularity_fallback) for users without an embedding, and for everyone while no model is promoted.';
 
 -- Posts like a given one (a post page's "more like this"): nearest by inner product, the post itself excluded,
