@@ -2,10 +2,9 @@
 
 `ml.recommend_posts` serves popularity to users the model has no vector for and to everyone while no model is
 promoted: a post's engaged users (distinct people who viewed, upvoted or commented) over (1 + its age in days) **
-decay. Which decay ranks best is a
-property of the data, not of the code: where people engage with what is new (a feed of project ideas, a Q&A site's
-open questions) a steep one, where they engage with a catalogue (artists, films) none at all. A fixed 1.5 served
-the Stack Exchange sites' per-user holdout below plain popularity (docs/BENCHMARKS.md, "Real data").
+decay. Which decay ranks best is a property of the data, not of the code: where people engage with what is new (a
+feed of project ideas, a Q&A site's open questions) a steep one, where they engage with a catalogue (artists,
+films) none at all (docs/BENCHMARKS.md, "Real data": quantumcomputing chooses 0, cardano 1.5).
 
 So the evaluation chooses it as the model's serving terms are chosen (teamu_assets.model.train): on each user's
 last engagements before the cutoff (the dataset's validation split), ranked among the posts created before the
