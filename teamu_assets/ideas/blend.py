@@ -28,6 +28,7 @@ prior of 0 engaged users, as in the benchmark's author baseline.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,15 @@ def author_priors(before: pd.DataFrame, live: pd.DataFrame, authors: pd.Series) 
     return total / authors.map(per_author_posts).fillna(1).to_numpy(np.float64), total
 
 
+# The post mart's comments and view time as they read at a moment (features.read_post_activity_before): the mart
+# gathers them without their times, and the live posts' later comments would tell the tower what came after.
+PostActivityAt = Callable[[pd.Timestamp], pd.DataFrame]
+
+
+def post_activity_at(url: str) -> PostActivityAt:
+    return lambda moment: features.read_post_activity_before(url, moment)
+
+
 def cold_start(
     model_dir: Path,
     interactions: pd.DataFrame,
@@ -113,12 +123,14 @@ def cold_start(
     start: pd.Timestamp,
     end: pd.Timestamp,
     window: pd.Timedelta,
+    activity_at: PostActivityAt | None = None,
 ) -> ColdStart:
     """The posts created from `start` on and at least `window` before `end`, taken as the ideas are: embedded as
     new posts at `start` by the model at model_dir, scored against every user signed up before `start` (the
-    query tower as of then) with each user's softmax over the posts live then (their counts then). Real
-    engagement: the distinct users in `interactions` who engaged within the window after creation (the caller
-    keeps only the interactions it may see). Imports TensorFlow."""
+    query tower as of then) with each user's softmax over the posts live then (their counts then, and with
+    `activity_at` their comments and view time then). Real engagement: the distinct users in `interactions` who
+    engaged within the window after creation (the caller keeps only the interactions it may see). Imports
+    TensorFlow."""
     from teamu_assets.model.dataset import post_features_as_of, user_features_as_of
     from teamu_assets.model.train import embed_posts, embed_users
 
@@ -137,7 +149,8 @@ def cold_start(
     for kind in ("view", "upvote"):
         if kind not in counts:
             counts[kind] = 0
-    _, live_vectors = embed_posts(model_dir, post_features_as_of(counts, live, as_of=start))
+    activity = None if activity_at is None else activity_at(start)
+    _, live_vectors = embed_posts(model_dir, post_features_as_of(counts, live, as_of=start, activity=activity))
     _, new_vectors = embed_posts(model_dir, as_new_posts(new, start), as_of=start)
     normalizers = log_normalizers(user_vectors, live_vectors)
     prior, prior_total = author_priors(before, live, new["user_id"])
@@ -201,12 +214,14 @@ def validate_on_training_period(
     posts: pd.DataFrame,
     cutoff: pd.Timestamp,
     window: pd.Timedelta = DEFAULT_WINDOW,
+    activity_at: PostActivityAt | None = None,
 ) -> tuple[RankerBlend, ColdStart]:
     """The blend chosen for the model at model_dir (trained before `cutoff`) on the validation slice, from the
-    interactions before the cutoff only, and the slice's posts it was chosen on. Imports TensorFlow."""
+    interactions before the cutoff only, and the slice's posts it was chosen on (activity_at: see cold_start).
+    Imports TensorFlow."""
     seen = interactions.loc[interactions["occurred_at"] < cutoff]
     start, end = validation_slice(seen, cutoff)
-    validation = cold_start(model_dir, seen, users, posts, start, end, window)
+    validation = cold_start(model_dir, seen, users, posts, start, end, window, activity_at)
     label = f"{start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} ({window / pd.Timedelta(days=1):g}-day window)"
     return choose_blend(validation.posts, slice_label=label), validation
 
@@ -229,6 +244,7 @@ def validated_blend(url: str, model_dir: Path, window: pd.Timedelta = DEFAULT_WI
         features.read_post_features(url),
         pd.Timestamp(manifest.cutoff),
         window,
+        post_activity_at(url),
     )
     path.write_text(json.dumps(blend.to_dict(), indent=2))
     return blend
