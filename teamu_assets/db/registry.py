@@ -102,11 +102,7 @@ def record_evaluation(
     decision does not promote yet: the embedding assets publish the model's vectors and promote it in one
     transaction; the fallback's decay applies from the commit on."""
     if fallback is not None:
-        with connect(url) as conn:
-            missing = conn.execute("select to_regclass('ml.popularity_fallback')").fetchone()[0] is None
-        if missing:
-            # A database bootstrapped before the table existed (`teamu db start` creates it).
-            schema.apply(url, "ml")
+        schema.ensure(url, "ml", "ml.popularity_fallback")
     with connect(url) as conn:
         if fallback is not None:
             conn.execute(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from teamu_assets.db.connection import ddl_transaction
+from teamu_assets.db.connection import connect, ddl_transaction
 from teamu_assets.settings import PROJECT_ROOT
 
 SQL_DIR = Path(__file__).parent / "sql"
@@ -23,6 +23,15 @@ def apply(url: str, *names: str) -> None:
     with ddl_transaction(url, f"applying {', '.join(names)}") as conn:
         for name in names:
             conn.execute((SQL_DIR / f"{name}.sql").read_text())
+
+
+def ensure(url: str, name: str, relation: str) -> None:
+    """Apply schema `name` when `relation` (e.g. 'ml.post_ideas') is missing: a database bootstrapped before the
+    relation existed (`teamu db start` applies every schema)."""
+    with connect(url) as conn:
+        missing = conn.execute("select to_regclass(%s)", (relation,)).fetchone()[0] is None
+    if missing:
+        apply(url, name)
 
 
 def migrations() -> list[Path]:

@@ -25,8 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from teamu_assets.evaluation.metrics import evaluate_ranked_per_user
-from teamu_assets.evaluation.rankers import rank
+from teamu_assets.evaluation.rankers import popularity_scores, score_evaluation, seen_or_own
 
 # The decays tried, 0 (all-time popularity) first: among equal recalls the smallest wins.
 FALLBACK_DECAYS: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
@@ -74,36 +73,29 @@ def choose_fallback_decay(
     as_of = pd.Timestamp(as_of)
     as_of = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
     created = pd.to_datetime(posts["created_at"], utc=True)
-    before = (created < as_of).to_numpy()
-    existing = posts.loc[before]
+    # In post id order: rank() breaks ties by the lower column, as the fallback does by the lower post id.
+    existing = posts.assign(created_at=created).loc[(created < as_of).to_numpy()].sort_values("post_id")
     post_ids = existing["post_id"].to_numpy(np.int64)
-    candidates = set(post_ids.tolist())
-    targets = targets.loc[targets["post_id"].isin(candidates)]
+    targets = targets.loc[targets["post_id"].isin(post_ids)]
     if targets.empty:
         return None
-    engaged_users = history.groupby("post_id")["user_id"].nunique()
-    engagement = engaged_users.reindex(post_ids, fill_value=0).to_numpy(np.float64)
-    age_days = (as_of - created[before]).dt.total_seconds().to_numpy() / SECONDS_PER_DAY
-    relevant = {user: set(group) for user, group in targets.groupby("user_id")["post_id"]}
+    engagement = history.groupby("post_id")["user_id"].nunique().reindex(post_ids, fill_value=0).to_numpy(float)
+    age_days = (as_of - existing["created_at"]).dt.total_seconds().to_numpy() / SECONDS_PER_DAY
+    relevant = {int(user): set(map(int, group)) for user, group in targets.groupby("user_id")["post_id"]}
     user_ids = np.array(sorted(relevant), dtype=np.int64)
-    exclude: dict[int, set[int]] = {
-        user: set(group) for user, group in history.loc[history["user_id"].isin(relevant)].groupby("user_id")["post_id"]
-    }
-    for author, post in zip(existing["user_id"].to_numpy(), post_ids, strict=True):
-        if author in relevant:
-            exclude.setdefault(int(author), set()).add(int(post))
-    recalls: dict[float, float] = {}
-    for decay in decays:
-        row = fallback_scores(engagement, age_days, decay)
-        # The fallback's own tie-break: the lower post id first (post_ids ascending, as rank() breaks ties).
-        order = np.argsort(post_ids, kind="stable")
-        ranked = rank(
-            user_ids,
-            post_ids[order],
-            lambda start, stop, row=row[order]: np.broadcast_to(row, (stop - start, len(row))),
-            exclude,
-            k,
+    exclude = seen_or_own(history, existing)
+    recalls = {
+        float(decay): float(
+            score_evaluation(
+                user_ids,
+                post_ids,
+                popularity_scores(len(user_ids), fallback_scores(engagement, age_days, decay)),
+                relevant,
+                exclude,
+                (k,),
+            ).metrics[f"recall@{k}"]
         )
-        recalls[float(decay)] = float(evaluate_ranked_per_user(ranked, relevant, (k,)).metrics[f"recall@{k}"])
+        for decay in decays
+    }
     best = max(recalls, key=lambda decay: (recalls[decay], -decay))
     return FallbackChoice(decay=best, recalls=recalls, k=k, users=len(user_ids))

@@ -22,6 +22,7 @@ from teamu_assets.evaluation.rankers import (
     popularity_counts,
     rank,
     score_evaluation,
+    seen_or_own,
 )
 from teamu_assets.evaluation.report import ScoreSamples, sample_scores
 from teamu_assets.evaluation.segments import evaluate_segments, segment_items, segment_users
@@ -80,9 +81,7 @@ def evaluate_embeddings(
     itemitem (EASE fitted on the training interactions), random, previous (the promoted model) and the oracles; the
     intervals are bootstrap intervals over the evaluated users, paired for the model minus each baseline.
     """
-    seen = _post_sets(train)
-    own_posts = _post_sets(posts[["user_id", "post_id"]])
-    exclude = {user: seen.get(user, set()) | own_posts.get(user, set()) for user in set(seen) | set(own_posts)}
+    exclude = seen_or_own(train, posts)
     relevant = {
         user: engaged - exclude.get(user, set())
         for user, engaged in _post_sets(evaluation).items()

@@ -165,6 +165,16 @@ def popularity_counts(item_ids: Sequence[Hashable] | np.ndarray, training_item_i
     return np.bincount(found[found >= 0], minlength=len(item_index)).astype(np.float64)
 
 
+def seen_or_own(interactions: pd.DataFrame, posts: pd.DataFrame) -> dict[int, set[int]]:
+    """Per user, what no ranking offers them: the posts they engaged with in `interactions` (user_id, post_id)
+    and the posts they wrote (`posts`: user_id as author, post_id)."""
+    excluded: dict[int, set[int]] = {}
+    for frame in (interactions, posts):
+        for user, post_ids in frame.groupby("user_id")["post_id"]:
+            excluded.setdefault(int(user), set()).update(map(int, post_ids))
+    return excluded
+
+
 def popularity_scores(n_users: int, item_popularity: np.ndarray) -> np.ndarray:
     """The popularity ranker: every user's row is the items' training interaction counts."""
     return np.broadcast_to(np.asarray(item_popularity, dtype=np.float64), (n_users, len(item_popularity)))

@@ -35,11 +35,7 @@ def write_post_ideas(
     generated_at written (the transaction's time), None when nothing was given."""
     if not teams:
         return None
-    with connect(url) as conn:
-        missing = conn.execute("select to_regclass('ml.post_ideas')").fetchone()[0] is None
-    if missing:
-        # A database bootstrapped before the table existed (`teamu db start` creates it).
-        schema.apply(url, "ml")
+    schema.ensure(url, "ml", "ml.post_ideas")
     with connect(url) as conn:
         # SHARE ROW EXCLUSIVE conflicts with itself and with the ROW EXCLUSIVE lock a writer's delete or insert
         # takes, not with readers' ACCESS SHARE. Without it,

@@ -166,13 +166,14 @@ def embeddings_as_of(
     return Embeddings(user_ids, user_vectors), Embeddings(post_ids, post_vectors)
 
 
-def _fallback_choice(manifest: DatasetManifest, posts: pd.DataFrame) -> FallbackChoice | None:
+def _fallback_choice(
+    train: pd.DataFrame, validation: pd.DataFrame, posts: pd.DataFrame, cutoff: pd.Timestamp
+) -> FallbackChoice | None:
     """The fallback's decay chosen on the dataset's validation split (its first engagements), ranked by the
-    training split's engagement at the cutoff: as the model's serving terms are chosen, the evaluation period
+    training split's engaged users at the cutoff: as the model's serving terms are chosen, the evaluation period
     never looked at."""
-    validation = pd.read_parquet(manifest.path("validation"), columns=["user_id", "post_id", "first_engagement"])
     targets = validation.loc[validation["first_engagement"], ["user_id", "post_id"]]
-    return choose_fallback_decay(_interactions(manifest, "train"), targets, posts, pd.Timestamp(manifest.cutoff))
+    return choose_fallback_decay(train, targets, posts, cutoff)
 
 
 def _oracles(truth_path: Path | None, cutoff: pd.Timestamp) -> dict[str, Callable[[Any, Any], Any]]:
@@ -208,7 +209,10 @@ def evaluate_candidate(
     (ml.popularity_fallback). Promotion itself waits for the embeddings (teamu_assets.db.store)."""
     manifest = read_manifest(dataset_dir)
     cutoff = pd.Timestamp(manifest.cutoff)
-    history = _interactions(manifest, "train", "validation")
+    # Each split read once: the history (train and validation) for the evaluation, its parts for the fallback.
+    train = _interactions(manifest, "train")
+    validation = pd.read_parquet(manifest.path("validation"), columns=[*_INTERACTION_COLUMNS, "first_engagement"])
+    history = pd.concat([train, validation[_INTERACTION_COLUMNS]], ignore_index=True)
     evaluation = _interactions(manifest, "evaluation")
     post_counts = count_posts_by_kind([manifest.path("train"), manifest.path("validation")])
     users, posts = features.read_user_features(url), features.read_post_features(url)
@@ -250,7 +254,7 @@ def evaluate_candidate(
         score_samples=result.score_samples,
         intervals=result.intervals,
     )
-    fallback = _fallback_choice(manifest, posts)
+    fallback = _fallback_choice(train, validation, posts, cutoff)
     metrics_json, baselines_json = stored_json(result)
     registry.record_evaluation(
         url,
