@@ -30,11 +30,17 @@ from teamu_assets.ingest.loader import FolderLoad, LoadResult, load_landing_fold
 from teamu_assets.settings import MixpanelCredentials
 
 _COPY_BUFFER_BYTES = 1 << 20
-# A day's live export lands as mixpanel-live-<YYYY-MM-DD>.jsonl.
-_LIVE_FILE = re.compile(r"^mixpanel-live-(\d{4}-\d{2}-\d{2})\.jsonl$")
-# How far back a run fills the days no run exported (Dagster down, Mixpanel out all day): the days since the first
-# live export, within this many days before today.
+# A day's live export lands as mixpanel-live-<YYYY-MM-DD>.jsonl, and once the day has settled, again as
+# mixpanel-live-<YYYY-MM-DD>-settled.jsonl.
+_LIVE_FILE = re.compile(r"^mixpanel-live-(\d{4}-\d{2}-\d{2})(-settled)?\.jsonl$")
+# How far back a run fills the exports no run made (Dagster down, Mixpanel out all day): the days since the first
+# live export, within this many days before today (before the day that settles today, for the settled exports).
 CATCH_UP_DAYS = 7
+# Mixpanel's /track, the endpoint of its client SDKs, still ingests an event up to 5 days after the event's time
+# (an app offline flushes its queue when it is back), and the export serves events by their time: events that
+# reach Mixpanel after their day's first export are in no file. The day is exported once more when that can no
+# longer happen, 6 days on; the loader counts the events the first export already held as duplicates ($insert_id).
+SETTLE_DAYS = 5
 _COUNTS = ("lines_read", "loaded", "duplicates", "quarantined")
 
 
@@ -160,16 +166,37 @@ class LandingIngest:
         )
 
 
-def live_export_days(exported: Iterable[str], today: date) -> list[date]:
-    """The days (UTC) the live export owes, oldest first: yesterday, unless it is among `exported` (the names
-    of the live files landed or loaded), and each day of the CATCH_UP_DAYS before today that no live file
-    holds, from the first one on (a first export starts with yesterday, not a week back)."""
-    done = {date.fromisoformat(match[1]) for name in exported if (match := _LIVE_FILE.match(name))}
+@dataclass(frozen=True)
+class LiveExport:
+    """One export of one day (UTC): its first, or the one made once the day has settled (SETTLE_DAYS)."""
+
+    day: date
+    settled: bool = False
+
+    @property
+    def file_name(self) -> str:
+        return f"mixpanel-live-{self.day.isoformat()}{'-settled' if self.settled else ''}.jsonl"
+
+
+def owed_live_exports(exported: Iterable[str], today: date) -> list[LiveExport]:
+    """The exports the live export owes, oldest day first, given `exported` (the names of the live files landed
+    or loaded). A first export of yesterday and of each day of the CATCH_UP_DAYS before today that no file holds,
+    from the first day ever exported on (a first export starts with yesterday, not a week back); one of a day that
+    has already settled (SETTLE_DAYS passed since its end) is its settled export. And the settled export of each
+    day exported before it settled, within CATCH_UP_DAYS of the day that settles today."""
+    names = set(exported)
+    matches = [match for name in names if (match := _LIVE_FILE.match(name))]
+    held = {date.fromisoformat(match[1]) for match in matches}
+    settled = {date.fromisoformat(match[1]) for match in matches if match[2]}
     yesterday = today - timedelta(days=1)
-    if not done:
-        return [yesterday]
+    if not held:
+        return [LiveExport(yesterday)]
+    settles_today = yesterday - timedelta(days=SETTLE_DAYS)
     window = [yesterday - timedelta(days=back) for back in reversed(range(CATCH_UP_DAYS))]
-    return [day for day in window if day >= min(done) and day not in done]
+    owed = [LiveExport(day, settled=day <= settles_today) for day in window if day >= min(held) and day not in held]
+    settling = [settles_today - timedelta(days=back) for back in reversed(range(CATCH_UP_DAYS))]
+    owed += [LiveExport(day, settled=True) for day in settling if day in held and day not in settled]
+    return sorted(owed, key=lambda export: export.day)
 
 
 def _exported_names(url: str, landing_dir: Path) -> set[str]:
@@ -192,8 +219,9 @@ def ingest_landing_folder(
     *,
     api_base: str | None = None,
 ) -> LandingIngest:
-    """With credentials, the live export of each day it owes (live_export_days: yesterday (UTC), and the days
-    of the last week no run exported) into the landing folder as mixpanel-live-<date>.jsonl; then every pending
+    """With credentials, each live export it owes (owed_live_exports: yesterday (UTC), the days of the last week
+    no run exported, and the days that have settled since their first export) into the landing folder as
+    mixpanel-live-<date>.jsonl (mixpanel-live-<date>-settled.jsonl); then every pending
     file of the folder loaded (load_landing_folder). api_base: the export server (export_live).
 
     Nothing here raises for one bad file or a Mixpanel outage: those are logged and returned in problems, so
@@ -202,15 +230,15 @@ def ingest_landing_folder(
     landing_dir.mkdir(parents=True, exist_ok=True)
     export_error = None
     if credentials is not None:
-        for day in live_export_days(_exported_names(url, landing_dir), datetime.now(UTC).date()):
-            target = landing_dir / f"mixpanel-live-{day.isoformat()}.jsonl"
+        for owed in owed_live_exports(_exported_names(url, landing_dir), datetime.now(UTC).date()):
+            target = landing_dir / owed.file_name
             try:
-                export_live(credentials, day, day, target, api_base=api_base)
+                export_live(credentials, owed.day, owed.day, target, api_base=api_base)
             except MixpanelExportError as error:
                 log.error(str(error))
                 export_error = str(error)
                 break
-            log.info(f"exported {day} from Mixpanel into {target.name}")
+            log.info(f"exported {owed.day} from Mixpanel into {target.name}")
     ingest = LandingIngest(export_error, load_landing_folder(url, landing_dir))
     for problem in ingest.folder.refused:
         log.warning(problem.message)

@@ -21,7 +21,7 @@ from teamu_assets.ingest import (
     ingest_landing_folder,
     load_landing_folder,
 )
-from teamu_assets.ingest.export import CATCH_UP_DAYS, live_export_days
+from teamu_assets.ingest.export import CATCH_UP_DAYS, SETTLE_DAYS, LiveExport, owed_live_exports
 from teamu_assets.settings import MixpanelCredentials
 from tests.fakes.mixpanel_server import fake_mixpanel
 
@@ -125,17 +125,72 @@ def _live(day: date) -> str:
     return f"mixpanel-live-{day.isoformat()}.jsonl"
 
 
-def test_the_live_export_owes_yesterday_and_the_days_no_run_exported() -> None:
+def test_the_live_export_owes_yesterday_the_days_no_run_exported_and_the_settled_days() -> None:
     today = date(2026, 6, 10)
     yesterday = date(2026, 6, 9)
-    assert live_export_days([], today) == [yesterday]  # a first export starts with yesterday
-    assert live_export_days([_live(yesterday), "mixpanel-export-2026-06-01.jsonl"], today) == []
-    # Runs missed on the 6th, 7th and 9th: each day since the first export, within the window.
+    assert owed_live_exports([], today) == [LiveExport(yesterday)]  # a first export starts with yesterday
+    assert owed_live_exports([_live(yesterday), "mixpanel-export-2026-06-01.jsonl"], today) == []
+    # Runs missed on the 6th, 7th and 9th: each day since the first export, within the window. The 3rd and 4th
+    # have settled since their first exports (late events for them can no longer reach Mixpanel): again, settled.
+    assert today - timedelta(days=SETTLE_DAYS + 1) == date(2026, 6, 4)
     exported = [_live(date(2026, 6, day)) for day in (3, 4, 5, 8)]
-    assert live_export_days(exported, today) == [date(2026, 6, 6), date(2026, 6, 7), yesterday]
-    # Nothing for a month: the last CATCH_UP_DAYS days.
-    owed = live_export_days([_live(date(2026, 5, 1))], today)
-    assert owed == [yesterday - timedelta(days=back) for back in reversed(range(CATCH_UP_DAYS))]
+    assert owed_live_exports(exported, today) == [
+        LiveExport(date(2026, 6, 3), settled=True),
+        LiveExport(date(2026, 6, 4), settled=True),
+        LiveExport(date(2026, 6, 6)),
+        LiveExport(date(2026, 6, 7)),
+        LiveExport(yesterday),
+    ]
+    assert owed_live_exports([*exported, "mixpanel-live-2026-06-03-settled.jsonl"], today)[0] == LiveExport(
+        date(2026, 6, 4), settled=True
+    )
+    # Nothing for a month: the last CATCH_UP_DAYS days, those already settled exported once, as settled.
+    owed = owed_live_exports([_live(date(2026, 5, 1))], today)
+    days = [yesterday - timedelta(days=back) for back in reversed(range(CATCH_UP_DAYS))]
+    assert owed == [LiveExport(day, settled=day <= date(2026, 6, 4)) for day in days]
+    assert [export.file_name for export in owed[:2]] == [
+        "mixpanel-live-2026-06-03-settled.jsonl",
+        "mixpanel-live-2026-06-04-settled.jsonl",
+    ]
+    # A settled file alone holds its day: no first export of it is owed, and no second settled one.
+    assert owed_live_exports(["mixpanel-live-2026-06-04-settled.jsonl", *map(_live, days[2:])], today) == []
+
+
+def test_events_that_reach_mixpanel_after_their_days_export_load_once_the_day_settled(
+    server_url: str, tmp_path: Path
+) -> None:
+    today = datetime.now(UTC).date()
+    settling = today - timedelta(days=SETTLE_DAYS + 1)
+    later_days = [settling + timedelta(days=back) for back in range(1, SETTLE_DAYS + 1)]
+    midnight = int(datetime(settling.year, settling.month, settling.day, tzinfo=UTC).timestamp())
+    on_time = event("Post Viewed", "on-time", midnight + 60, post_id=7, duration_ms=500)
+    late = event("Post Viewed", "flushed-late", midnight + 120, post_id=8, duration_ms=700)
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    log = logging.getLogger("test_ingest_export_settled")
+    with scratch_database(server_url, "teamu_test") as url:
+        schema.apply(url, "raw_mixpanel")
+        # The day was exported the day after (without the event an offline app flushed later), and each day since.
+        (landing / _live(settling)).write_text(json.dumps(on_time) + "\n")
+        for day in later_days:
+            (landing / _live(day)).write_text("")
+        load_landing_folder(url, landing)
+        with fake_mixpanel("teamu-export.sa", "s3cr3t-do-not-log", "3141592", [on_time, late]) as fake:
+            ingest = ingest_landing_folder(url, landing, CREDENTIALS, log, api_base=fake.base_url)
+        assert [(query["from_date"], query["to_date"]) for query in fake.requests] == [
+            ([settling.isoformat()], [settling.isoformat()])
+        ]
+        assert ingest.export_error is None
+        assert [result.source_file for result in ingest.read] == [f"mixpanel-live-{settling.isoformat()}-settled.jsonl"]
+        # The event the first export held is counted as a duplicate, not loaded twice: the counts reconcile.
+        assert ingest.totals == {"lines_read": 2, "loaded": 1, "duplicates": 1, "quarantined": 0}
+        with connect(url) as conn:
+            loaded = conn.execute("select insert_id from raw_mixpanel.events order by insert_id").fetchall()
+        assert loaded == [("flushed-late",), ("on-time",)]
+        # Settled: the next run asks Mixpanel for nothing.
+        with fake_mixpanel("teamu-export.sa", "s3cr3t-do-not-log", "3141592", [on_time, late]) as idle:
+            ingest_landing_folder(url, landing, CREDENTIALS, log, api_base=idle.base_url)
+        assert idle.requests == []
 
 
 def test_a_run_exports_the_days_the_runs_before_it_missed(server_url: str, tmp_path: Path) -> None:
