@@ -110,6 +110,11 @@ def world(serving_url: str) -> World:
             " created_at timestamptz);"
             "create table marts.user_features"
             " (user_id bigint primary key, latitude float8, longitude float8);"
+            # The app's votes (the columns the serving function reads): empty unless a test votes.
+            "drop schema if exists raw_supabase cascade;"
+            "create schema raw_supabase;"
+            "create table raw_supabase.votes"
+            " (vote_id bigint primary key, post_id bigint, user_id bigint, value smallint, created_at timestamptz);"
         )
         with conn.cursor() as cur:
             cur.executemany(
@@ -287,6 +292,35 @@ def test_recommendations_skip_own_seen_and_far_local_posts(world: World) -> None
     assert [s for _, s in rows] == sorted((s for _, s in rows), reverse=True)
     exact_top = set(sorted(exact, key=exact.get, reverse=True)[:20])
     assert len(exact_top & set(post_ids)) >= 18
+
+
+def _vote(url: str, vote_id: int, user_id: int, post_id: int, value: int, days_ago: int) -> None:
+    with connect(url) as conn:
+        conn.execute(
+            "insert into raw_supabase.votes values (%s, %s, %s, %s, now() - make_interval(days => %s))",
+            (vote_id, post_id, user_id, value, days_ago),
+        )
+
+
+def test_a_post_the_user_last_voted_down_is_never_recommended(world: World) -> None:
+    """Without any view of it tracked (an ad blocker drops Mixpanel's calls), a downvote alone keeps the post out
+    of the model's list and of the fallback's; where a later upvote replaced it, only the upvote counts."""
+    before = [post_id for post_id, _ in recommend_rows(world.url, USER_NEAR_EVERYTHING, 20)]
+    downvoted, revoted = before[0], before[1]
+    _vote(world.url, 1, USER_NEAR_EVERYTHING, downvoted, -1, days_ago=0)
+    _vote(world.url, 2, USER_NEAR_EVERYTHING, revoted, -1, days_ago=2)
+    _vote(world.url, 3, USER_NEAR_EVERYTHING, revoted, 1, days_ago=1)
+    _vote(world.url, 4, USER_NEAR_EVERYTHING + 3, before[2], -1, days_ago=0)  # someone else's downvote
+    after = [post_id for post_id, _ in recommend_rows(world.url, USER_NEAR_EVERYTHING, 20)]
+    assert downvoted not in after and len(after) == 20
+    assert after[:2] == before[1:3]
+    everything = {post_id for post_id, _ in recommend_rows(world.url, USER_NEAR_EVERYTHING, 1000)}
+    assert everything == eligible(world, USER_NEAR_EVERYTHING) - {downvoted}
+
+    assert recommend_rows(world.url, USER_WITHOUT_EMBEDDING, 1)[0][0] == world.top_post_for_fallback
+    _vote(world.url, 5, USER_WITHOUT_EMBEDDING, world.top_post_for_fallback, -1, days_ago=0)
+    fallback = [post_id for post_id, _ in recommend_rows(world.url, USER_WITHOUT_EMBEDDING, 20)]
+    assert world.top_post_for_fallback not in fallback and len(fallback) == 20
 
 
 def test_local_posts_follow_the_radius_and_need_a_location(world: World) -> None:

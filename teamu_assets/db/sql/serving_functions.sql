@@ -88,6 +88,8 @@ declare
     v_post_ids bigint[];
     v_scores real[];
     v_pending bigint[];
+    v_downvoted bigint[];
+    v_excluded bigint[];
     v_decay double precision;
 begin
     if p_user_id is null then
@@ -116,7 +118,21 @@ begin
     if to_regclass('ml.user_online_state') is not null then
         select s.pending_post_ids into v_pending from ml.user_online_state s where s.user_id = p_user_id;
     end if;
-    v_pending := coalesce(v_pending, '{}');
+    -- Posts whose latest vote by the user is a downvote: "not for me", excluded like an engagement, and so even
+    -- where no view of the post was ever tracked (an ad blocker drops Mixpanel's calls). Read from the app's own
+    -- table (indexed by user), so it counts from the moment it is cast. A user's latest vote on a post is the one
+    -- that stands.
+    if to_regclass('raw_supabase.votes') is not null then
+        select array_agg(latest.post_id) into v_downvoted
+        from (
+            select distinct on (v.post_id) v.post_id, v.value
+            from raw_supabase.votes v
+            where v.user_id = p_user_id
+            order by v.post_id, v.created_at desc, v.vote_id desc
+        ) latest
+        where latest.value < 0;
+    end if;
+    v_excluded := coalesce(v_pending, '{}') || coalesce(v_downvoted, '{}');
 
     if v_embedding is null then
         -- Popularity fallback for users the model hasn't embedded yet (new sign-ups), and for everyone while no
@@ -142,7 +158,7 @@ begin
                 + cos(radians(v_latitude)) * cos(radians(pf.latitude)) * sin(radians(pf.longitude - v_longitude) / 2) ^ 2
               ))) <= p_local_radius_km)
           and not exists (select 1 from marts.interactions i where i.user_id = p_user_id and i.post_id = pf.post_id)
-          and pf.post_id <> all(v_pending)
+          and pf.post_id <> all(v_excluded)
         order by 2 desc, pf.post_id
         limit p_count;
         return;
@@ -161,7 +177,7 @@ begin
                 + cos(radians(v_latitude)) * cos(radians(pf.latitude)) * sin(radians(pf.longitude - v_longitude) / 2) ^ 2
               ))) <= p_local_radius_km)
           and not exists (select 1 from marts.interactions i where i.user_id = p_user_id and i.post_id = pe.post_id)
-          and pe.post_id <> all(v_pending)
+          and pe.post_id <> all(v_excluded)
         order by pe.embedding <#> v_embedding
         limit p_count
     )
@@ -182,7 +198,7 @@ begin
                 + cos(radians(v_latitude)) * cos(radians(pf.latitude)) * sin(radians(pf.longitude - v_longitude) / 2) ^ 2
               ))) <= p_local_radius_km)
           and not exists (select 1 from marts.interactions i where i.user_id = p_user_id and i.post_id = pe.post_id)
-          and pe.post_id <> all(v_pending)
+          and pe.post_id <> all(v_excluded)
         order by 2 desc, pe.post_id
         limit p_count;
         return;
@@ -196,7 +212,7 @@ $$;
 
 comment on function ml.recommend_posts(bigint, integer, double precision) is
     'Top p_count posts for a user by embedding inner product (score, highest first; source ''model''), excluding '
-    'posts the user engaged with, the user''s own posts and local posts farther than p_local_radius_km; popularity '
+    'posts the user engaged with or last voted down, the user''s own posts and local posts farther than p_local_radius_km; popularity '
     '(source ''popularity fallback'': engaged users / (1 + age in days)^decay, the decay chosen on validation, '
     'ml.popularity_fallback) for users without an embedding, and for everyone while no model is promoted.';
 
