@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from teamu_assets.contract import RECOMMENDATION_CLICKED
 from teamu_assets.evaluation.ctr import CtrSummary, observed_ctr, replay_clicks_recovered
 from teamu_assets.evaluation.intervals import RankerIntervals, ranker_intervals
 from teamu_assets.evaluation.metrics import DEFAULT_K_VALUES, GATE_K, Metrics
@@ -136,8 +137,13 @@ def evaluate_embeddings(
 
     ctr = None
     if recommendation_events is not None and len(recommendation_events):
+        # The replay credits the lists ranked at the cutoff with the clicks of the evaluation period only: a click
+        # before it is an engagement the model trained on, and the lists would be credited for having learned it.
+        replayed = recommendation_events.loc[
+            (recommendation_events["event"] != RECOMMENDATION_CLICKED) | (recommendation_events["time"] >= cutoff)
+        ]
         clickers = np.array(
-            sorted({int(u) for u in recommendation_events["distinct_id"]} & set(users.ids.tolist())), dtype=np.int64
+            sorted({int(u) for u in replayed["distinct_id"]} & set(users.ids.tolist())), dtype=np.int64
         )
         # Replay lists are ranked without exclusions: excluding engaged posts would exclude the clicked ones.
         replay_ranked = rank(clickers, post_ids, embedding_score_rows(users.rows(clickers), items.vectors), {}, GATE_K)
@@ -147,7 +153,7 @@ def evaluate_embeddings(
         }
         ctr = CtrSummary(
             observed=observed_ctr(recommendation_events),
-            replay=replay_clicks_recovered(recommendation_events, lists, GATE_K),
+            replay=replay_clicks_recovered(replayed, lists, GATE_K),
         )
     return OfflineEvaluation(
         metrics=model.metrics,

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from teamu_assets.contract import RECOMMENDATION_CLICKED, RECOMMENDATION_SHOWN
 from teamu_assets.evaluation.offline import Embeddings, evaluate_embeddings
 
 
-def test_evaluate_embeddings_with_every_baseline_and_intervals() -> None:
+def _two_group_world() -> dict[str, Any]:
+    """evaluate_embeddings' arguments on a world of two taste groups, each consuming its own half of the posts,
+    whose embeddings know the groups; and the oracles."""
     rng = np.random.default_rng(2)
     n_users, n_posts, dim = 120, 60, 8
     # Two taste groups, each consuming its own half of the posts; the model's vectors know the groups.
@@ -36,19 +41,23 @@ def test_evaluate_embeddings_with_every_baseline_and_intervals() -> None:
     users = Embeddings(np.arange(n_users), centres[group] + 0.1 * rng.normal(size=(n_users, dim)))
     items = Embeddings(np.arange(n_posts), centres[post_group] + 0.1 * rng.normal(size=(n_posts, dim)))
 
-    result = evaluate_embeddings(
-        train=interactions.loc[interactions["occurred_at"] < cutoff],
-        evaluation=interactions.loc[interactions["occurred_at"] >= cutoff],
-        posts=posts,
-        cutoff=cutoff,
-        users=users,
-        items=items,
-        previous=(users, items),
-        oracle_scores={
+    return {
+        "train": interactions.loc[interactions["occurred_at"] < cutoff],
+        "evaluation": interactions.loc[interactions["occurred_at"] >= cutoff],
+        "posts": posts,
+        "cutoff": cutoff,
+        "users": users,
+        "items": items,
+        "oracle_scores": {
             "oracle": lambda user_ids, post_ids: (group[user_ids][:, None] == post_group[post_ids][None, :]) * 1.0,
             "knowable_oracle": lambda user_ids, post_ids: np.ones((len(user_ids), len(post_ids))),
         },
-    )
+    }
+
+
+def test_evaluate_embeddings_with_every_baseline_and_intervals() -> None:
+    world = _two_group_world()
+    result = evaluate_embeddings(**world, previous=(world["users"], world["items"]))
     assert list(result.baselines) == ["popularity", "itemitem", "random", "oracle", "knowable_oracle", "previous"]
     # Each oracle is its own ranker: the one that knows the groups finds what a constant can't.
     assert result.baselines["oracle"]["recall@20"] > result.baselines["knowable_oracle"]["recall@20"] + 0.2
@@ -64,3 +73,24 @@ def test_evaluate_embeddings_with_every_baseline_and_intervals() -> None:
     assert intervals.model_minus["previous"]["recall@20"].as_json() == [0.0, 0.0]
     assert len(result.score_samples.relevant) > 0
     assert result.score_samples.relevant.mean() > result.score_samples.random.mean()
+
+
+def test_the_click_replay_counts_the_clicks_after_the_cutoff_only() -> None:
+    """Lists ranked at the cutoff are credited with the evaluation period's clicks, not with the clicks before
+    it, which the model trained on; the observed CTR reads the whole log."""
+    world = _two_group_world()
+    cutoff = world["cutoff"]
+    # User 0 (group 0) was shown posts 0 and 2 (group 0: at the top of its list) twice and clicked each time.
+    rows = [
+        (RECOMMENDATION_SHOWN, "0", "before", [0, 2], None, "v1", cutoff - pd.Timedelta(hours=2)),
+        (RECOMMENDATION_CLICKED, "0", "before", None, 0, None, cutoff - pd.Timedelta(hours=1)),
+        (RECOMMENDATION_SHOWN, "0", "after", [0, 2], None, "v1", cutoff + pd.Timedelta(hours=1)),
+        (RECOMMENDATION_CLICKED, "0", "after", None, 2, None, cutoff + pd.Timedelta(hours=2)),
+    ]
+    events = pd.DataFrame(
+        rows, columns=["event", "distinct_id", "request_id", "post_ids", "post_id", "model_version", "time"]
+    )
+    result = evaluate_embeddings(**world, recommendation_events=events)
+    assert result.ctr is not None
+    assert result.ctr.observed.set_index("model_version").loc["v1", "clicks"] == 2
+    assert result.ctr.replay.logged_clicks == 1
