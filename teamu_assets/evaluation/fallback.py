@@ -30,6 +30,8 @@ from teamu_assets.evaluation.rankers import popularity_scores, score_evaluation,
 # The decays tried, 0 (all-time popularity) first: among equal recalls the smallest wins.
 FALLBACK_DECAYS: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
 SECONDS_PER_DAY = 86_400.0
+# The decay ml.recommend_posts uses before any evaluation chose one (teamu_assets/db/sql/serving_functions.sql).
+SERVING_DEFAULT_DECAY = 1.5
 
 
 @dataclass(frozen=True)

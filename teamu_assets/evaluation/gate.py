@@ -3,7 +3,9 @@
 1. It beats popularity on the holdout: the lower bound of the paired bootstrap interval (95%, over users) of
    candidate minus popularity on the gate metric is above 0. This applies to every candidate, the first one
    included: a model that does not beat the trivial ranking must not replace it (with nothing promoted,
-   ml.recommend_posts serves its popularity fallback).
+   ml.recommend_posts serves its popularity fallback). Where the evaluation also ranked by that fallback as it
+   would serve (engaged users over age ** the decay chosen on validation: a ranking that knows what is fresh),
+   the candidate must beat it the same way: it is what the users get if the candidate is refused.
 2. When a model is already promoted, the candidate is not clearly worse than it: candidate >= promoted -
    tolerance (absolute) on the gate metric, both measured on the same holdout.
 
@@ -50,6 +52,8 @@ def promotion_decision(
     vs_popularity: Interval | None,
     *,
     popularity_metrics: Mapping[str, float] | None = None,
+    vs_fallback: Interval | None = None,
+    fallback_metrics: Mapping[str, float] | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
     metric: str = DEFAULT_GATE_METRIC,
 ) -> GateDecision:
@@ -57,7 +61,9 @@ def promotion_decision(
 
     candidate_metrics / promoted_metrics / popularity_metrics: mean metrics on the holdout (promoted_metrics None
     when no model is promoted); vs_popularity: candidate minus popularity on `metric`, with its paired interval
-    (None when it could not be computed, e.g. no user was evaluated: not promoted). A promoted model without
+    (None when it could not be computed, e.g. no user was evaluated: not promoted); vs_fallback /
+    fallback_metrics: the same against the popularity fallback as served (None: not evaluated, rule 1 looks at
+    popularity alone). A promoted model without
     the metric (an older metric set) cannot be compared: rule 2 is then skipped, and the reason says so."""
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
@@ -86,10 +92,35 @@ def promotion_decision(
         f"candidate {metric} {candidate:.4f}, {popularity_text}difference {vs_popularity.value:+.4f}, "
         f"95% paired bootstrap interval [{vs_popularity.low:+.4f}, {vs_popularity.high:+.4f}]"
     )
+    beats_fallback = True
+    if vs_fallback is not None and not _missing(vs_fallback.low):
+        fallback = None if fallback_metrics is None else fallback_metrics.get(metric)
+        figures |= {
+            f"{metric}_minus_fallback": vs_fallback.value,
+            f"{metric}_minus_fallback_ci_low": vs_fallback.low,
+            f"{metric}_minus_fallback_ci_high": vs_fallback.high,
+        }
+        if not _missing(fallback):
+            figures[f"fallback_{metric}"] = fallback
+        fallback_text = f"fallback {fallback:.4f}, " if not _missing(fallback) else ""
+        popularity_comparison += (
+            f"; against the popularity fallback as served: {fallback_text}difference {vs_fallback.value:+.4f}, "
+            f"95% paired bootstrap interval [{vs_fallback.low:+.4f}, {vs_fallback.high:+.4f}]"
+        )
+        beats_fallback = vs_fallback.low > 0
     if not vs_popularity.low > 0:
         return GateDecision(
             False,
-            f"rule 1 (beats popularity) failed: {popularity_comparison}; the lower bound is not above 0, not promoted",
+            f"rule 1 (beats popularity) failed: {popularity_comparison}; the lower bound against popularity is not "
+            "above 0, not promoted",
+            RULE_POPULARITY,
+            figures,
+        )
+    if not beats_fallback:
+        return GateDecision(
+            False,
+            f"rule 1 (beats popularity) failed: {popularity_comparison}; the lower bound against the fallback "
+            "is not above 0, not promoted",
             RULE_POPULARITY,
             figures,
         )

@@ -13,6 +13,7 @@ import pandas as pd
 
 from teamu_assets.contract import RECOMMENDATION_CLICKED
 from teamu_assets.evaluation.ctr import CtrSummary, observed_ctr, replay_clicks_recovered
+from teamu_assets.evaluation.fallback import SECONDS_PER_DAY, fallback_scores
 from teamu_assets.evaluation.intervals import RankerIntervals, ranker_intervals
 from teamu_assets.evaluation.metrics import DEFAULT_K_VALUES, GATE_K, Metrics
 from teamu_assets.evaluation.rankers import (
@@ -21,6 +22,7 @@ from teamu_assets.evaluation.rankers import (
     evaluate_baselines,
     fit_ease,
     popularity_counts,
+    popularity_scores,
     rank,
     score_evaluation,
     seen_or_own,
@@ -69,6 +71,7 @@ def evaluate_embeddings(
     previous: tuple[Embeddings, Embeddings] | None = None,
     oracle_scores: Mapping[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] | None = None,
     recommendation_events: pd.DataFrame | None = None,
+    fallback_decay: float | None = None,
     k_values: tuple[int, ...] = DEFAULT_K_VALUES,
 ) -> OfflineEvaluation:
     """Rank every post for each user with evaluation interactions, excluding what they engaged with before the
@@ -77,6 +80,8 @@ def evaluate_embeddings(
     train/evaluation: interactions (user_id, post_id) before/after the cutoff; posts: post_id, user_id,
     created_at, is_local. `previous` are the promoted model's embeddings; `oracle_scores` are the
     generator's expected-score matrices on synthetic data, by ranker name (each called as (user_ids, post_ids)).
+    With `fallback_decay`, the popularity fallback that serves when no model is promoted is a baseline too
+    ("fallback": engaged users before the cutoff / (1 + age at the cutoff in days) ** decay, fallback.py).
 
     Baselines, on the same users, exclusions and relevant posts: popularity (training interaction counts),
     itemitem (EASE fitted on the training interactions), random, previous (the promoted model) and the oracles; the
@@ -118,6 +123,17 @@ def evaluate_embeddings(
         },
         item_vectors=items.vectors,
     )
+    if fallback_decay is not None:
+        evaluations["fallback"] = score_evaluation(
+            user_ids,
+            post_ids,
+            popularity_scores(len(user_ids), _fallback_at(train, posts, post_ids, cutoff, fallback_decay)),
+            relevant,
+            exclude,
+            k_values,
+            item_popularity=popularity,
+            item_vectors=items.vectors,
+        )
     if previous is not None:
         previous_users, previous_items = previous
         evaluations["previous"] = score_evaluation(
@@ -142,9 +158,7 @@ def evaluate_embeddings(
         replayed = recommendation_events.loc[
             (recommendation_events["event"] != RECOMMENDATION_CLICKED) | (recommendation_events["time"] >= cutoff)
         ]
-        clickers = np.array(
-            sorted({int(u) for u in replayed["distinct_id"]} & set(users.ids.tolist())), dtype=np.int64
-        )
+        clickers = np.array(sorted({int(u) for u in replayed["distinct_id"]} & set(users.ids.tolist())), dtype=np.int64)
         # Replay lists are ranked without exclusions: excluding engaged posts would exclude the clicked ones.
         replay_ranked = rank(clickers, post_ids, embedding_score_rows(users.rows(clickers), items.vectors), {}, GATE_K)
         lists = {
@@ -165,6 +179,16 @@ def evaluate_embeddings(
         intervals=intervals,
         ctr=ctr,
     )
+
+
+def _fallback_at(
+    train: pd.DataFrame, posts: pd.DataFrame, post_ids: np.ndarray, cutoff: pd.Timestamp, decay: float
+) -> np.ndarray:
+    """The fallback's scores of post_ids at the cutoff: their engaged users in `train` over their age then."""
+    engaged = train.groupby("post_id")["user_id"].nunique().reindex(post_ids, fill_value=0).to_numpy(np.float64)
+    created = pd.to_datetime(posts.drop_duplicates("post_id").set_index("post_id")["created_at"], utc=True)
+    age_days = (cutoff - created.reindex(post_ids)).dt.total_seconds().fillna(0.0).to_numpy() / SECONDS_PER_DAY
+    return fallback_scores(engaged, age_days, decay)
 
 
 def _oracle_rows(

@@ -29,6 +29,8 @@ MODEL_LABEL = "model"
 RANKER_DESCRIPTIONS = {
     MODEL_LABEL: "the candidate two-tower model (user vector . post vector)",
     "popularity": "training interaction counts, the same list for everyone",
+    "fallback": "the popularity fallback as ml.recommend_posts serves it: engaged users / (1 + age in days) ** the "
+    "decay chosen on validation, at the cutoff",
     "itemitem": "EASE item-item model fitted on the training interactions (Steck 2019)",
     "random": "seeded uniform scores",
     "previous": "the promoted model, on the same holdout",

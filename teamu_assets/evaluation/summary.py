@@ -9,7 +9,7 @@ from teamu_assets.evaluation.metrics import GATE_K, GATE_METRIC, HEADLINE_NDCG
 
 SUMMARY_METRICS = (GATE_METRIC, HEADLINE_NDCG, f"precision@{GATE_K}", f"hitrate@{GATE_K}", "mrr", f"coverage@{GATE_K}")
 # jsonb keeps object keys in its own order (shorter keys first), not the writer's: the rows are ordered here.
-BASELINE_ORDER = ("popularity", "itemitem", "random", "previous", "oracle", "knowable_oracle")
+BASELINE_ORDER = ("popularity", "fallback", "itemitem", "random", "previous", "oracle", "knowable_oracle")
 # The baselines the model's gate metric is given as a ratio of (here and in the evaluation asset's metadata).
 RATIO_BASELINES = ("popularity", "itemitem", "oracle", "knowable_oracle")
 

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from teamu_assets.db import features, registry
-from teamu_assets.evaluation.fallback import FallbackChoice, choose_fallback_decay
+from teamu_assets.evaluation.fallback import SERVING_DEFAULT_DECAY, FallbackChoice, choose_fallback_decay
 from teamu_assets.evaluation.gate import DEFAULT_TOLERANCE, GateDecision, promotion_decision
 from teamu_assets.evaluation.metrics import GATE_METRIC
 from teamu_assets.evaluation.offline import Embeddings, OfflineEvaluation, evaluate_embeddings
@@ -224,6 +224,9 @@ def evaluate_candidate(
     if promoted is not None and promoted.model_version != model_version:
         previous_dir = evaluated_model_dir(Path(promoted.artifact_path))
         previous = embeddings_as_of(previous_dir, history, post_counts, users, posts, cutoff, activity)
+    fallback = _fallback_choice(train, validation, posts, cutoff)
+    # The fallback as it would serve were the candidate refused: this evaluation's choice, else the one serving.
+    served_decay = fallback.decay if fallback is not None else registry.fallback_decay(url)
     result = evaluate_embeddings(
         train=history,
         evaluation=evaluation,
@@ -234,13 +237,16 @@ def evaluate_candidate(
         previous=previous,
         oracle_scores=_oracles(truth_path, cutoff),
         recommendation_events=features.read_recommendation_events(url),
+        fallback_decay=SERVING_DEFAULT_DECAY if served_decay is None else served_decay,
     )
-    vs_popularity = None if result.intervals is None else result.intervals.model_minus["popularity"][GATE_METRIC]
+    model_minus = None if result.intervals is None else result.intervals.model_minus
     decision = promotion_decision(
         result.metrics,
         result.baselines.get("previous"),
-        vs_popularity,
+        None if model_minus is None else model_minus["popularity"][GATE_METRIC],
         popularity_metrics=result.baselines["popularity"],
+        vs_fallback=None if model_minus is None else model_minus["fallback"][GATE_METRIC],
+        fallback_metrics=result.baselines["fallback"],
         tolerance=tolerance,
     )
     report = render_report(
@@ -254,7 +260,6 @@ def evaluate_candidate(
         score_samples=result.score_samples,
         intervals=result.intervals,
     )
-    fallback = _fallback_choice(train, validation, posts, cutoff)
     metrics_json, baselines_json = stored_json(result)
     registry.record_evaluation(
         url,

@@ -15,11 +15,11 @@ from teamu_assets.db.connection import connect
 from teamu_assets.db.recommend import recommend
 from teamu_assets.jobs import incremental_refresh_job, post_freshness_job
 from teamu_assets.settings import default_landing_dir
-from teamu_assets.synthetic import SyntheticConfig, generate, save_truth, write_mixpanel_files, write_supabase
+from teamu_assets.synthetic import generate, save_truth, write_mixpanel_files, write_supabase
+from tests.e2e.world import SMALL_MODEL, WORLD
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-SMALL_MODEL = {"epochs": 4, "embedding_dim": 32, "batch_size": 256, "patience": 2}
 # Untrained (learning rate 0: the towers keep their random initial weights), and of another dimension than the
 # models after it: refused, it must not fix the embedding tables' dimension either.
 UNTRAINED_MODEL = {"epochs": 1, "embedding_dim": 4, "batch_size": 256, "learning_rate": 0.0}
@@ -75,7 +75,7 @@ def _fallback_ranking(url: str, user_id: int, count: int, decay: float) -> list[
 def seeded(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     home = tmp_path_factory.mktemp("teamu_home")
     bootstrap.prepare_app_database(module_db_url)
-    dataset = generate(SyntheticConfig(users=300, posts=200, days=30, seed=11, bad_fraction=0.02))
+    dataset = generate(WORLD)
     write_supabase(module_db_url, dataset)
     write_mixpanel_files(dataset, default_landing_dir(home), bad_fraction=0.02, seed=11)
     save_truth(dataset.truth, home / "synthetic" / "ground_truth.npz")

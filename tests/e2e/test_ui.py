@@ -29,11 +29,11 @@ from psycopg.conninfo import conninfo_to_dict
 from teamu_assets.db import bootstrap
 from teamu_assets.instance import write_dagster_yaml
 from teamu_assets.settings import PROJECT_ROOT
-from teamu_assets.synthetic import SyntheticConfig, generate, save_truth, write_mixpanel_files, write_supabase
+from teamu_assets.synthetic import generate, save_truth, write_mixpanel_files, write_supabase
+from tests.e2e.world import SMALL_MODEL, WORLD
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-SMALL_MODEL = {"epochs": 3, "embedding_dim": 32, "batch_size": 256, "patience": 2}
 SERVER_START_TIMEOUT_S = 180
 RUN_TIMEOUT_S = 360
 EXPECTED_ASSETS = {
@@ -137,7 +137,7 @@ def webserver(
     """A dagster-webserver on the workspace, its instance and the app data both in the scratch database."""
     home = tmp_path_factory.mktemp("teamu_home")
     bootstrap.prepare_app_database(module_db_url)
-    dataset = generate(SyntheticConfig(users=300, posts=200, days=30, seed=11, bad_fraction=0.02))
+    dataset = generate(WORLD)
     write_supabase(module_db_url, dataset)
     write_mixpanel_files(dataset, home / "landing", bad_fraction=0.02, seed=11)
     save_truth(dataset.truth, home / "synthetic" / "ground_truth.npz")

@@ -94,3 +94,24 @@ def test_the_click_replay_counts_the_clicks_after_the_cutoff_only() -> None:
     assert result.ctr is not None
     assert result.ctr.observed.set_index("model_version").loc["v1", "clicks"] == 2
     assert result.ctr.replay.logged_clicks == 1
+
+
+def test_the_fallback_as_served_is_a_baseline_at_the_cutoff() -> None:
+    """With the decay the fallback serves with, the evaluation ranks by it too: engaged users before the cutoff
+    over the age at the cutoff ** decay. A decay of 0 is engaged users alone; a steep one puts the young posts
+    first."""
+    world = _two_group_world()
+    posts = world["posts"].copy()
+    # Half the posts a year older: a steep decay ranks the younger half above them whatever their engagement.
+    posts.loc[posts["post_id"] >= 30, "created_at"] = pd.Timestamp("2024-12-01", tz="UTC")
+    world["posts"] = posts
+    flat = evaluate_embeddings(**world, fallback_decay=0.0)
+    steep = evaluate_embeddings(**world, fallback_decay=3.0)
+    assert "fallback" in flat.baselines and "fallback" in flat.intervals.model_minus
+    # Decay 0 ranks by distinct engaged users: the popularity baseline counts interaction rows, one per user here.
+    assert flat.baselines["fallback"]["recall@20"] == pytest.approx(flat.baselines["popularity"]["recall@20"])
+    assert steep.baselines["fallback"]["recall@20"] != pytest.approx(flat.baselines["fallback"]["recall@20"])
+    relevant_old = set(world["evaluation"].loc[world["evaluation"]["post_id"] >= 30, "post_id"])
+    assert relevant_old, "the world has held-out engagements with the older posts"
+    # The steep fallback's top 20 holds the younger posts only (30 of them): none of the older half.
+    assert steep.baselines["fallback"]["coverage@20"] <= 30 / 60

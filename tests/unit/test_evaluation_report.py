@@ -36,6 +36,32 @@ def test_gate_refuses_a_candidate_that_does_not_beat_popularity_the_first_includ
         assert "rule 1 (beats popularity) failed" in decision.reason and "not promoted" in decision.reason
 
 
+def test_gate_refuses_a_candidate_that_beats_popularity_but_not_the_fallback_that_would_serve() -> None:
+    """The popularity fallback (engaged users over age ** the chosen decay) is what users get if the candidate is
+    refused: beating all-time popularity is not enough where the fallback, knowing what is fresh, ranks better."""
+    kwargs = {"popularity_metrics": {"recall@20": 0.01}, "fallback_metrics": {"recall@20": 0.04}}
+    for promoted in (None, {"recall@20": 0.01}):
+        refused = promotion_decision(
+            {"recall@20": 0.043}, promoted, BEATS_POPULARITY, vs_fallback=Interval(0.003, -0.02, 0.03), **kwargs
+        )
+        assert not refused.promote and refused.rule == RULE_POPULARITY
+        assert "against the popularity fallback as served: fallback 0.0400" in refused.reason
+        assert "[-0.0200, +0.0300]" in refused.reason and "not promoted" in refused.reason
+        assert refused.figures["recall@20_minus_fallback_ci_low"] == -0.02
+    # Where both fail, the reason and the figures hold both comparisons.
+    both = promotion_decision(
+        {"recall@20": 0.02}, None, Interval(0.01, -0.01, 0.03), vs_fallback=Interval(-0.02, -0.05, 0.01), **kwargs
+    )
+    assert not both.promote and "the lower bound against popularity is not above 0" in both.reason
+    assert "fallback 0.0400, difference -0.0200" in both.reason
+    assert both.figures["recall@20_minus_fallback_ci_high"] == 0.01
+    passed = promotion_decision(
+        {"recall@20": 0.12}, None, BEATS_POPULARITY, vs_fallback=Interval(0.06, 0.02, 0.1), **kwargs
+    )
+    assert passed.promote and "rule 1 (beats popularity) passed" in passed.reason
+    assert "fallback 0.0400, difference +0.0600" in passed.reason
+
+
 def test_gate_refuses_without_a_popularity_interval() -> None:
     decision = promotion_decision({"recall@20": 0.2}, None, None)
     assert not decision.promote and "no paired interval" in decision.reason
