@@ -59,6 +59,18 @@ def fallback_scores(engaged_users: np.ndarray, age_days: np.ndarray, decay: floa
     return np.asarray(engaged_users, np.float64) / (1.0 + ages) ** decay
 
 
+def engagement_and_age(
+    history: pd.DataFrame, posts: pd.DataFrame, post_ids: np.ndarray, as_of: pd.Timestamp
+) -> tuple[np.ndarray, np.ndarray]:
+    """(engaged users, age in days at `as_of`) of post_ids, aligned with them: the distinct users of each post in
+    `history` (user_id, post_id) and its age from `posts` (post_id, created_at); a post without a creation time is
+    of age 0."""
+    engaged = history.groupby("post_id")["user_id"].nunique().reindex(post_ids, fill_value=0).to_numpy(np.float64)
+    created = pd.to_datetime(posts.drop_duplicates("post_id").set_index("post_id")["created_at"], utc=True)
+    age_days = (as_of - created.reindex(post_ids)).dt.total_seconds().fillna(0.0).to_numpy() / SECONDS_PER_DAY
+    return engaged, age_days
+
+
 def choose_fallback_decay(
     history: pd.DataFrame,
     targets: pd.DataFrame,
@@ -81,8 +93,7 @@ def choose_fallback_decay(
     targets = targets.loc[targets["post_id"].isin(post_ids)]
     if targets.empty:
         return None
-    engagement = history.groupby("post_id")["user_id"].nunique().reindex(post_ids, fill_value=0).to_numpy(float)
-    age_days = (as_of - existing["created_at"]).dt.total_seconds().to_numpy() / SECONDS_PER_DAY
+    engagement, age_days = engagement_and_age(history, existing, post_ids, as_of)
     relevant = {int(user): set(map(int, group)) for user, group in targets.groupby("user_id")["post_id"]}
     user_ids = np.array(sorted(relevant), dtype=np.int64)
     exclude = seen_or_own(history, existing)

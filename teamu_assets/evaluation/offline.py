@@ -13,7 +13,7 @@ import pandas as pd
 
 from teamu_assets.contract import RECOMMENDATION_CLICKED
 from teamu_assets.evaluation.ctr import CtrSummary, observed_ctr, replay_clicks_recovered
-from teamu_assets.evaluation.fallback import SECONDS_PER_DAY, fallback_scores
+from teamu_assets.evaluation.fallback import engagement_and_age, fallback_scores
 from teamu_assets.evaluation.intervals import RankerIntervals, ranker_intervals
 from teamu_assets.evaluation.metrics import DEFAULT_K_VALUES, GATE_K, Metrics
 from teamu_assets.evaluation.rankers import (
@@ -185,10 +185,7 @@ def _fallback_at(
     train: pd.DataFrame, posts: pd.DataFrame, post_ids: np.ndarray, cutoff: pd.Timestamp, decay: float
 ) -> np.ndarray:
     """The fallback's scores of post_ids at the cutoff: their engaged users in `train` over their age then."""
-    engaged = train.groupby("post_id")["user_id"].nunique().reindex(post_ids, fill_value=0).to_numpy(np.float64)
-    created = pd.to_datetime(posts.drop_duplicates("post_id").set_index("post_id")["created_at"], utc=True)
-    age_days = (cutoff - created.reindex(post_ids)).dt.total_seconds().fillna(0.0).to_numpy() / SECONDS_PER_DAY
-    return fallback_scores(engaged, age_days, decay)
+    return fallback_scores(*engagement_and_age(train, posts, post_ids, cutoff), decay)
 
 
 def _oracle_rows(

@@ -7,7 +7,6 @@ columns the serving functions read), which would clash with the real ones dbt bu
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -15,10 +14,9 @@ import numpy as np
 import psycopg
 import pytest
 from pgvector.psycopg import register_vector
-from psycopg import sql
 
 from teamu_assets.db import schema
-from teamu_assets.db.connection import connect, ensure_pgvector, with_database
+from teamu_assets.db.connection import connect, scratch_database
 from teamu_assets.db.embeddings import (
     EmbeddingWriteError,
     embedding_checks,
@@ -63,16 +61,11 @@ class World:
 
 @pytest.fixture(scope="module")
 def serving_url(server_url: str) -> Iterator[str]:
-    name = f"teamu_serving_{uuid.uuid4().hex[:10]}"
-    with connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    url = with_database(server_url, name)
-    ensure_pgvector(url)
-    schema.apply(url, "ml")
-    install_serving_functions(url)
-    yield url
-    with connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+    # scratch_database's drop outwaits an autovacuum worker in the database, which the platform role can't end.
+    with scratch_database(server_url, "teamu_serving") as url:
+        schema.apply(url, "ml")
+        install_serving_functions(url)
+        yield url
 
 
 @pytest.fixture
