@@ -26,6 +26,8 @@ from marts.post_features
 """
 
 INTERACTIONS_SQL = "select user_id, post_id, kind, occurred_at from marts.interactions"
+# The projects whose titles the user mart lists (marts.user_features.project_titles), with when each was created.
+PROJECTS_SQL = "select project_id, user_id, title, created_at from staging.stg_supabase__projects"
 
 # marts.post_features' comments and view time as they read at a moment (%(as_of)s): the mart aggregates every
 # comment and view without their times, so these come from the rows it aggregates (the staging view of Supabase's
@@ -93,6 +95,11 @@ def read_post_activity_before(url: str, as_of: pd.Timestamp) -> pd.DataFrame:
     frame = _frame(url, POST_ACTIVITY_BEFORE_SQL, {"as_of": pd.Timestamp(as_of).to_pydatetime()})
     frame["avg_time_viewed_seconds"] = frame["avg_time_viewed_seconds"].astype(float)
     return frame
+
+
+def read_projects(url: str) -> pd.DataFrame:
+    """project_id, user_id (the owner), title, created_at: what dataset.profile_as_of trims project_titles with."""
+    return _with_utc(_frame(url, PROJECTS_SQL), "created_at")
 
 
 def read_interactions(url: str) -> pd.DataFrame:

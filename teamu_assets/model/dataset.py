@@ -337,14 +337,13 @@ def user_features_as_of(
     *,
     history_length: int = HISTORY_LENGTH,
     posts: pd.DataFrame | None = None,
+    projects: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """The user mart as it would have read at `as_of`: recent_post_ids and activity counts from interactions
     strictly before it. For evaluating at a cutoff. The same history as a training example's: each user gets a
     probe row at `as_of`, and _histories_before gives the probes' histories (only theirs: memory grows with the
-    users, not with the interactions). With `posts` (the post mart: user_id, title, created_at),
-    created_post_titles keeps only the titles of posts created before `as_of`: the mart lists a member's titles
-    by creation time, so those are its first ones (a title written after the cutoff would tell the user tower
-    what the member went on to post). The other profile columns are kept."""
+    users, not with the interactions). The profile's titles as of `as_of` too, with `posts` and `projects`
+    (profile_as_of). The other profile columns are kept."""
     frame = interactions.loc[pd.to_datetime(interactions["occurred_at"], utc=True) < as_of]
     frame = _clean_interactions(frame, user_features, pd.DataFrame({"post_id": frame["post_id"].unique()}))
     user_ids = user_features["user_id"].to_numpy(np.int64)
@@ -368,12 +367,28 @@ def user_features_as_of(
     result["recent_post_ids"] = [[int(post) for post in history] for history in histories.to_numpy()]
     for column_index, column in enumerate(ACTIVITY_COUNT_COLUMNS):
         result[column] = counts[rows, column_index]
-    if posts is not None:
-        earlier = posts.loc[(pd.to_datetime(posts["created_at"], utc=True) < as_of) & posts["title"].notna()]
+    return profile_as_of(result, as_of, posts=posts, projects=projects)
+
+
+def profile_as_of(
+    user_features: pd.DataFrame,
+    as_of: pd.Timestamp,
+    *,
+    posts: pd.DataFrame | None = None,
+    projects: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """The user mart's profile titles as they read at `as_of`: with `posts` (user_id, title, created_at: the post
+    mart), created_post_titles keeps the titles of the posts created before it; with `projects` (user_id, title,
+    created_at: features.read_projects), project_titles those of the projects. The mart lists each user's titles by
+    creation time, so those are its first ones. A title written later tells the user tower what the user went on
+    to post or start, which a model judged at `as_of` must not know."""
+    result = user_features.copy()
+    for column, frame in (("created_post_titles", posts), ("project_titles", projects)):
+        if frame is None:
+            continue
+        earlier = frame.loc[(pd.to_datetime(frame["created_at"], utc=True) < as_of) & frame["title"].notna()]
         written = result["user_id"].map(earlier.groupby("user_id").size()).fillna(0).astype(int)
-        result["created_post_titles"] = [
-            as_list(titles)[:count] for titles, count in zip(result["created_post_titles"], written, strict=True)
-        ]
+        result[column] = [as_list(titles)[:count] for titles, count in zip(result[column], written, strict=True)]
     return result
 
 

@@ -29,6 +29,7 @@ from teamu_assets.model.dataset import (
     build_training_examples,
     count_posts_by_kind,
     post_features_as_of,
+    profile_as_of,
     read_manifest,
     user_features_as_of,
     with_activity,
@@ -117,11 +118,13 @@ def train_candidate(
 
     users, posts = features.read_user_features(url), features.read_post_features(url)
     evaluated_dir = model_dir / EVALUATED_MODEL_DIR if refit else model_dir
-    # The evaluated run trains and validates before the cutoff: the posts' comments and view time as they were
-    # then (the evaluation embeds them so too). The refit serves now: as they are.
+    # The evaluated run trains and validates before the cutoff: the posts' comments and view time, the users'
+    # post and project titles as they were then (the evaluation embeds them so too). The refit serves now: as
+    # they are.
     cutoff = pd.Timestamp(read_manifest(dataset_dir).cutoff)
     posts_at_cutoff = with_activity(posts, features.read_post_activity_before(url, cutoff))
-    result = train(dataset_dir, users, posts_at_cutoff, params, evaluated_dir, log=log)
+    users_at_cutoff = profile_as_of(users, cutoff, posts=posts, projects=features.read_projects(url))
+    result = train(dataset_dir, users_at_cutoff, posts_at_cutoff, params, evaluated_dir, log=log)
     served = result
     if refit:
         log(f"refit on every example for serving: {result.best_epoch} epochs")
@@ -215,7 +218,9 @@ def evaluate_candidate(
     history = pd.concat([train, validation[_INTERACTION_COLUMNS]], ignore_index=True)
     evaluation = _interactions(manifest, "evaluation")
     post_counts = count_posts_by_kind([manifest.path("train"), manifest.path("validation")])
-    users, posts = features.read_user_features(url), features.read_post_features(url)
+    # Project titles as of the cutoff here, post titles in embeddings_as_of (user_features_as_of).
+    users = profile_as_of(features.read_user_features(url), cutoff, projects=features.read_projects(url))
+    posts = features.read_post_features(url)
     activity = features.read_post_activity_before(url, cutoff)
 
     user_vectors, post_vectors = embeddings_as_of(model_dir, history, post_counts, users, posts, cutoff, activity)

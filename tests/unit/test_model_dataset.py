@@ -13,6 +13,7 @@ from teamu_assets.model.dataset import (
     build_training_examples,
     count_posts_by_kind,
     iter_example_batches,
+    profile_as_of,
     read_manifest,
     user_features_as_of,
     write_dataset,
@@ -271,6 +272,25 @@ def test_nothing_written_after_the_cutoff_reaches_the_features_as_of_it() -> Non
     as_of = user_features_as_of(interactions, users, cutoff, posts=posts)
     assert as_of["created_post_titles"].tolist() == [["Old idea"], [], []]
     assert user_features_as_of(interactions, users, cutoff)["created_post_titles"].tolist() == [
+        ["Old idea", "New idea"],
+        ["Later"],
+        [],
+    ]
+    # Project titles the same way, from the projects (features.read_projects): those started after the cutoff go.
+    users["project_titles"] = [["Band site", "Compiler"], ["Garden"], ["Later project"]]
+    projects = pd.DataFrame(
+        {
+            "user_id": [1, 1, 2, 3],
+            "title": ["Band site", "Compiler", "Garden", "Later project"],
+            "created_at": pd.to_datetime(
+                [cutoff - pd.Timedelta(days=9), cutoff, cutoff - pd.Timedelta(days=1), cutoff + pd.Timedelta(days=2)]
+            ),
+        }
+    )
+    trimmed = user_features_as_of(interactions, users, cutoff, posts=posts, projects=projects)
+    assert trimmed["project_titles"].tolist() == [["Band site"], ["Garden"], []]
+    assert trimmed["created_post_titles"].tolist() == [["Old idea"], [], []]
+    assert profile_as_of(users, cutoff, projects=projects)["created_post_titles"].tolist() == [
         ["Old idea", "New idea"],
         ["Later"],
         [],
