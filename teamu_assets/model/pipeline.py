@@ -160,10 +160,11 @@ def embeddings_as_of(
 ) -> tuple[Embeddings, Embeddings]:
     """Users and posts embedded as the marts read at the cutoff: histories and activity from `history` (the
     interactions before it), popularity from `post_counts` (count_posts_by_kind of the same files), comments
-    and view time from `post_activity` (features.read_post_activity_before the cutoff)."""
+    and view time from `post_activity` (features.read_post_activity_before the cutoff). `users`' titles are
+    already as of the cutoff (dataset.profile_as_of)."""
     from teamu_assets.model.train import embed_posts, embed_users
 
-    user_ids, user_vectors = embed_users(model_dir, user_features_as_of(history, users, cutoff, posts=posts))
+    user_ids, user_vectors = embed_users(model_dir, user_features_as_of(history, users, cutoff))
     at_cutoff = post_features_as_of(post_counts, posts, as_of=cutoff, activity=post_activity)
     post_ids, post_vectors = embed_posts(model_dir, at_cutoff)
     return Embeddings(user_ids, user_vectors), Embeddings(post_ids, post_vectors)
@@ -218,9 +219,8 @@ def evaluate_candidate(
     history = pd.concat([train, validation[_INTERACTION_COLUMNS]], ignore_index=True)
     evaluation = _interactions(manifest, "evaluation")
     post_counts = count_posts_by_kind([manifest.path("train"), manifest.path("validation")])
-    # Project titles as of the cutoff here, post titles in embeddings_as_of (user_features_as_of).
-    users = profile_as_of(features.read_user_features(url), cutoff, projects=features.read_projects(url))
     posts = features.read_post_features(url)
+    users = profile_as_of(features.read_user_features(url), cutoff, posts=posts, projects=features.read_projects(url))
     activity = features.read_post_activity_before(url, cutoff)
 
     user_vectors, post_vectors = embeddings_as_of(model_dir, history, post_counts, users, posts, cutoff, activity)

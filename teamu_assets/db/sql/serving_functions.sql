@@ -212,9 +212,10 @@ $$;
 
 comment on function ml.recommend_posts(bigint, integer, double precision) is
     'Top p_count posts for a user by embedding inner product (score, highest first; source ''model''), excluding '
-    'posts the user engaged with or last voted down, the user''s own posts and local posts farther than p_local_radius_km; popularity '
-    '(source ''popularity fallback'': engaged users / (1 + age in days)^decay, the decay chosen on validation, '
-    'ml.popularity_fallback) for users without an embedding, and for everyone while no model is promoted.';
+    'posts the user engaged with or last voted down, the user''s own posts and local posts farther than '
+    'p_local_radius_km; popularity (source ''popularity fallback'': engaged users / (1 + age in days)^decay, the '
+    'decay chosen on validation, ml.popularity_fallback) for users without an embedding, and for everyone while no '
+    'model is promoted.';
 
 -- Posts like a given one (a post page's "more like this"): nearest by inner product, the post itself excluded,
 -- local posts only near the given post's location. Empty for a post without an embedding yet.
