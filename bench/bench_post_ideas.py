@@ -19,7 +19,9 @@ updater) change nothing.
   period's);
 - model, the tower alone: the expected engagements from an audience (predicted_engagement), the audience being
   every user who had signed up by the cutoff, embedded by the query tower as of the cutoff, each user's softmax
-  normalised over the posts live at the cutoff (embedded with their counts then);
+  normalised over the posts live at the cutoff (embedded with their counts then), times the user's engagement
+  rate at the cutoff (teamu_assets.ideas.context.engagement_rates);
+- model, every user alike: the same sum with every user's share counted once (the ranker before the rates);
 - model, mean score: the mean over the same users of user . post (the raw score, unnormalised);
 - author popularity: engaged users per post over the author's posts before the cutoff (0 for a first post), and
   the author's total engaged users before the cutoff;
@@ -216,6 +218,7 @@ def measure(
     predictors = {
         chosen: blend.score(tower, prior),
         "model: expected engagements (the tower alone)": tower,
+        "model: expected engagements, every user alike": new["tower_alike"].to_numpy(),
         "model: mean score": new["mean_score"].to_numpy(),
         "author popularity: engaged users per post": prior,
         "author popularity: engaged users in all": new["prior_total"].to_numpy(),

@@ -39,6 +39,7 @@ import pandas as pd
 from teamu_assets.db import features, registry
 from teamu_assets.db.connection import connect
 from teamu_assets.evaluation.metrics import roc_auc, spearman
+from teamu_assets.ideas.context import engagement_rates
 from teamu_assets.ideas.rank import as_new_posts, log_normalizers, predicted_engagement
 from teamu_assets.ideas.team import Team
 
@@ -91,7 +92,9 @@ TOWER_ONLY = RankerBlend(1.0, 1.0, "no validation: the post tower alone")
 class ColdStart:
     """Posts new in a period, each scored as a cold start at its start, with what they really drew."""
 
-    posts: pd.DataFrame  # post_id, user_id, created_at, engagement, tower, mean_score, prior, prior_total
+    # post_id, user_id, created_at, engagement, tower, tower_alike (every user's share counted alike), mean_score,
+    # prior, prior_total
+    posts: pd.DataFrame
     users: int  # the audience: users signed up before the start
     live_posts: int  # posts live at the start (the softmax's other posts)
 
@@ -128,7 +131,8 @@ def cold_start(
     """The posts created from `start` on and at least `window` before `end`, taken as the ideas are: embedded as
     new posts at `start` by the model at model_dir, scored against every user signed up before `start` (the
     query tower as of then) with each user's softmax over the posts live then (their counts then, and with
-    `activity_at` their comments and view time then). Real engagement: the distinct users in `interactions` who
+    `activity_at` their comments and view time then), times the user's engagement rate then (tower; tower_alike
+    without the rates). Real engagement: the distinct users in `interactions` who
     engaged within the window after creation (the caller keeps only the interactions it may see). Imports
     TensorFlow."""
     from teamu_assets.model.dataset import post_features_as_of, user_features_as_of
@@ -143,8 +147,9 @@ def cold_start(
     known = users.loc[users["created_at"] < start]
     frame = new[["post_id", "user_id", "created_at"]].reset_index(drop=True).assign(engagement=engagement)
     if new.empty or known.empty or live.empty:
-        return ColdStart(frame.assign(tower=[], mean_score=[], prior=[], prior_total=[]), len(known), len(live))
-    _, user_vectors = embed_users(model_dir, user_features_as_of(interactions, known, start, posts=posts))
+        empty = {column: [] for column in ("tower", "tower_alike", "mean_score", "prior", "prior_total")}
+        return ColdStart(frame.assign(**empty), len(known), len(live))
+    user_ids, user_vectors = embed_users(model_dir, user_features_as_of(interactions, known, start, posts=posts))
     counts = before.groupby(["post_id", "kind"]).size().unstack(fill_value=0).reset_index()
     for kind in ("view", "upvote"):
         if kind not in counts:
@@ -154,9 +159,11 @@ def cold_start(
     _, new_vectors = embed_posts(model_dir, as_new_posts(new, start), as_of=start)
     normalizers = log_normalizers(user_vectors, live_vectors)
     prior, prior_total = author_priors(before, live, new["user_id"])
+    rates = engagement_rates(before, user_ids, start)
     return ColdStart(
         frame.assign(
-            tower=predicted_engagement(user_vectors, new_vectors, normalizers),
+            tower=predicted_engagement(user_vectors, new_vectors, normalizers, rates),
+            tower_alike=predicted_engagement(user_vectors, new_vectors, normalizers),
             mean_score=(user_vectors.astype(np.float64) @ new_vectors.astype(np.float64).T).mean(axis=0),
             prior=prior,
             prior_total=prior_total,

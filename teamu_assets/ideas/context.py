@@ -25,6 +25,9 @@ from teamu_assets.ideas.team import ACTIVITY_WINDOW_DAYS, LOCAL_RADIUS_KM, Team,
 from teamu_assets.model.params import SCORE_TERMS
 
 DEFAULT_AUDIENCE_SIZE = 200
+# A user's rate of engagement is read from the posts they engaged with before the moment of scoring, each counted
+# with this half-life: the recent weigh most, and an account that never engaged draws nothing.
+ENGAGEMENT_HALF_LIFE = pd.Timedelta(days=30)
 # A post "performed well" when its engagement (views + upvotes net of downvotes, at least 0, + comments) is in
 # the top quarter of all posts.
 SUCCESS_QUANTILE = 0.75
@@ -64,6 +67,8 @@ class Audience:
     affinity: np.ndarray  # float [n]: user vector . team direction (content cosine / temperature)
     is_local: np.ndarray  # bool [n]: within LOCAL_RADIUS_KM of a local team's centre
     vectors: np.ndarray = field(repr=False)  # float32 [n, D]: their served user embeddings
+    # float [n]: how much each engages (engagement_rates at the data's clock); None: every user alike
+    rates: np.ndarray | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,8 @@ class IdeaContext:
                 "size": len(audience.user_ids),
                 "local": int(audience.is_local.sum()),
                 "nearest": audience.user_ids[:10].tolist(),
+                # How many of them engaged with anything: only they weigh in the ideas' expected engagement.
+                "engaged": None if audience.rates is None else int(np.count_nonzero(audience.rates)),
                 "affinity_range": [float(audience.affinity.min()), float(audience.affinity.max())]
                 if len(audience.affinity)
                 else None,
@@ -173,6 +180,19 @@ def _check_model_version(conn: Any, model_version: str) -> None:
             )
 
 
+def engagement_rates(interactions: pd.DataFrame, user_ids: np.ndarray, as_of: pd.Timestamp) -> np.ndarray:
+    """How much each user engages [n], in user_ids' order: the distinct posts they engaged with in `interactions`
+    (user_id, post_id, occurred_at; the caller passes what was known at as_of), each weighted 0.5 ** (its first
+    engagement's age at as_of / ENGAGEMENT_HALF_LIFE). Every user 1 when none of them engaged: alike, rather than
+    no idea expected to draw anything."""
+    first = interactions.groupby(["user_id", "post_id"], sort=False)["occurred_at"].min()
+    age = (as_of - pd.to_datetime(first, utc=True)).clip(lower=pd.Timedelta(0))
+    weight = pd.Series(0.5 ** (age / ENGAGEMENT_HALF_LIFE).to_numpy(np.float64), index=first.index)
+    per_user = weight.groupby(level="user_id").sum()
+    rates = pd.Series(np.asarray(user_ids, np.int64)).map(per_user).fillna(0.0).to_numpy(np.float64)
+    return rates if rates.any() else np.ones(len(rates))
+
+
 def choose_audience(
     user_ids: np.ndarray,
     affinity: np.ndarray,
@@ -228,11 +248,19 @@ def build_context(
         )
         audience_ids = frame["user_id"].to_numpy(np.int64)[chosen]
         ids, vectors = _vectors(conn, "user_embeddings", "user_id", audience_ids.tolist())
+        engaged = conn.execute(
+            "select user_id, post_id, min(occurred_at) from marts.interactions"
+            " where user_id = any(%s) and occurred_at <= %s group by user_id, post_id",
+            (audience_ids.tolist(), as_of),
+        ).fetchall()
         audience = Audience(
             user_ids=audience_ids,
             affinity=frame["affinity"].to_numpy(np.float64)[chosen],
             is_local=local,
             vectors=vectors[np.searchsorted(ids, audience_ids)] if len(ids) else vectors,
+            rates=engagement_rates(
+                pd.DataFrame(engaged, columns=["user_id", "post_id", "occurred_at"]), audience_ids, pd.Timestamp(as_of)
+            ),
         )
         centre = _unit(content(audience.vectors).mean(axis=0)) if len(audience_ids) else direction
         near_posts = conn.execute(

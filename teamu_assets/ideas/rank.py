@@ -4,8 +4,11 @@ audience's user embeddings.
 
 The tower's score is the model's own prediction of engagement. The towers are trained with a softmax over posts,
 so for a user u, exp(u . p) / sum over the live posts q of exp(u . q) is the share of u's next engagement that
-post p would get; summed over the audience, it is the number of engagements the idea is expected to draw from
-its audience were it published now among the live posts (predicted_engagement). The ideas' score blends it with the
+post p would get; times how much u engages (context.engagement_rates: the posts u engaged with lately) and
+summed over the audience, it is the number of engagements the idea is expected to draw from its audience were it
+published now among the live posts (predicted_engagement). Counting every user's share alike let the many
+accounts that never engage (most sign-ups of a real site) outweigh the few who answer: on one Stack Exchange
+site that alone put the tower below chance (docs/BENCHMARKS.md, post ideas). The ideas' score blends it with the
 team's past engagement as the model's validation chose (blend.RankerBlend; the tower alone when not validated).
 The reasons are the successful posts of the context nearest each idea in content.
 """
@@ -127,10 +130,14 @@ def live_log_normalizers(url: str, user_ids: np.ndarray) -> np.ndarray:
     return np.array([rows[user_id] for user_id in user_ids.tolist()], np.float64)
 
 
-def predicted_engagement(user_vectors: np.ndarray, post_vectors: np.ndarray, normalizers: np.ndarray) -> np.ndarray:
-    """For each post [n]: the sum over users of exp(u . p - normalizer(u)), its expected engagements from them."""
+def predicted_engagement(
+    user_vectors: np.ndarray, post_vectors: np.ndarray, normalizers: np.ndarray, rates: np.ndarray | None = None
+) -> np.ndarray:
+    """For each post [n]: the sum over users of rate(u) * exp(u . p - normalizer(u)), its expected engagements
+    from them (rates: context.engagement_rates; None counts every user's share alike, one engagement each)."""
     scores = np.asarray(user_vectors, np.float64) @ np.asarray(post_vectors, np.float64).T
-    return np.exp(np.minimum(scores - normalizers[:, np.newaxis], MAX_EXPONENT)).sum(axis=0)
+    shares = np.exp(np.minimum(scores - normalizers[:, np.newaxis], MAX_EXPONENT))
+    return shares.sum(axis=0) if rates is None else np.asarray(rates, np.float64) @ shares
 
 
 def _reasons(idea_vector: np.ndarray, context: IdeaContext) -> tuple[Reason, ...]:
@@ -153,14 +160,15 @@ def rank_ideas(
     prior: float = 0.0,
 ) -> list[RankedIdea]:
     """The ideas best first by the blend's score of the tower's predicted engagement from the context's audience
-    and the team's prior (blend.team_prior), the tower alone without a blend; ties (all of them when the blend
-    is the prior alone) by the tower's score, then the earlier idea. Each with its reasons. normalizers: the
-    audience's log_normalizers over the live posts, in audience order."""
+    (each user's share times their engagement rate) and the team's prior (blend.team_prior), the tower alone
+    without a blend; ties (all of them when the blend is the prior alone) by the tower's score, then the earlier
+    idea. Each with its reasons. normalizers: the audience's log_normalizers over the live posts, in audience
+    order."""
     if not ideas:
         return []
     vectors = np.asarray(embed(idea_posts(ideas, context), context.as_of), np.float64)
     audience = context.audience.vectors
-    tower = predicted_engagement(audience, vectors, normalizers)
+    tower = predicted_engagement(audience, vectors, normalizers, context.audience.rates)
     scores = tower if blend is None else blend.score(tower, prior)
     mean_affinity = (np.asarray(audience, np.float64) @ vectors.T).mean(axis=0)
     order = np.lexsort((np.arange(len(ideas)), -tower, -scores))

@@ -218,6 +218,16 @@ def test_a_local_team_its_audience_and_its_context(world: World) -> None:
     assert build_context(world.url, team, VERSION, audience_size=40).summary() == context.summary()
 
 
+def test_the_audience_weighs_in_by_how_much_each_engages(world: World) -> None:
+    context = build_context(world.url, read_team(world.url, GLOBAL_TEAM), VERSION)
+    rates = dict(zip(context.audience.user_ids.tolist(), context.audience.rates.tolist(), strict=True))
+    # The fixture's interactions: user 1 engaged with 8 posts 40 days before the data's clock, user 3 with one at
+    # it; user 2, who engaged most lately, is a member (not in the audience); nobody else engaged.
+    assert rates[1] == pytest.approx(8 * 0.5 ** (40 / 30)) and rates[3] == pytest.approx(1.0)
+    assert sum(rate > 0 for rate in rates.values()) == 2 and 2 not in rates
+    assert context.summary()["audience"]["engaged"] == 2
+
+
 def test_the_most_active_teams_come_first(world: World) -> None:
     assert active_teams(world.url, 3) == [(GLOBAL_TEAM, 5, 5), (3, 1, 1), (LOCAL_TEAM, 0, 8)]
 

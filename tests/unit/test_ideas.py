@@ -12,7 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from teamu_assets.ideas.context import Audience, ContextPost, IdeaContext, choose_audience, team_direction
+from teamu_assets.ideas.context import (
+    Audience,
+    ContextPost,
+    IdeaContext,
+    choose_audience,
+    engagement_rates,
+    team_direction,
+)
 from teamu_assets.ideas.generate import (
     MAX_RESPONSE_BYTES,
     ChatCompletionsGenerator,
@@ -348,6 +355,51 @@ def test_engagement_is_the_audience_softmax_share_summed() -> None:
     assert normalizers == pytest.approx(np.log(np.exp(users @ posts.T).sum(axis=1)))
     expected = (np.exp(users @ ideas.T) / np.exp(users @ posts.T).sum(axis=1, keepdims=True)).sum(axis=0)
     assert predicted_engagement(users, ideas, normalizers) == pytest.approx(expected)
+
+
+def test_engagement_rates_count_each_post_once_from_its_first_engagement_halved_every_30_days() -> None:
+    day = pd.Timedelta(days=1)
+    interactions = pd.DataFrame(
+        [
+            (1, 10, AS_OF - 30 * day),  # first engagement with post 10: half a post
+            (1, 10, AS_OF),  # the same post again: not a second one
+            (1, 11, AS_OF),
+            (2, 10, AS_OF - 60 * day),
+        ],
+        columns=["user_id", "post_id", "occurred_at"],
+    )
+    rates = engagement_rates(interactions, np.array([3, 1, 2]), AS_OF)
+    assert rates == pytest.approx([0.0, 1.5, 0.25])
+    # Nobody of them engaged: every user alike, not every idea expected to draw nothing.
+    assert engagement_rates(interactions, np.array([7, 8]), AS_OF).tolist() == [1.0, 1.0]
+    assert engagement_rates(interactions.iloc[:0], np.array([1]), AS_OF).tolist() == [1.0]
+
+
+def test_the_users_who_engage_decide_the_expected_engagement() -> None:
+    rng = np.random.default_rng(2)
+    users, posts, ideas = rng.normal(size=(4, DIM)), rng.normal(size=(30, DIM)), rng.normal(size=(3, DIM))
+    normalizers = log_normalizers(users, posts)
+    shares = np.exp(users @ ideas.T - normalizers[:, np.newaxis])
+    rates = np.array([0.0, 0.0, 2.0, 0.5])
+    assert predicted_engagement(users, ideas, normalizers, rates) == pytest.approx(2.0 * shares[2] + 0.5 * shares[3])
+    # Four idle accounts lean to content dimension 1, the one user who engages to dimension 0: the ideas follow
+    # what that user engages with, where counting everyone alike follows the idle ones.
+    context = make_context()
+    lean = np.zeros((5, DIM))
+    lean[:4, 1] = lean[4, 0] = 10.0
+    lean[:, -1] = 1.0
+    active = replace(context.audience, vectors=lean.astype(np.float32), rates=np.array([0.0, 0.0, 0.0, 0.0, 3.0]))
+    contents = {"Zero": [1, 0, 0, 0, 0, 0], "One": [0, 1, 0, 0, 0, 0]}
+
+    def embed(frame: pd.DataFrame, as_of: pd.Timestamp) -> np.ndarray:
+        return np.array([[*contents[title], 1.0, 0.0] for title in frame["title"]], np.float32)
+
+    ideas_ = [Idea("One", ""), Idea("Zero", "")]
+    ranked = rank_ideas(ideas_, replace(context, audience=active), embed, np.zeros(5))
+    assert [r.idea.title for r in ranked] == ["Zero", "One"]
+    assert ranked[0].score == pytest.approx(3.0 * np.exp(10.0)) and ranked[1].score == pytest.approx(3.0)
+    alike = rank_ideas(ideas_, replace(context, audience=replace(active, rates=None)), embed, np.zeros(5))
+    assert [r.idea.title for r in alike] == ["One", "Zero"]
 
 
 def test_ideas_are_embedded_as_new_posts() -> None:
