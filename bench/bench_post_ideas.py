@@ -181,7 +181,9 @@ def held_out_validation(
         data = build_training_examples(seen, users, posts, start, history_length=recipe.history_length)
         write_dataset(data, out_dir / "dataset")
         train(out_dir / "dataset", users, posts, recipe, model, log=_log)
-    table = cold_start(model, seen, users, posts, start, end, window, post_activity_at(url)).posts
+    table = cold_start(
+        model, seen, users, posts, start, end, window, post_activity_at(url), features.read_projects(url)
+    ).posts
     return choose_blend(table, slice_label=f"the same slice, scored by a model trained before {start:%Y-%m-%d %H:%M}")
 
 
@@ -203,11 +205,11 @@ def measure(
     interactions = interactions.loc[interactions["occurred_at"] <= end]
     users, posts = features.read_user_features(url), features.read_post_features(url)
     # The choice sees the interactions before the cutoff only (validate_on_training_period cuts them there).
-    activity_at = post_activity_at(url)
+    activity_at, projects = post_activity_at(url), features.read_projects(url)
     blend, validation = validate_on_training_period(
-        evaluated_dir, interactions, users, posts, cutoff, window, activity_at
+        evaluated_dir, interactions, users, posts, cutoff, window, activity_at, projects
     )
-    evaluated = cold_start(evaluated_dir, interactions, users, posts, cutoff, end, window, activity_at)
+    evaluated = cold_start(evaluated_dir, interactions, users, posts, cutoff, end, window, activity_at, projects)
     new = evaluated.posts
     engagement = new["engagement"].to_numpy(float)
     high = engagement > np.median(engagement)

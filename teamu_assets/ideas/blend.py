@@ -127,12 +127,14 @@ def cold_start(
     end: pd.Timestamp,
     window: pd.Timedelta,
     activity_at: PostActivityAt | None = None,
+    projects: pd.DataFrame | None = None,
 ) -> ColdStart:
     """The posts created from `start` on and at least `window` before `end`, taken as the ideas are: embedded as
     new posts at `start` by the model at model_dir, scored against every user signed up before `start` (the
     query tower as of then) with each user's softmax over the posts live then (their counts then, and with
-    `activity_at` their comments and view time then), times the user's engagement rate then (tower; tower_alike
-    without the rates). Real engagement: the distinct users in `interactions` who
+    `activity_at` their comments and view time then; their profiles' post titles, and with `projects`
+    (features.read_projects) project titles, as of then), times the user's engagement rate then (tower;
+    tower_alike without the rates). Real engagement: the distinct users in `interactions` who
     engaged within the window after creation (the caller keeps only the interactions it may see). Imports
     TensorFlow."""
     from teamu_assets.model.dataset import post_features_as_of, user_features_as_of
@@ -149,7 +151,9 @@ def cold_start(
     if new.empty or known.empty or live.empty:
         empty = {column: [] for column in ("tower", "tower_alike", "mean_score", "prior", "prior_total")}
         return ColdStart(frame.assign(**empty), len(known), len(live))
-    user_ids, user_vectors = embed_users(model_dir, user_features_as_of(interactions, known, start, posts=posts))
+    user_ids, user_vectors = embed_users(
+        model_dir, user_features_as_of(interactions, known, start, posts=posts, projects=projects)
+    )
     counts = before.groupby(["post_id", "kind"]).size().unstack(fill_value=0).reset_index()
     for kind in ("view", "upvote"):
         if kind not in counts:
@@ -222,13 +226,14 @@ def validate_on_training_period(
     cutoff: pd.Timestamp,
     window: pd.Timedelta = DEFAULT_WINDOW,
     activity_at: PostActivityAt | None = None,
+    projects: pd.DataFrame | None = None,
 ) -> tuple[RankerBlend, ColdStart]:
     """The blend chosen for the model at model_dir (trained before `cutoff`) on the validation slice, from the
-    interactions before the cutoff only, and the slice's posts it was chosen on (activity_at: see cold_start).
-    Imports TensorFlow."""
+    interactions before the cutoff only, and the slice's posts it was chosen on (activity_at, projects: see
+    cold_start). Imports TensorFlow."""
     seen = interactions.loc[interactions["occurred_at"] < cutoff]
     start, end = validation_slice(seen, cutoff)
-    validation = cold_start(model_dir, seen, users, posts, start, end, window, activity_at)
+    validation = cold_start(model_dir, seen, users, posts, start, end, window, activity_at, projects)
     label = f"{start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} ({window / pd.Timedelta(days=1):g}-day window)"
     return choose_blend(validation.posts, slice_label=label), validation
 
@@ -252,6 +257,7 @@ def validated_blend(url: str, model_dir: Path, window: pd.Timedelta = DEFAULT_WI
         pd.Timestamp(manifest.cutoff),
         window,
         post_activity_at(url),
+        features.read_projects(url),
     )
     path.write_text(json.dumps(blend.to_dict(), indent=2))
     return blend

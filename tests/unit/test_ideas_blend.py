@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -104,3 +105,52 @@ def test_one_author_leaves_the_tower_and_a_json_record() -> None:
     figures = blend.validation["by_tower_weight"]
     assert figures["0"] == {"auc": 0.5, "spearman": None}
     assert RankerBlend(**json.loads(json.dumps(blend.to_dict(), allow_nan=False))) == blend
+
+
+def test_the_cold_start_scores_new_posts_with_the_users_as_they_were_and_weighed_by_engagement(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """cold_start embeds the users as of the slice's start (the projects they started later trimmed from their
+    profiles) and weighs each user's share by their engagement before it. Every post, live or new, gets the same
+    vector here, so each user's share of a new post is 1 / live posts (the softmax is over the live ones)."""
+    from teamu_assets.ideas.blend import cold_start
+    from teamu_assets.ideas.context import engagement_rates
+    from teamu_assets.model import train
+    from tests.unit.model_fixtures import make_world
+
+    world = make_world(warm_users=20, cold_users=5, posts=60, events_per_user=8)
+    start = world.cutoff
+    planner = int(world.user_features["user_id"].iloc[0])
+    users = world.user_features.copy()
+    users["project_titles"] = [["Early lab", "Later lab"] if u == planner else [] for u in users["user_id"]]
+    projects = pd.DataFrame(
+        {
+            "project_id": [1, 2],
+            "user_id": [planner, planner],
+            "title": ["Early lab", "Later lab"],
+            "created_at": [start - pd.Timedelta(days=30), start + pd.Timedelta(days=1)],
+        }
+    )
+    seen: dict[str, pd.DataFrame] = {}
+
+    def embed_users(model_dir: object, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        seen["users"] = frame
+        return frame["user_id"].to_numpy(np.int64), np.zeros((len(frame), 4), np.float32)
+
+    def embed_posts(model_dir: object, frame: pd.DataFrame, **kwargs: object) -> tuple[np.ndarray, np.ndarray]:
+        return frame["post_id"].to_numpy(np.int64), np.zeros((len(frame), 4), np.float32)
+
+    monkeypatch.setattr(train, "embed_users", embed_users)
+    monkeypatch.setattr(train, "embed_posts", embed_posts)
+    end = world.interactions["occurred_at"].max()
+    result = cold_start(
+        Path("unused"), world.interactions, users, world.post_features, start, end, pd.Timedelta(days=3), None, projects
+    )
+    profile = seen["users"].set_index("user_id")["project_titles"]
+    assert list(profile[planner]) == ["Early lab"]
+    assert not result.posts.empty
+    before = world.interactions.loc[world.interactions["occurred_at"] < start]
+    rates = engagement_rates(before, seen["users"]["user_id"].to_numpy(np.int64), start)
+    assert rates.sum() != pytest.approx(result.users)  # not one engagement each: the weighing shows
+    np.testing.assert_allclose(result.posts["tower"], rates.sum() / result.live_posts, rtol=1e-9)
+    np.testing.assert_allclose(result.posts["tower_alike"], result.users / result.live_posts, rtol=1e-9)
