@@ -26,7 +26,7 @@ from pathlib import Path
 from psycopg import sql
 
 from teamu_assets.db import schema
-from teamu_assets.db.connection import connect, resolve_url, with_database
+from teamu_assets.db.connection import connect, drop_database, resolve_url, with_database
 from teamu_assets.ingest import LoadResult, load_export_file
 from teamu_assets.settings import Settings
 
@@ -177,9 +177,7 @@ def main() -> None:
             loader_s, result = loader_seconds(url, export.path)
             floor_s = table_floor_seconds(url, Path(folder))
         finally:
-            with connect(server_url, autocommit=True) as conn:
-                drop = sql.SQL("drop database if exists {} with (force)")
-                conn.execute(drop.format(sql.Identifier(scratch)))
+            drop_database(server_url, scratch)
     baseline_rate = export.lines / baseline_s
     loader_rate = export.lines / loader_s
     print(f"baseline  plain COPY into one text column: {baseline_s:6.2f} s  {baseline_rate:>10,.0f} lines/s")

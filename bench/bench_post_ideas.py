@@ -70,7 +70,7 @@ from psycopg import sql
 
 import teamu_assets  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is first imported)
 from teamu_assets.db import bootstrap, features, registry
-from teamu_assets.db.connection import connect, ensure_pgvector, resolve_url, with_database
+from teamu_assets.db.connection import connect, drop_database, ensure_pgvector, resolve_url, with_database
 from teamu_assets.evaluation.metrics import roc_auc, spearman
 from teamu_assets.ideas.blend import (
     RankerBlend,
@@ -318,9 +318,8 @@ def database_name(prefix: str, dataset: str) -> str:
 
 
 def drop_databases(server_url: str, names: list[str]) -> None:
-    with connect(with_database(server_url, "postgres"), autocommit=True) as conn:
-        for name in names:
-            conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+    for name in names:
+        drop_database(server_url, name)
 
 
 def prepare_real(

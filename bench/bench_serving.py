@@ -37,7 +37,7 @@ from pgvector.psycopg import register_vector
 from psycopg import sql
 
 from teamu_assets.db import schema
-from teamu_assets.db.connection import connect, ensure_pgvector, resolve_url, with_database
+from teamu_assets.db.connection import connect, drop_database, ensure_pgvector, resolve_url, with_database
 from teamu_assets.db.embeddings import HNSW_EF_CONSTRUCTION, HNSW_M, write_embeddings
 from teamu_assets.db.recommend import install_serving_functions
 from teamu_assets.settings import Settings
@@ -403,8 +403,7 @@ def main() -> None:
                 )
         savedmodel_rows(world, users)
     finally:
-        with connect(server_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+        drop_database(server_url, name)
 
 
 if __name__ == "__main__":

@@ -143,17 +143,19 @@ def scratch_database(server_url: str, prefix: str, *, keep: bool = False) -> Ite
         yield url
     finally:
         if not keep:
-            _drop_database(maintenance, name)
+            drop_database(server_url, name)
 
 
-# Tries of a forced drop that meets a session the platform role may not end, a second apart (see _drop_database).
+# Tries of a forced drop that meets a session the platform role may not end, a second apart (see drop_database).
 _DROP_TRIES = 30
 
 
-def _drop_database(maintenance_url: str, name: str) -> None:
-    """`drop database ... with (force)`, tried again while it meets a session the connecting role may not end:
-    on the secured embedded server the platform is no superuser, and an autovacuum worker (a superuser's process)
-    that happens to be in the new database makes the drop fail until the worker is done, which is seconds."""
+def drop_database(server_url: str, name: str) -> None:
+    """`drop database if exists ... with (force)` on the server of `server_url`, tried again while it meets a
+    session the connecting role may not end: on the secured embedded server the platform is no superuser, and an
+    autovacuum worker (a superuser's process) that happens to be in the database makes the drop fail until the
+    worker is done, which is seconds."""
+    maintenance_url = with_database(server_url, "postgres")
     statement = sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
     for attempt in range(_DROP_TRIES):
         try:
