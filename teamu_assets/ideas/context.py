@@ -183,14 +183,12 @@ def _check_model_version(conn: Any, model_version: str) -> None:
 def engagement_rates(interactions: pd.DataFrame, user_ids: np.ndarray, as_of: pd.Timestamp) -> np.ndarray:
     """How much each user engages [n], in user_ids' order: the distinct posts they engaged with in `interactions`
     (user_id, post_id, occurred_at; the caller passes what was known at as_of), each weighted 0.5 ** (its first
-    engagement's age at as_of / ENGAGEMENT_HALF_LIFE). Every user 1 when none of them engaged: alike, rather than
-    no idea expected to draw anything."""
+    engagement's age at as_of / ENGAGEMENT_HALF_LIFE); 0 for a user who engaged with nothing."""
     first = interactions.groupby(["user_id", "post_id"], sort=False)["occurred_at"].min()
     age = (as_of - pd.to_datetime(first, utc=True)).clip(lower=pd.Timedelta(0))
     weight = pd.Series(0.5 ** (age / ENGAGEMENT_HALF_LIFE).to_numpy(np.float64), index=first.index)
     per_user = weight.groupby(level="user_id").sum()
-    rates = pd.Series(np.asarray(user_ids, np.int64)).map(per_user).fillna(0.0).to_numpy(np.float64)
-    return rates if rates.any() else np.ones(len(rates))
+    return pd.Series(np.asarray(user_ids, np.int64)).map(per_user).fillna(0.0).to_numpy(np.float64)
 
 
 def choose_audience(

@@ -134,10 +134,13 @@ def predicted_engagement(
     user_vectors: np.ndarray, post_vectors: np.ndarray, normalizers: np.ndarray, rates: np.ndarray | None = None
 ) -> np.ndarray:
     """For each post [n]: the sum over users of rate(u) * exp(u . p - normalizer(u)), its expected engagements
-    from them (rates: context.engagement_rates; None counts every user's share alike, one engagement each)."""
+    from them (rates: context.engagement_rates). Without rates, or when none of the users engaged, every user's
+    share counts alike, one engagement each: rather than every post expected to draw nothing."""
     scores = np.asarray(user_vectors, np.float64) @ np.asarray(post_vectors, np.float64).T
     shares = np.exp(np.minimum(scores - normalizers[:, np.newaxis], MAX_EXPONENT))
-    return shares.sum(axis=0) if rates is None else np.asarray(rates, np.float64) @ shares
+    if rates is None or not np.any(rates):
+        return shares.sum(axis=0)
+    return np.asarray(rates, np.float64) @ shares
 
 
 def _reasons(idea_vector: np.ndarray, context: IdeaContext) -> tuple[Reason, ...]:

@@ -370,9 +370,8 @@ def test_engagement_rates_count_each_post_once_from_its_first_engagement_halved_
     )
     rates = engagement_rates(interactions, np.array([3, 1, 2]), AS_OF)
     assert rates == pytest.approx([0.0, 1.5, 0.25])
-    # Nobody of them engaged: every user alike, not every idea expected to draw nothing.
-    assert engagement_rates(interactions, np.array([7, 8]), AS_OF).tolist() == [1.0, 1.0]
-    assert engagement_rates(interactions.iloc[:0], np.array([1]), AS_OF).tolist() == [1.0]
+    assert engagement_rates(interactions, np.array([7, 8]), AS_OF).tolist() == [0.0, 0.0]
+    assert engagement_rates(interactions.iloc[:0], np.array([1]), AS_OF).tolist() == [0.0]
 
 
 def test_the_users_who_engage_decide_the_expected_engagement() -> None:
@@ -382,6 +381,8 @@ def test_the_users_who_engage_decide_the_expected_engagement() -> None:
     shares = np.exp(users @ ideas.T - normalizers[:, np.newaxis])
     rates = np.array([0.0, 0.0, 2.0, 0.5])
     assert predicted_engagement(users, ideas, normalizers, rates) == pytest.approx(2.0 * shares[2] + 0.5 * shares[3])
+    # Nobody engaged: every user alike, not every idea expected to draw nothing.
+    assert predicted_engagement(users, ideas, normalizers, np.zeros(4)) == pytest.approx(shares.sum(axis=0))
     # Four idle accounts lean to content dimension 1, the one user who engages to dimension 0: the ideas follow
     # what that user engages with, where counting everyone alike follows the idle ones.
     context = make_context()
