@@ -47,7 +47,8 @@ how much the product's validation, scored by a model that trained on the slice, 
 
     .venv/bin/python bench/bench_post_ideas.py [--window-days 3] [--held-out-validation] [--out PATH]
     nice -n 10 .venv/bin/python bench/bench_post_ideas.py --real [lastfm se-quantumcomputing se-cardano]
-        [--workdir DIR] [--db-prefix NAME] [--data-dir DIR] [--window-days D] [--held-out-validation] [--out PATH]
+        [--workdir DIR] [--db-prefix NAME] [--data-dir DIR] [--window-days D] [--held-out-validation] [--seed N]
+        [--out PATH]
 """
 
 from __future__ import annotations
@@ -323,12 +324,13 @@ def drop_databases(server_url: str, names: list[str]) -> None:
 
 
 def prepare_real(
-    name: str, data_dir: Path, server_url: str, workdir: Path, db_prefix: str
+    name: str, data_dir: Path, server_url: str, workdir: Path, db_prefix: str, seed: int | None = None
 ) -> tuple[str, Path, dict[str, Any]]:
     """The whole data set through the product: its raw contract into the database <db_prefix>_<name>, then the
-    full_refresh job (ingest, dbt, training with the default model config without the refit, the gate,
-    embeddings) with TEAMU_HOME workdir/<name>. A workdir that already holds a finished run is reused (the
-    training is the slow part). Returns the database URL, the model directory and how the training went."""
+    full_refresh job (ingest, dbt, training with the default model config without the refit, its seed `seed`
+    when given, the gate, embeddings) with TEAMU_HOME workdir/<name>. A workdir that already holds a finished
+    run is reused (the training is the slow part). Returns the database URL, the model directory and how the
+    training went."""
     from teamu_assets.assets.ml import DatasetConfig
 
     home = workdir / name
@@ -350,7 +352,7 @@ def prepare_real(
     write_real_dataset(url, descriptions_as_of(dataset, cutoff), default_landing_dir(home))
     _log(f"{name}: full_refresh in {database} (cutoff {cutoff:%Y-%m-%d %H:%M}) ...")
     started = time.perf_counter()
-    product = run_full_refresh(home, url, {"refit": False})
+    product = run_full_refresh(home, url, {"refit": False} | ({} if seed is None else {"seed": seed}))
     model_dir = Path(registry.model_version(url, product.model_version).artifact_path)
     manifest_cutoff = pd.Timestamp(read_manifest_of(url, model_dir).cutoff)
     if manifest_cutoff != cutoff:
@@ -428,6 +430,9 @@ def main() -> None:
     )
     parser.add_argument("--db-prefix", default="bench_post_ideas", help="--real: databases <prefix>_<data set>")
     parser.add_argument(
+        "--seed", type=int, default=None, help="--real: the training seed (default: the model config's)"
+    )
+    parser.add_argument(
         "--out", type=Path, default=None, help="JSON results (default TEAMU_HOME/bench/post_ideas[_real].json)"
     )
     parser.add_argument(
@@ -468,7 +473,7 @@ def main() -> None:
             else:
                 workdir = args.workdir
             # Every data set is trained first: the slow part, done once per workdir.
-            prepared = {name: prepare_real(name, data_dir, url, workdir, args.db_prefix) for name in names}
+            prepared = {name: prepare_real(name, data_dir, url, workdir, args.db_prefix, args.seed) for name in names}
             for name, (database_url, model_dir, training) in prepared.items():
                 window = pd.Timedelta(days=args.window_days or DEFAULT_WINDOW_DAYS[name])
                 held_out_dir = workdir / name / "held_out" if args.held_out_validation else None

@@ -7,9 +7,10 @@ so for a user u, exp(u . p) / sum over the live posts q of exp(u . q) is the sha
 post p would get; times how much u engages (context.engagement_rates: the posts u engaged with lately) and
 summed over the audience, it is the number of engagements the idea is expected to draw from its audience were it
 published now among the live posts (predicted_engagement). Counting every user's share alike let the many
-accounts that never engage (most sign-ups of a real site) outweigh the few who answer: on one Stack Exchange
-site that alone put the tower below chance (docs/BENCHMARKS.md, post ideas). The ideas' score blends it with the
-team's past engagement as the model's validation chose (blend.RankerBlend; the tower alone when not validated).
+accounts that never engage (most sign-ups of a real site) weigh as much as the few who answer, which is not what
+the score says it is (measured, the difference is within the spread between trainings: docs/BENCHMARKS.md, post
+ideas). The ideas' score blends it with the team's past engagement as the model's validation chose
+(blend.RankerBlend; the tower alone when not validated).
 The reasons are the successful posts of the context nearest each idea in content.
 """
 
