@@ -137,7 +137,7 @@ def cold_start(
     tower_alike without the rates). Real engagement: the distinct users in `interactions` who
     engaged within the window after creation (the caller keeps only the interactions it may see). Imports
     TensorFlow."""
-    from teamu_assets.model.dataset import post_features_as_of, user_features_as_of
+    from teamu_assets.model.dataset import post_features_as_of, profile_as_of, user_features_as_of
     from teamu_assets.model.train import embed_posts, embed_users
 
     new = posts.loc[(posts["created_at"] >= start) & (posts["created_at"] + window <= end)].sort_values("post_id")
@@ -152,7 +152,8 @@ def cold_start(
         empty = {column: [] for column in ("tower", "tower_alike", "mean_score", "prior", "prior_total")}
         return ColdStart(frame.assign(**empty), len(known), len(live))
     user_ids, user_vectors = embed_users(
-        model_dir, user_features_as_of(interactions, known, start, posts=posts, projects=projects)
+        model_dir,
+        user_features_as_of(interactions, profile_as_of(known, start, posts=posts, projects=projects), start),
     )
     counts = before.groupby(["post_id", "kind"]).size().unstack(fill_value=0).reset_index()
     for kind in ("view", "upvote"):

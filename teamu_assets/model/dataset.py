@@ -336,14 +336,11 @@ def user_features_as_of(
     as_of: pd.Timestamp,
     *,
     history_length: int = HISTORY_LENGTH,
-    posts: pd.DataFrame | None = None,
-    projects: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """The user mart as it would have read at `as_of`: recent_post_ids and activity counts from interactions
     strictly before it. For evaluating at a cutoff. The same history as a training example's: each user gets a
     probe row at `as_of`, and _histories_before gives the probes' histories (only theirs: memory grows with the
-    users, not with the interactions). The profile's titles as of `as_of` too, with `posts` and `projects`
-    (profile_as_of). The other profile columns are kept."""
+    users, not with the interactions). The profile columns are kept as given (profile_as_of trims the titles)."""
     frame = interactions.loc[pd.to_datetime(interactions["occurred_at"], utc=True) < as_of]
     frame = _clean_interactions(frame, user_features, pd.DataFrame({"post_id": frame["post_id"].unique()}))
     user_ids = user_features["user_id"].to_numpy(np.int64)
@@ -367,7 +364,7 @@ def user_features_as_of(
     result["recent_post_ids"] = [[int(post) for post in history] for history in histories.to_numpy()]
     for column_index, column in enumerate(ACTIVITY_COUNT_COLUMNS):
         result[column] = counts[rows, column_index]
-    return profile_as_of(result, as_of, posts=posts, projects=projects)
+    return result
 
 
 def profile_as_of(

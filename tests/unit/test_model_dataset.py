@@ -269,7 +269,7 @@ def test_nothing_written_after_the_cutoff_reaches_the_features_as_of_it() -> Non
     interactions = pd.DataFrame(columns=["user_id", "post_id", "kind", "occurred_at"]).astype(
         {"user_id": np.int64, "post_id": np.int64, "occurred_at": "datetime64[ns, UTC]"}
     )
-    as_of = user_features_as_of(interactions, users, cutoff, posts=posts)
+    as_of = profile_as_of(users, cutoff, posts=posts)
     assert as_of["created_post_titles"].tolist() == [["Old idea"], [], []]
     assert user_features_as_of(interactions, users, cutoff)["created_post_titles"].tolist() == [
         ["Old idea", "New idea"],
@@ -287,7 +287,7 @@ def test_nothing_written_after_the_cutoff_reaches_the_features_as_of_it() -> Non
             ),
         }
     )
-    trimmed = user_features_as_of(interactions, users, cutoff, posts=posts, projects=projects)
+    trimmed = profile_as_of(users, cutoff, posts=posts, projects=projects)
     assert trimmed["project_titles"].tolist() == [["Band site"], ["Garden"], []]
     assert trimmed["created_post_titles"].tolist() == [["Old idea"], [], []]
     assert profile_as_of(users, cutoff, projects=projects)["created_post_titles"].tolist() == [
