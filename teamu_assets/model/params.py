@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from teamu_assets.contract import HISTORY_LENGTH
 from teamu_assets.evaluation.metrics import GATE_K
 
-# The last two of the embedding_dim dimensions carry the additive terms of the score (see towers.TwoTowerModel).
-SCORE_TERMS = 2
+# The last three of the embedding_dim dimensions carry the additive terms of the score: freshness, quality and
+# the new users' popularity prior (see towers.QueryTower.call).
+SCORE_TERMS = 3
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,7 @@ class TrainedCandidate:
             "refit_examples": self.served.train_examples,
             "time_terms": served.use_time_terms,
             "popularity_weight": served.popularity_weight,
+            "new_user_popularity_weight": served.new_user_popularity_weight,
             "itemitem_weight": served.itemitem_weight,
             "epochs_run": len(history),
             "best_epoch": self.evaluated.best_epoch,

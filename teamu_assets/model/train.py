@@ -31,6 +31,7 @@ from teamu_assets.model.dataset import (
 )
 from teamu_assets.model.features import (
     H3_RESOLUTIONS,
+    HISTORY_PADDING_ID,
     UNKNOWN_H3_CELL,
     VIEW_COUNT_INDEX,
     FeatureLayout,
@@ -63,6 +64,8 @@ MODEL_CONFIG_FILE = "model_config.json"
 TIME_TERMS_MARGIN = 1.05
 # Popularity-prior weights tried on validation after training (see _choose_serving_terms).
 POPULARITY_WEIGHTS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
+# The prior's weights tried for users without history: up to where popularity alone orders the feed.
+NEW_USER_POPULARITY_WEIGHTS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 # Item-item block weights tried on validation once the block is fitted. The block's scores have a spread of about
 # 1 per user (itemitem.py); the content part's, a cosine over the temperature, several times that: the largest
 # weights let the block lead where it ranks better than the towers.
@@ -82,6 +85,7 @@ class ServingTerms:
 
     use_time_terms: bool
     popularity_weight: float
+    new_user_popularity_weight: float
     itemitem_weight: float
 
 
@@ -157,6 +161,8 @@ def _validation_recalls(
     posts: PostFeatureTable,
     k: int,
     factors: ItemItemFactors | None = None,
+    *,
+    as_new_users: bool = False,
 ) -> dict[ServingWeights, float] | None:
     """Recall@k on validation for each popularity-prior weight (0 and POPULARITY_WEIGHTS) and, with `factors`,
     each item-item block weight (0 and ITEMITEM_WEIGHTS): per user, the share of their validation examples whose
@@ -165,11 +171,16 @@ def _validation_recalls(
     user's many examples would otherwise outweigh everyone else's). One pass: the prior only adds weight x log
     view count to every score, the block weight x its scores. Trained with logQ correction, the model's own
     scores discount popular posts on purpose; the prior is what puts back as much popularity as the data calls
-    for, so every decision looks at the best of them."""
+    for, so every decision looks at the best of them.
+
+    `as_new_users`: each user ranked as if new, by the profile alone (no history, no activity counts; no block,
+    which reads the history), for each of 0 and NEW_USER_POPULARITY_WEIGHTS. Every validation user has a
+    history, but a served model also meets users who have none: half of Last.fm's evaluation period's users."""
     if manifest.rows["validation"] == 0:
         return None
     config = model.candidate_tower.config
-    _set_tower_config(model, replace(config, popularity_weight=0.0, itemitem_weight=0.0))
+    unweighted = replace(config, popularity_weight=0.0, new_user_popularity_weight=0.0, itemitem_weight=0.0)
+    _set_tower_config(model, unweighted)
     candidates = _embed(
         lambda x: model.candidate_tower(x, training=False),
         posts.serving_inputs(),
@@ -181,10 +192,13 @@ def _validation_recalls(
     # candidates, as they are none of a training example's in-batch negatives. Left in, they would push the
     # targets down with features gathered later (comments) and favour the weights that bury them.
     unborn = posts.created_day >= posts.reference_day
+    if as_new_users:
+        factors = None
+    priors = NEW_USER_POPULARITY_WEIGHTS if as_new_users else POPULARITY_WEIGHTS
     weights = [
         (block, prior)
         for block in (0.0, *(ITEMITEM_WEIGHTS if factors is not None else ()))
-        for prior in (0.0, *POPULARITY_WEIGHTS)
+        for prior in (0.0, *priors)
     ]
     post_blocks = None if factors is None else factors.post_blocks(posts.post_ids).T
     candidate_index = pd.Index(posts.post_ids)
@@ -199,8 +213,12 @@ def _validation_recalls(
         history_length=users.layout.history_length,
         first_engagements_only=True,
     ):
+        histories, activity_counts = batch.histories, batch.activity_counts
+        if as_new_users:
+            histories = np.full_like(histories, HISTORY_PADDING_ID)
+            activity_counts = np.zeros_like(activity_counts)
         queries = model.query_tower(
-            _to_tensors(users.inputs(batch.user_ids, batch.histories, batch.activity_counts)), training=False
+            _to_tensors(users.inputs(batch.user_ids, histories, activity_counts)), training=False
         )
         scores = tf.linalg.matmul(queries, candidates, transpose_b=True).numpy()
         scores[:, unborn] = -np.inf
@@ -274,7 +292,9 @@ def refit(
         use_time_terms=evaluated.params.use_time_terms and evaluated.tower_config.use_time_terms,
     )
     config = evaluated.tower_config
-    serving = ServingTerms(config.use_time_terms, config.popularity_weight, config.itemitem_weight)
+    serving = ServingTerms(
+        config.use_time_terms, config.popularity_weight, config.new_user_popularity_weight, config.itemitem_weight
+    )
     return _fit(dataset_dir, user_features, post_features, params, out_dir, log, splits=SPLITS, serving=serving)
 
 
@@ -313,6 +333,7 @@ def _fit(
             config,
             use_time_terms=serving.use_time_terms,
             popularity_weight=serving.popularity_weight,
+            new_user_popularity_weight=serving.new_user_popularity_weight,
             itemitem_weight=serving.itemitem_weight if factors is not None else 0.0,
         )
     elif epochs.best_recall is not None:
@@ -321,7 +342,8 @@ def _fit(
         )
         log(
             f"serving terms: time terms {'on' if config.use_time_terms else 'off'}, "
-            f"popularity weight {config.popularity_weight}, item-item weight {config.itemitem_weight}"
+            f"popularity weight {config.popularity_weight} (new users {config.new_user_popularity_weight}), "
+            f"item-item weight {config.itemitem_weight}"
         )
     _set_tower_config(model, config)
 
@@ -391,6 +413,7 @@ def _set_up(
         history_length=layout.history_length,
         use_time_terms=params.use_time_terms,
         popularity_weight=0.0,
+        new_user_popularity_weight=0.0,
         # A quarter of the vector at most, so small test models keep most of it for content.
         itemitem_rank=min(params.itemitem_rank, (params.embedding_dim - SCORE_TERMS) // 4),
         itemitem_weight=0.0,
@@ -564,7 +587,11 @@ def _choose_serving_terms(
     (a catalogue of artists, a Q&A site), ranking by age costs accuracy. The popularity prior (weight x the post's
     log view count, the weight that validation liked best): the training's logQ correction takes popularity out
     of the model's scores, and the prior puts back as much as the data calls for. The item-item block's weight,
-    chosen with the prior (the two trade off: co-engagement carries popularity too)."""
+    chosen with the prior (the two trade off: co-engagement carries popularity too). The prior's weight for users
+    without history, chosen on the same examples ranked as if each user were new: with the block and the
+    history's ids there, validation may keep no prior at all (the block carries popularity), and a new user,
+    ranked then by a profile that may say nothing, would get a feed in no useful order (on Last.fm, whose real
+    profiles are empty, that is what made one training of three lose to popularity on the evaluation period)."""
     if config.use_time_terms:
         # Dropped only on a clear gain: validation holds each user's last engagements with posts that existed
         # before the cutoff, so it cannot see what freshness does for the posts that appear later.
@@ -577,7 +604,14 @@ def _choose_serving_terms(
         _, (itemitem_weight, popularity_weight) = _best_recall(
             _validation_recalls(model, manifest, users, posts, k, factors)
         )
-    return replace(config, popularity_weight=popularity_weight, itemitem_weight=itemitem_weight)
+    _set_tower_config(model, config)
+    _, (_, new_user_weight) = _best_recall(_validation_recalls(model, manifest, users, posts, k, as_new_users=True))
+    return replace(
+        config,
+        popularity_weight=popularity_weight,
+        new_user_popularity_weight=new_user_weight,
+        itemitem_weight=itemitem_weight,
+    )
 
 
 def _save(

@@ -268,6 +268,7 @@ def _post_vectors(url: str) -> dict:
 def test_post_freshness_rewrites_every_post_with_the_promoted_model(seeded: tuple[Path, str]) -> None:
     """After the refreshes above (the data clock moved to now): every post vector is rewritten with the promoted
     model, untouched posts included, so their freshness term is measured at the new clock."""
+    from teamu_assets.model.params import SCORE_TERMS
     from teamu_assets.model.train import read_model_config
 
     home, url = seeded
@@ -291,9 +292,10 @@ def test_post_freshness_rewrites_every_post_with_the_promoted_model(seeded: tupl
     oldest = min(updated for _, updated in before.values())
     untouched = [post for post, (_, updated) in before.items() if updated == oldest]
     assert untouched
-    # The freshness term is the post vector's second-to-last dimension (towers.py): older now, so it moved. Where
+    # The freshness term is the post vector's third-to-last dimension (towers.py): older now, so it moved. Where
     # validation dropped the freshness terms (train._choose_serving_terms), it is 0 in every vector.
+    freshness = -SCORE_TERMS
     if read_model_config(Path(promoted.artifact_path))["tower"]["use_time_terms"]:
-        assert all(after[p][0][-2] != before[p][0][-2] for p in untouched)
+        assert all(after[p][0][freshness] != before[p][0][freshness] for p in untouched)
     else:
-        assert all(after[p][0][-2] == 0.0 for p in after)
+        assert all(after[p][0][freshness] == 0.0 for p in after)

@@ -123,11 +123,13 @@ def test_the_audience_is_the_nearest_users_with_local_ones_first_for_a_local_tea
 
 
 def test_the_team_direction_weighs_members_and_posts_equally() -> None:
-    members = np.array([[10.0, 0, 0, 0, 0.5, 1], [10.0, 0, 0, 0, -0.5, 1]])
-    posts = np.array([[0, 1.0, 0, 0, 3, 1]] * 5)
+    # Four content dimensions, then the score terms (user: appetite, 1, new-user prior; post: freshness,
+    # quality, log views / 10), which the direction leaves out.
+    members = np.array([[10.0, 0, 0, 0, 0.5, 1, 4], [10.0, 0, 0, 0, -0.5, 1, 0]])
+    posts = np.array([[0, 1.0, 0, 0, 3, 1, 0.6]] * 5)
     direction = team_direction(members, posts)
     assert direction == pytest.approx(np.array([1, 1, 0, 0]) / np.sqrt(2))
-    assert team_direction(members, np.zeros((0, 6))) == pytest.approx(np.array([1, 0, 0, 0]))
+    assert team_direction(members, np.zeros((0, 7))) == pytest.approx(np.array([1, 0, 0, 0]))
 
 
 # --- drafts and repeats --------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from teamu_assets.model.dataset import (
     user_features_as_of,
     write_dataset,
 )
-from teamu_assets.model.features import FeatureLayout, PostFeatureTable, UserFeatureTable
+from teamu_assets.model.features import VIEW_COUNT_INDEX, FeatureLayout, PostFeatureTable, UserFeatureTable
 from tests.unit.model_fixtures import SyntheticWorld, make_world, rank_excluding, recall_at_k
 
 if TYPE_CHECKING:
@@ -124,21 +124,33 @@ def test_training_logs_and_records_each_epoch(trained: Trained) -> None:
 def test_saved_towers_reproduce_the_in_memory_towers(trained: Trained) -> None:
     import tensorflow as tf
 
-    from teamu_assets.model.towers import SCORE_TERMS
+    from teamu_assets.model.towers import NEW_USER_PRIOR_SCALE, SCORE_TERMS
     from teamu_assets.model.train import embed_posts, embed_users, read_model_config
 
     user_ids, user_vectors = embed_users(trained.model_dir, trained.users_at_cutoff)
     post_ids, post_vectors = embed_posts(trained.model_dir, trained.posts_at_cutoff)
     assert user_vectors.shape == (len(trained.users_at_cutoff), PARAMS["embedding_dim"])
     # The layout the inner product relies on: [sqrt(item-item weight) x history factors, content / temperature,
-    # appetite, 1] . [sqrt(item-item weight) x post factors, content, freshness, quality].
+    # appetite, 1, new-user prior] . [sqrt(item-item weight) x post factors, content, freshness, quality, log views].
     tower = read_model_config(trained.model_dir)["tower"]
     block = slice(0, tower["itemitem_rank"])
     content = slice(tower["itemitem_rank"], PARAMS["embedding_dim"] - SCORE_TERMS)
     assert tower["itemitem_rank"] > 0
     np.testing.assert_allclose(np.linalg.norm(post_vectors[:, content], axis=1), 1.0, rtol=1e-4)
     np.testing.assert_allclose(np.linalg.norm(user_vectors[:, content], axis=1), 1.0 / tower["temperature"], rtol=1e-4)
-    np.testing.assert_allclose(user_vectors[:, -1], 1.0)
+    np.testing.assert_allclose(user_vectors[:, -2], 1.0)
+    # A user without history gets the new users' prior in place of everyone's (the difference, times the post's
+    # log view count); a user with one gets nothing on top of everyone's.
+    has_history = np.array([len(h) > 0 for h in trained.users_at_cutoff["recent_post_ids"]])
+    assert has_history.any()
+    np.testing.assert_allclose(user_vectors[has_history, -1], 0.0)
+    as_new = trained.users_at_cutoff.copy()
+    as_new["recent_post_ids"] = [[] for _ in range(len(as_new))]
+    _, new_user_vectors = embed_users(trained.model_dir, as_new)
+    extra = tower["new_user_popularity_weight"] - tower["popularity_weight"]
+    np.testing.assert_allclose(new_user_vectors[:, -1] * NEW_USER_PRIOR_SCALE, extra, atol=1e-6)
+    log_views = PostFeatureTable(trained.posts_at_cutoff).numeric[:, VIEW_COUNT_INDEX]
+    np.testing.assert_allclose(post_vectors[:, -1], NEW_USER_PRIOR_SCALE * log_views, rtol=1e-5)
     # The block: zeros for posts without training interactions; on both sides sqrt(weight) x factors whose post
     # rows have a mean norm of 1 (so the HNSW graph, built from post vectors, weighs the block as the score does),
     # and zeros on both where the weight is 0.
@@ -263,7 +275,7 @@ def test_time_terms_dropped_during_training_stop_training(tmp_path: Path, monkey
     calls = iter(range(1_000))
 
     def recalls_preferring_no_time_terms(
-        model: training.TwoTowerModel, *args: object
+        model: training.TwoTowerModel, *args: object, **kwargs: object
     ) -> dict[training.ServingWeights, float]:
         # Better without the terms, and better with every call, so that each later epoch is kept as the best.
         recall = (0.1 if model.query_tower.config.use_time_terms else 0.2) + next(calls) / 10_000
@@ -348,3 +360,41 @@ def test_validation_ranks_only_posts_that_existed_before_the_cutoff(trained: Tra
     )
     assert with_later is not None and without_later is not None
     assert with_later == pytest.approx(without_later)
+
+
+def test_validation_as_new_users_ranks_by_the_profile_alone(trained: Trained, tmp_path: Path) -> None:
+    """The new users' prior is chosen on validation with every user ranked as if new: what the examples say of
+    the user's past (the history's order, the activity counts) changes every figure of the usual validation and
+    none of the as-new one, whose weights are the new users' grid without the item-item block."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from teamu_assets.model import train as training
+    from teamu_assets.model.dataset import count_posts_by_kind, read_manifest
+
+    original = read_manifest(trained.dataset_dir)
+    copy = tmp_path / "dataset"
+    shutil.copytree(trained.dataset_dir, copy)
+    manifest = read_manifest(copy)
+    table = pq.read_table(manifest.path("validation"))
+    reversed_histories = pa.array([list(reversed(h)) for h in table["history"].to_pylist()], pa.list_(pa.int64()))
+    table = table.set_column(table.schema.get_field_index("history"), "history", reversed_histories)
+    for column in ("viewed_count", "upvoted_count", "commented_count"):
+        table = table.set_column(table.schema.get_field_index(column), column, pa.array([500] * len(table)))
+    pq.write_table(table, manifest.path("validation"))
+
+    counts = count_posts_by_kind([original.path("train")])
+    posts = PostFeatureTable(
+        post_features_as_of(counts, trained.world.post_features), reference_time=pd.Timestamp(original.cutoff)
+    )
+    users = UserFeatureTable(trained.world.user_features, FeatureLayout(history_length=original.history_length))
+    model = trained.result.model
+    usual = [training._validation_recalls(model, m, users, posts, 20) for m in (original, manifest)]
+    as_new = [training._validation_recalls(model, m, users, posts, 20, as_new_users=True) for m in (original, manifest)]
+    assert usual[0] is not None and usual[1] is not None and as_new[0] is not None
+    assert usual[0] != pytest.approx(usual[1])
+    assert as_new[0] == pytest.approx(as_new[1])
+    assert set(as_new[0]) == {(0.0, weight) for weight in (0.0, *training.NEW_USER_POPULARITY_WEIGHTS)}
+    assert trained.result.tower_config.new_user_popularity_weight in {w for _, w in as_new[0]}
