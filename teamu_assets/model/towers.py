@@ -122,8 +122,8 @@ class TowerConfig:
 # The post side of the new users' prior carries this share of the log view count, the user side the weight over
 # it: the same product, but pgvector builds its HNSW graph from the post vectors alone, and a full log view count
 # (up to 5 on Last.fm, beside the content's unit vector) made the graph cluster posts by popularity: on one
-# Last.fm model the served top 50 of users with history held 0.69 of the exact one, 0.84 at a tenth (as without
-# the term); new users' 1.00 either way.
+# Last.fm model the served top 50 of users with history held 0.69 of the exact one, 0.84 at a tenth and at a
+# fiftieth alike; new users' 1.00 at every scale.
 NEW_USER_PRIOR_SCALE = 0.1
 
 
@@ -291,8 +291,8 @@ class QueryTower(tf.keras.Model):
 
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         """[content / temperature, appetite, 1, new-user prior]: its inner product with a post's [content,
-        freshness, quality, log view count] is the training score (see TwoTowerModel) plus, for a user without
-        history, the new users' popularity prior in place of everyone's."""
+        freshness, quality, log view count x NEW_USER_PRIOR_SCALE] is the training score (see TwoTowerModel)
+        plus, for a user without history, the new users' popularity prior in place of everyone's."""
         content, appetite = self.parts(inputs, training=training)
         column = appetite[:, tf.newaxis]
         block = tf.zeros([tf.shape(content)[0], self.config.itemitem_rank])
