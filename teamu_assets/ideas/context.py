@@ -5,11 +5,11 @@ Every choice is exact (no approximate index) and ordered with an id tie-break, s
 same context; IdeaContext.summary() shows all of it.
 
 The vectors (teamu_assets/model/towers.py): a user is [item-item block, content / temperature, appetite, 1,
-new-user prior], a post [item-item block, content, freshness, quality, log view count]. "Nearest" compares
-everything but the last SCORE_TERMS dimensions (content and the item-item block, which places a post by who
-engaged with it, weighted as the served score weighs it: zero on both sides where the model keeps no block), as
-a unit vector: which users and posts sit where the team does, whatever their appetite for fresh posts, a post's
-quality or its popularity.
+new-user prior], a post [item-item block, content, freshness, quality, a tenth of its log view count].
+"Nearest" compares everything but the last SCORE_TERMS dimensions (content and the item-item block, which places
+a post by who engaged with it, weighted as the served score weighs it: zero on both sides where the model keeps no
+block), as a unit vector: which users and posts sit where the team does, whatever their appetite for fresh
+posts, a post's quality or its popularity.
 """
 
 from __future__ import annotations

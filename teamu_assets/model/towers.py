@@ -127,6 +127,11 @@ class TowerConfig:
 NEW_USER_PRIOR_SCALE = 0.1
 
 
+def _has_history(history: tf.Tensor) -> tf.Tensor:
+    """[n, 1] float: 1 for a user whose history holds any post (padding ids are negative), else 0."""
+    return tf.cast(tf.reduce_any(history >= 0, axis=1, keepdims=True), tf.float32)
+
+
 def _masked_mean(embeddings: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
     weights = tf.cast(mask, embeddings.dtype)[..., tf.newaxis]
     return tf.reduce_sum(embeddings * weights, axis=1) / tf.maximum(tf.reduce_sum(weights, axis=1), 1.0)
@@ -298,9 +303,8 @@ class QueryTower(tf.keras.Model):
         block = tf.zeros([tf.shape(content)[0], self.config.itemitem_rank])
         if self.itemitem is not None:
             block = math.sqrt(self.config.itemitem_weight) * self.itemitem.history(inputs["history"])
-        no_history = 1.0 - tf.cast(tf.reduce_any(inputs["history"] >= 0, axis=1, keepdims=True), tf.float32)
         new_user_weight = self.config.new_user_popularity_weight - self.config.popularity_weight
-        new_user_prior = new_user_weight / NEW_USER_PRIOR_SCALE * no_history
+        new_user_prior = new_user_weight / NEW_USER_PRIOR_SCALE * (1.0 - _has_history(inputs["history"]))
         return tf.concat(
             [block, content / self.config.temperature, column, tf.ones_like(column), new_user_prior], axis=1
         )
@@ -309,13 +313,12 @@ class QueryTower(tf.keras.Model):
         """(unit content vector [n, D-1], recency appetite in (-1, 1) [n])."""
         history = inputs["history"]
         engaged = history >= 0
-        has_history = tf.cast(tf.reduce_any(engaged, axis=1, keepdims=True), tf.float32)
 
         passions = inputs["passions"]
         passion_bag = _masked_mean(self.passion_embedding(self.passion_lookup(passions)), passions != "")
 
         parts = [
-            has_history,
+            _has_history(history),
             passion_bag,
             self.location([inputs[user_h3_feature(res)] for res in H3_RESOLUTIONS]),
             self.profile(inputs["profile_text"]),
