@@ -137,8 +137,12 @@ def load_marts(url: str, world: World) -> None:
             "create table marts.post_features (post_id bigint primary key, user_id bigint, title text,"
             " is_local boolean, latitude float8, longitude float8, view_count bigint, vote_count bigint,"
             " created_at timestamptz);"
+            # The columns ml.recommend_posts reads (a blank user, one with nothing for the tower to read, gets the
+            # fallback): every user here has a location and a history.
             "create table marts.user_features"
-            " (user_id bigint primary key, latitude float8, longitude float8);"
+            " (user_id bigint primary key, latitude float8, longitude float8, bio text, passions text[],"
+            " project_titles text[], created_post_titles text[], recent_post_ids bigint[], viewed_count bigint,"
+            " upvoted_count bigint, commented_count bigint);"
         )
         with cur.copy("copy marts.post_features from stdin") as copy:
             for i, post_id in enumerate(world.post_ids.tolist()):
@@ -154,9 +158,12 @@ def load_marts(url: str, world: World) -> None:
                         time.strftime("%Y-%m-%d %H:%M:%S+00", time.gmtime(now_s - (i % 90) * 86400)),
                     )
                 )
-        with cur.copy("copy marts.user_features from stdin") as copy:
+        with cur.copy(
+            "copy marts.user_features (user_id, latitude, longitude, recent_post_ids, viewed_count) from stdin"
+        ) as copy:
             for i, user_id in enumerate(world.user_ids.tolist()):
-                copy.write_row((user_id, *world.user_location[i].tolist()))
+                history = world.post_ids[world.seen.get(user_id, [])].tolist()
+                copy.write_row((user_id, *world.user_location[i].tolist(), history[:10], len(history)))
         with cur.copy("copy marts.interactions (user_id, post_id, kind, occurred_at) from stdin") as copy:
             for user_id, indices in world.seen.items():
                 for post_id in world.post_ids[indices].tolist():

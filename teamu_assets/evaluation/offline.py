@@ -5,7 +5,7 @@ Pure numpy/pandas: the caller embeds users and posts (as of the cutoff) and hand
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -54,6 +54,8 @@ class OfflineEvaluation:
     cold_start_users: int
     intervals: RankerIntervals | None  # None when no user was evaluated
     ctr: CtrSummary | None = field(default=None)
+    # Evaluated users ranked by the fallback in the model's rows (fallback_users), as serving ranks them.
+    users_served_by_fallback: int = 0
 
 
 def _post_sets(frame: pd.DataFrame) -> dict[int, set[int]]:
@@ -72,6 +74,7 @@ def evaluate_embeddings(
     oracle_scores: Mapping[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] | None = None,
     recommendation_events: pd.DataFrame | None = None,
     fallback_decay: float | None = None,
+    fallback_users: Collection[int] = (),
     k_values: tuple[int, ...] = DEFAULT_K_VALUES,
 ) -> OfflineEvaluation:
     """Rank every post for each user with evaluation interactions, excluding what they engaged with before the
@@ -82,6 +85,9 @@ def evaluate_embeddings(
     generator's expected-score matrices on synthetic data, by ranker name (each called as (user_ids, post_ids)).
     With `fallback_decay`, the popularity fallback that serves when no model is promoted is a baseline too
     ("fallback": engaged users before the cutoff / (1 + age at the cutoff in days) ** decay, fallback.py).
+    `fallback_users` are those ml.recommend_posts serves the fallback whatever model is promoted (nothing for the
+    query tower to read: features.blank_user_ids); the model's and the previous model's rankings of them are the
+    fallback's, as served (they need `fallback_decay`).
 
     Baselines, on the same users, exclusions and relevant posts: popularity (training interaction counts),
     itemitem (EASE fitted on the training interactions), random, previous (the promoted model) and the oracles; the
@@ -97,12 +103,17 @@ def evaluate_embeddings(
     post_ids = np.asarray(items.ids, dtype=np.int64)
     popularity = popularity_counts(post_ids, train["post_id"].tolist())
 
+    fallback = None if fallback_decay is None else _fallback_at(train, posts, post_ids, cutoff, fallback_decay)
+    if fallback is None and len(fallback_users):
+        raise ValueError("fallback_users need fallback_decay: their rankings are the fallback's")
+    served_by_fallback = np.isin(user_ids, np.asarray(list(fallback_users), dtype=np.int64))
+
     # Every ranker scores a block of users at a time (rankers.rank): no users x posts matrix is ever whole.
     user_vectors = users.rows(user_ids)
     model = score_evaluation(
         user_ids,
         post_ids,
-        embedding_score_rows(user_vectors, items.vectors),
+        _served_score_rows(user_vectors, items.vectors, served_by_fallback, fallback),
         relevant,
         exclude,
         k_values,
@@ -123,11 +134,11 @@ def evaluate_embeddings(
         },
         item_vectors=items.vectors,
     )
-    if fallback_decay is not None:
+    if fallback is not None:
         evaluations["fallback"] = score_evaluation(
             user_ids,
             post_ids,
-            popularity_scores(len(user_ids), _fallback_at(train, posts, post_ids, cutoff, fallback_decay)),
+            popularity_scores(len(user_ids), fallback),
             relevant,
             exclude,
             k_values,
@@ -139,7 +150,9 @@ def evaluate_embeddings(
         evaluations["previous"] = score_evaluation(
             user_ids,
             post_ids,
-            embedding_score_rows(previous_users.rows(user_ids), previous_items.rows(post_ids)),
+            _served_score_rows(
+                previous_users.rows(user_ids), previous_items.rows(post_ids), served_by_fallback, fallback
+            ),
             relevant,
             exclude,
             k_values,
@@ -160,7 +173,10 @@ def evaluate_embeddings(
         ]
         clickers = np.array(sorted({int(u) for u in replayed["distinct_id"]} & set(users.ids.tolist())), dtype=np.int64)
         # Replay lists are ranked without exclusions: excluding engaged posts would exclude the clicked ones.
-        replay_ranked = rank(clickers, post_ids, embedding_score_rows(users.rows(clickers), items.vectors), {}, GATE_K)
+        replay_scores = _served_score_rows(
+            users.rows(clickers), items.vectors, np.isin(clickers, list(fallback_users)), fallback
+        )
+        replay_ranked = rank(clickers, post_ids, replay_scores, {}, GATE_K)
         lists = {
             int(user): [int(post_ids[p]) for p in row if p >= 0]
             for user, row in zip(replay_ranked.user_ids, replay_ranked.positions, strict=True)
@@ -178,7 +194,25 @@ def evaluate_embeddings(
         cold_start_users=len(user_segments["cold_start"]),
         intervals=intervals,
         ctr=ctr,
+        users_served_by_fallback=int(served_by_fallback.sum()),
     )
+
+
+def _served_score_rows(
+    user_vectors: np.ndarray, item_vectors: np.ndarray, served_by_fallback: np.ndarray, fallback: np.ndarray | None
+) -> ScoreRows:
+    """A model's scores as ml.recommend_posts serves them: the vectors' dot products, except the rows of users
+    served by the fallback, which get the fallback's scores (one row for everyone)."""
+    model_rows = embedding_score_rows(user_vectors, item_vectors)
+    if fallback is None or not served_by_fallback.any():
+        return model_rows
+
+    def rows(start: int, stop: int) -> np.ndarray:
+        block = np.array(model_rows(start, stop), dtype=np.float64)
+        block[served_by_fallback[start:stop]] = fallback
+        return block
+
+    return rows
 
 
 def _fallback_at(

@@ -13,7 +13,7 @@ from teamu_assets.evaluation.summary import RATIO_BASELINES
 
 def stored_json(result: OfflineEvaluation) -> tuple[dict[str, Any], dict[str, Any]]:
     """(metrics, baselines) for ml.model_evaluations: the means with their bootstrap intervals merged in."""
-    metrics: dict[str, Any] = dict(result.metrics)
+    metrics: dict[str, Any] = dict(result.metrics) | {"users_served_by_fallback": result.users_served_by_fallback}
     baselines: dict[str, Any] = {name: dict(values) for name, values in result.baselines.items()}
     if result.intervals is not None:
         model_intervals, baseline_intervals = intervals_json(result.intervals)
@@ -35,6 +35,7 @@ def headline(model_version: str, result: OfflineEvaluation, decision: GateDecisi
         HEADLINE_NDCG: float(result.metrics[HEADLINE_NDCG]),
         "users_evaluated": result.users_evaluated,
         "cold_start_users": result.cold_start_users,
+        "users_served_by_fallback": result.users_served_by_fallback,
     }
     for name in RATIO_BASELINES:
         if name in result.baselines:

@@ -42,7 +42,8 @@ def format_summary(
     width = max(len(name) for name in rankers)
     lines = [
         f"Evaluation of {model_version} at {evaluated_at:%Y-%m-%d %H:%M} UTC "
-        f"({'promoted' if promoted else 'NOT promoted'}), {metrics.get('users_evaluated', 0)} users",
+        f"({'promoted' if promoted else 'NOT promoted'}), {metrics.get('users_evaluated', 0)} users"
+        + _served_by_fallback(metrics),
         f"{'':<{width}}  " + "  ".join(f"{m:>12}" for m in SUMMARY_METRICS),
     ]
     for name, values in rankers.items():
@@ -70,3 +71,9 @@ def format_summary(
     if report_path:
         lines.append(f"full report: {report_path}")
     return "\n".join(lines)
+
+
+def _served_by_fallback(metrics: Mapping[str, Any]) -> str:
+    """How many evaluated users the model's row ranks by the fallback (blank users, as served); '' for none."""
+    blank = int(metrics.get("users_served_by_fallback", 0) or 0)
+    return f" ({blank} blank: the model's row ranks them by the fallback, as served)" if blank else ""

@@ -201,6 +201,21 @@ class UserFeatureTable:
     def contains(self, user_ids: np.ndarray) -> np.ndarray:
         return self._index.contains(user_ids)
 
+    def blank(self) -> np.ndarray:
+        """[n] bool: the users with nothing for the query tower to read as they are now (no history or activity
+        counts, no profile text, passions or location). The tower reads no user id, so it gives them all one
+        vector: a global ranking, nothing personal. ml.recommend_posts serves them its popularity fallback instead
+        (serving_functions.sql applies the same rule to the mart's row), and the evaluation ranks them so."""
+        no_history = np.array([not any(int(post) >= 0 for post in ids) for ids in self.recent_post_ids], dtype=bool)
+        no_text = np.array([not text.strip() for text in self.profile_text], dtype=bool)
+        return (
+            no_history
+            & (self.activity_counts == 0).all(axis=1)
+            & no_text
+            & (self.passions == "").all(axis=1)
+            & np.all([self.h3[res] == UNKNOWN_H3_CELL for res in H3_RESOLUTIONS], axis=0)
+        )
+
     def inputs(self, user_ids: np.ndarray, histories: np.ndarray, activity_counts: np.ndarray) -> dict[str, np.ndarray]:
         """Query-tower inputs for users at a moment: history ([n, H] padded ids) and activity counts then."""
         rows = self._index.rows(user_ids)
@@ -305,3 +320,9 @@ class PostFeatureTable:
 
 def slice_inputs(inputs: dict[str, np.ndarray], start: int, stop: int) -> dict[str, np.ndarray]:
     return {name: values[start:stop] for name, values in inputs.items()}
+
+
+def blank_user_ids(user_features: pd.DataFrame) -> np.ndarray:
+    """The ids of a user-mart frame's blank users (UserFeatureTable.blank): those served the popularity fallback."""
+    table = UserFeatureTable(user_features, FeatureLayout())
+    return table.user_ids[table.blank()]

@@ -35,6 +35,7 @@ from teamu_assets.model.dataset import (
     with_activity,
     write_dataset,
 )
+from teamu_assets.model.features import blank_user_ids
 from teamu_assets.model.params import TrainParams
 
 # Under a served model's directory: the model trained before the evaluation period, which the gate judged.
@@ -152,20 +153,19 @@ def _interactions(manifest: DatasetManifest, *splits: str) -> pd.DataFrame:
 
 def embeddings_as_of(
     model_dir: Path,
-    history: pd.DataFrame,
+    users_at_cutoff: pd.DataFrame,
     post_counts: pd.DataFrame,
-    users: pd.DataFrame,
     posts: pd.DataFrame,
     cutoff: pd.Timestamp,
     post_activity: pd.DataFrame,
 ) -> tuple[Embeddings, Embeddings]:
-    """Users and posts embedded as the marts read at the cutoff: histories and activity from `history` (the
-    interactions before it), popularity from `post_counts` (count_posts_by_kind of the same files), comments
-    and view time from `post_activity` (features.read_post_activity_before the cutoff). `users`' titles are
-    already as of the cutoff (dataset.profile_as_of)."""
+    """Users and posts embedded as the marts read at the cutoff: `users_at_cutoff` as user_features_as_of the
+    cutoff gives them (profile_as_of's titles, histories and activity from the interactions before it),
+    popularity from `post_counts` (count_posts_by_kind of those interactions' files), comments and view time from
+    `post_activity` (features.read_post_activity_before the cutoff)."""
     from teamu_assets.model.train import embed_posts, embed_users
 
-    user_ids, user_vectors = embed_users(model_dir, user_features_as_of(history, users, cutoff))
+    user_ids, user_vectors = embed_users(model_dir, users_at_cutoff)
     at_cutoff = post_features_as_of(post_counts, posts, as_of=cutoff, activity=post_activity)
     post_ids, post_vectors = embed_posts(model_dir, at_cutoff)
     return Embeddings(user_ids, user_vectors), Embeddings(post_ids, post_vectors)
@@ -222,14 +222,15 @@ def evaluate_candidate(
     post_counts = count_posts_by_kind([manifest.path("train"), manifest.path("validation")])
     posts = features.read_post_features(url)
     users = profile_as_of(features.read_user_features(url), cutoff, posts=posts, projects=features.read_projects(url))
+    users_at_cutoff = user_features_as_of(history, users, cutoff)
     activity = features.read_post_activity_before(url, cutoff)
 
-    user_vectors, post_vectors = embeddings_as_of(model_dir, history, post_counts, users, posts, cutoff, activity)
+    user_vectors, post_vectors = embeddings_as_of(model_dir, users_at_cutoff, post_counts, posts, cutoff, activity)
     promoted = registry.promoted_model(url)
     previous = None
     if promoted is not None and promoted.model_version != model_version:
         previous_dir = evaluated_model_dir(Path(promoted.artifact_path))
-        previous = embeddings_as_of(previous_dir, history, post_counts, users, posts, cutoff, activity)
+        previous = embeddings_as_of(previous_dir, users_at_cutoff, post_counts, posts, cutoff, activity)
     fallback = _fallback_choice(train, validation, posts, cutoff)
     # The fallback as it would serve were the candidate refused: this evaluation's choice, else the one serving.
     served_decay = fallback.decay if fallback is not None else registry.fallback_decay(url)
@@ -244,6 +245,8 @@ def evaluate_candidate(
         oracle_scores=_oracles(truth_path, cutoff),
         recommendation_events=features.read_recommendation_events(url),
         fallback_decay=SERVING_DEFAULT_DECAY if served_decay is None else served_decay,
+        # Served the fallback whatever the model (ml.recommend_posts): the gate judges what is served.
+        fallback_users=blank_user_ids(users_at_cutoff),
     )
     model_minus = None if result.intervals is None else result.intervals.model_minus
     decision = promotion_decision(

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import psycopg
 import pytest
 from pgvector.psycopg import register_vector
@@ -25,6 +26,7 @@ from teamu_assets.db.embeddings import (
 )
 from teamu_assets.db.recommend import install_serving_functions, is_known_user, recommend
 from teamu_assets.db.registry import fallback_decay
+from teamu_assets.model.features import blank_user_ids
 
 pytestmark = pytest.mark.integration
 
@@ -101,8 +103,11 @@ def world(serving_url: str) -> World:
             "create table marts.post_features (post_id bigint primary key, user_id bigint, title text,"
             " is_local boolean, latitude float8, longitude float8, engaged_user_count bigint,"
             " created_at timestamptz);"
+            # The columns ml.recommend_posts reads to tell a blank user (nothing for the query tower to read).
             "create table marts.user_features"
-            " (user_id bigint primary key, latitude float8, longitude float8);"
+            " (user_id bigint primary key, latitude float8, longitude float8, bio text, passions text[],"
+            " project_titles text[], created_post_titles text[], recent_post_ids bigint[], viewed_count bigint,"
+            " upvoted_count bigint, commented_count bigint);"
             # The app's votes (the columns the serving function reads): empty unless a test votes.
             "drop schema if exists raw_supabase cascade;"
             "create schema raw_supabase;"
@@ -128,9 +133,19 @@ def world(serving_url: str) -> World:
                     for p in map(int, post_ids)
                 ],
             )
+            # Every user has a history: the posts they have seen, newest first as the mart has them.
             cur.executemany(
-                "insert into marts.user_features values (%s, %s, %s)",
-                [(int(u), *((None, None) if u == USER_WITHOUT_LOCATION else BERLIN)) for u in user_ids],
+                "insert into marts.user_features (user_id, latitude, longitude, recent_post_ids, viewed_count)"
+                " values (%s, %s, %s, %s, %s)",
+                [
+                    (
+                        int(u),
+                        *((None, None) if u == USER_WITHOUT_LOCATION else BERLIN),
+                        sorted(seen[int(u)])[:10],
+                        len(seen[int(u)]),
+                    )
+                    for u in user_ids
+                ],
             )
             cur.executemany(
                 "insert into marts.interactions values (%s, %s, 'view', now())",
@@ -525,3 +540,56 @@ def test_a_full_refresh_outwaits_a_long_reader_instead_of_failing(world: World) 
         holder.close()
     assert result.rows == N_POSTS
     assert embedding_checks(world.url, "post")["model_versions"] == ["m9"]
+
+
+BLANK_ROW: dict[str, object] = {
+    "latitude": None,
+    "longitude": None,
+    "bio": None,
+    "passions": None,
+    "project_titles": None,
+    "created_post_titles": None,
+    "recent_post_ids": [],
+    "viewed_count": 0,
+    "upvoted_count": 0,
+    "commented_count": 0,
+}
+# One change each to a blank row, and whether the user is still blank (nothing for the query tower to read).
+BLANK_VARIANTS: list[tuple[str, dict[str, object], bool]] = [
+    ("blank", {}, True),
+    ("whitespace bio", {"bio": " \t\n"}, True),
+    ("whitespace passions", {"passions": ["", "  "]}, True),
+    ("latitude NaN", {"latitude": float("nan"), "longitude": 13.4}, True),
+    ("latitude out of range", {"latitude": 95.0, "longitude": 13.4}, True),
+    ("a bio", {"bio": "I build synths"}, False),
+    ("a passion", {"passions": ["music"]}, False),
+    ("a project", {"project_titles": ["Repair cafe"]}, False),
+    ("a post written", {"created_post_titles": ["Who wants to jam?"]}, False),
+    ("a history", {"recent_post_ids": [7]}, False),
+    ("an upvote", {"upvoted_count": 1}, False),
+    ("a location", {"latitude": BERLIN[0], "longitude": BERLIN[1]}, False),
+]
+
+
+def test_blank_users_get_the_fallback_though_embedded_and_python_agrees(world: World) -> None:
+    """A user with nothing for the query tower to read has the one vector every such user has (a global ranking),
+    so ml.recommend_posts serves them the fallback even with a vector written; any history, activity, profile text,
+    passion or location makes them the model's. features.blank_user_ids, which the evaluation uses to rank them
+    as served, says the same of each row."""
+    user = USER_WHO_SAW_ALMOST_ALL + 1
+    columns = list(BLANK_ROW)
+    served_by_fallback: dict[str, bool] = {}
+    for name, change, _ in BLANK_VARIANTS:
+        row = {**BLANK_ROW, **change}
+        with connect(world.url) as conn:
+            conn.execute(
+                f"update marts.user_features set ({', '.join(columns)}) = ({', '.join(['%s'] * len(columns))})"
+                " where user_id = %s",
+                [*(row[c] for c in columns), user],
+            )
+        served_by_fallback[name] = sources(world.url, user) == {"popularity fallback"}
+    assert served_by_fallback == {name: blank for name, _, blank in BLANK_VARIANTS}
+
+    frame = pd.DataFrame([{"user_id": i, **BLANK_ROW, **change} for i, (_, change, _) in enumerate(BLANK_VARIANTS)])
+    python_blank = set(blank_user_ids(frame).tolist())
+    assert {name: i in python_blank for i, (name, _, _) in enumerate(BLANK_VARIANTS)} == served_by_fallback

@@ -77,7 +77,9 @@ def _create_marts_and_friends(url: str, rng: np.random.Generator) -> None:
             "create table marts.interactions (user_id bigint, post_id bigint, kind text, occurred_at timestamptz);"
             "create table marts.post_features (post_id bigint primary key, user_id bigint, title text,"
             " is_local boolean, latitude float8, longitude float8, engaged_user_count bigint, created_at timestamptz);"
-            "create table marts.user_features (user_id bigint primary key, latitude float8, longitude float8);"
+            "create table marts.user_features (user_id bigint primary key, latitude float8, longitude float8,"
+            " bio text, passions text[], project_titles text[], created_post_titles text[], recent_post_ids bigint[],"
+            " viewed_count bigint, upvoted_count bigint, commented_count bigint);"
             "create schema staging; create view staging.stg_events as select * from raw_mixpanel.events;"
             "create schema intermediate; create table intermediate.int_interactions as table marts.interactions;"
         )
@@ -86,11 +88,16 @@ def _create_marts_and_friends(url: str, rng: np.random.Generator) -> None:
                 "insert into marts.post_features values (%s, %s, %s, false, null, null, %s, now())",
                 [(p, int(rng.choice([1, 2, 3])), f"Post {p}", int(rng.integers(0, 100))) for p in POST_IDS],
             )
-            cur.executemany("insert into marts.user_features values (%s, null, null)", [(u,) for u in USER_IDS])
-            # Each user has seen other posts, so two users' lists differ even where their vectors are close.
+            # Each user has seen other posts, so two users' lists differ even where their vectors are close; that
+            # history is what the model serves them by (without one, nor a profile, they'd get the fallback).
+            seen = {u: rng.choice(POST_IDS, 10, replace=False).tolist() for u in USER_IDS}
+            cur.executemany(
+                "insert into marts.user_features (user_id, recent_post_ids, viewed_count) values (%s, %s, %s)",
+                [(u, posts, len(posts)) for u, posts in seen.items()],
+            )
             cur.executemany(
                 "insert into marts.interactions values (%s, %s, 'view', now())",
-                [(u, p) for u in USER_IDS for p in rng.choice(POST_IDS, 10, replace=False).tolist()],
+                [(u, p) for u, posts in seen.items() for p in posts],
             )
         conn.execute("insert into intermediate.int_interactions select * from marts.interactions")
 

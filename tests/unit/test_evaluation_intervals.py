@@ -97,3 +97,8 @@ def test_summary_orders_baselines_and_prints_intervals_and_the_gate() -> None:
     assert "model minus popularity: recall@20 +0.2000 [+0.1800, +0.2200], ndcg@10 +0.1000 [+0.0800, +0.1200]" in text
     assert "model minus itemitem: recall@20 -0.0100 [-0.0300, +0.0100] (paired 95% interval)" in text
     assert "gate: rule 1 failed" in text
+    assert "blank" not in text.splitlines()[0]
+    blank = format_summary(
+        "tt-1", dt.datetime(2026, 3, 1), metrics | {"users_served_by_fallback": 7}, baselines, {}, False, None, None
+    )
+    assert "(7 blank: the model's row ranks them by the fallback, as served)" in blank.splitlines()[0]

@@ -115,3 +115,26 @@ def test_the_fallback_as_served_is_a_baseline_at_the_cutoff() -> None:
     assert relevant_old, "the world has held-out engagements with the older posts"
     # The steep fallback's top 20 holds the younger posts only (30 of them): none of the older half.
     assert steep.baselines["fallback"]["coverage@20"] <= 30 / 60
+
+
+def test_users_served_by_the_fallback_are_ranked_by_it_for_the_model_and_the_previous_model() -> None:
+    """fallback_users get the fallback's ranking in the model's and the previous model's rows, as
+    ml.recommend_posts serves blank users whatever model is promoted; every other user keeps the model's. Naming
+    every user makes the model's figures the fallback's; naming them without a fallback is an error."""
+    world = _two_group_world()
+    own = evaluate_embeddings(**world, fallback_decay=1.0, previous=(world["users"], world["items"]))
+    everyone = np.asarray(world["users"].ids)
+    served = evaluate_embeddings(
+        **world, fallback_decay=1.0, previous=(world["users"], world["items"]), fallback_users=everyone.tolist()
+    )
+    assert own.metrics["recall@20"] > own.baselines["fallback"]["recall@20"] + 0.2, "the vectors know the groups"
+    for metric in ("recall@20", "ndcg@10", "hitrate@20", "mrr"):
+        assert served.metrics[metric] == served.baselines["fallback"][metric] == served.baselines["previous"][metric]
+    assert served.intervals.model_minus["fallback"]["recall@20"].value == 0.0
+    assert (own.users_served_by_fallback, served.users_served_by_fallback) == (0, served.users_evaluated)
+
+    half = everyone[everyone % 4 == 0]
+    mixed = evaluate_embeddings(**world, fallback_decay=1.0, fallback_users=half.tolist())
+    assert served.metrics["recall@20"] < mixed.metrics["recall@20"] < own.metrics["recall@20"]
+    with pytest.raises(ValueError, match="fallback_decay"):
+        evaluate_embeddings(**world, fallback_users=half.tolist())

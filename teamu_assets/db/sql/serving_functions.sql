@@ -91,6 +91,7 @@ declare
     v_downvoted bigint[];
     v_excluded bigint[];
     v_decay double precision;
+    v_blank boolean;
 begin
     if p_user_id is null then
         raise exception 'ml.recommend_posts: p_user_id must not be null' using errcode = 'invalid_parameter_value';
@@ -110,7 +111,23 @@ begin
     if to_regclass('ml.user_embeddings') is not null and to_regclass('ml.post_embeddings') is not null then
         select ue.embedding into v_embedding from ml.user_embeddings ue where ue.user_id = p_user_id;
     end if;
-    select uf.latitude, uf.longitude into v_latitude, v_longitude
+    -- Blank: nothing for the query tower to read (no history or activity, no profile text, passions or location;
+    -- teamu_assets.model.features.UserFeatureTable.blank, the same rule). The tower reads no user id, so every
+    -- blank user has one vector, a global ranking with nothing personal in it: they get the fallback, the
+    -- product's own global ranking, chosen on validation. The evaluation ranks them so too (evaluate_embeddings'
+    -- fallback_users), so the gate judges the model where it personalises.
+    select uf.latitude, uf.longitude,
+           coalesce(cardinality(uf.recent_post_ids), 0) = 0
+           and coalesce(uf.viewed_count, 0) = 0 and coalesce(uf.upvoted_count, 0) = 0
+           and coalesce(uf.commented_count, 0) = 0
+           and not coalesce(uf.bio ~ '\S', false)
+           and not exists (
+               select from unnest(coalesce(uf.passions, '{}') || coalesce(uf.project_titles, '{}')
+                                  || coalesce(uf.created_post_titles, '{}')) as t(value)
+               where t.value ~ '\S'
+           )
+           and not coalesce(uf.latitude between -90 and 90 and uf.longitude between -180 and 180, false)
+    into v_latitude, v_longitude, v_blank
     from marts.user_features uf where uf.user_id = p_user_id;
     -- Posts the user engaged with that marts.interactions doesn't hold yet, as the online updater (`teamu
     -- realtime`, teamu_assets/realtime) last saw them: excluded like the marts' interactions, so an engagement
@@ -134,9 +151,11 @@ begin
     end if;
     v_excluded := coalesce(v_pending, '{}') || coalesce(v_downvoted, '{}');
 
-    if v_embedding is null then
-        -- Popularity fallback for users the model hasn't embedded yet (new sign-ups), and for everyone while no
-        -- model is promoted (the promotion gate refused every candidate so far): engaged users (distinct people
+    -- An engagement the marts don't hold yet is history: the online updater embedded the user with it.
+    if v_embedding is null or (coalesce(v_blank, false) and coalesce(cardinality(v_pending), 0) = 0) then
+        -- Popularity fallback for users the model hasn't embedded yet (new sign-ups), for blank users (above),
+        -- and for everyone while no model is promoted (the promotion gate refused every candidate so far):
+        -- engaged users (distinct people
         -- who viewed, upvoted or commented: one who came back often counts once) divided by
         -- (1 + age in days)^decay. The decay is the one the latest evaluation chose on
         -- validation (ml.popularity_fallback; 0 where people engage with a catalogue's hits, steeper where
