@@ -202,11 +202,11 @@ class UserFeatureTable:
         return self._index.contains(user_ids)
 
     def blank(self) -> np.ndarray:
-        """[n] bool: the users with nothing for the query tower to read as they are now (no history or activity
-        counts, no profile text, passions or location). The tower reads no user id, so it gives them all one
-        vector: a global ranking, nothing personal. ml.recommend_posts serves them its popularity fallback instead
-        (serving_functions.sql applies the same rule to the mart's row), and the evaluation ranks them so."""
-        no_history = np.array([not any(int(post) >= 0 for post in ids) for ids in self.recent_post_ids], dtype=bool)
+        """[n] bool: the users with nothing for the query tower to read, as the frame has them (no history or
+        activity counts, no profile text, passions or location). The tower reads no user id, so it gives them all
+        one vector: a global ranking, nothing personal. ml.recommend_posts serves them its popularity fallback
+        instead (serving_functions.sql applies the same rule to the mart's row), and the evaluation ranks them so."""
+        no_history = np.array([len(ids) == 0 for ids in self.recent_post_ids], dtype=bool)
         no_text = np.array([not text.strip() for text in self.profile_text], dtype=bool)
         return (
             no_history
