@@ -104,9 +104,10 @@ def evaluate_embeddings(
     popularity = popularity_counts(post_ids, train["post_id"].tolist())
 
     fallback = None if fallback_decay is None else _fallback_at(train, posts, post_ids, cutoff, fallback_decay)
-    if fallback is None and len(fallback_users):
+    fallback_ids = np.asarray(list(fallback_users), dtype=np.int64)
+    if fallback is None and len(fallback_ids):
         raise ValueError("fallback_users need fallback_decay: their rankings are the fallback's")
-    served_by_fallback = np.isin(user_ids, np.asarray(list(fallback_users), dtype=np.int64))
+    served_by_fallback = np.isin(user_ids, fallback_ids)
 
     # Every ranker scores a block of users at a time (rankers.rank): no users x posts matrix is ever whole.
     user_vectors = users.rows(user_ids)
@@ -174,7 +175,7 @@ def evaluate_embeddings(
         clickers = np.array(sorted({int(u) for u in replayed["distinct_id"]} & set(users.ids.tolist())), dtype=np.int64)
         # Replay lists are ranked without exclusions: excluding engaged posts would exclude the clicked ones.
         replay_scores = _served_score_rows(
-            users.rows(clickers), items.vectors, np.isin(clickers, list(fallback_users)), fallback
+            users.rows(clickers), items.vectors, np.isin(clickers, fallback_ids), fallback
         )
         replay_ranked = rank(clickers, post_ids, replay_scores, {}, GATE_K)
         lists = {

@@ -75,5 +75,5 @@ def format_summary(
 
 def _served_by_fallback(metrics: Mapping[str, Any]) -> str:
     """How many evaluated users the model's row ranks by the fallback (blank users, as served); '' for none."""
-    blank = int(metrics.get("users_served_by_fallback", 0) or 0)
+    blank = int(metrics.get("users_served_by_fallback", 0))
     return f" ({blank} blank: the model's row ranks them by the fallback, as served)" if blank else ""

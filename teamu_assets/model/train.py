@@ -591,20 +591,21 @@ def _choose_serving_terms(
     without history, chosen on the same examples ranked as if each user were new: with the block and the
     history's ids there, validation may keep no prior at all (the block carries popularity), and a new user,
     ranked then by a profile that may say nothing, would get a feed in no useful order (on Last.fm, whose real
-    profiles are empty, that is what made one training of three lose to popularity on the evaluation period)."""
+    profiles are empty, that is what made one training of three lose to popularity on the evaluation period;
+    such users, with no profile either, are now served the fallback: features.UserFeatureTable.blank)."""
     if config.use_time_terms:
         # Dropped only on a clear gain: validation holds each user's last engagements with posts that existed
         # before the cutoff, so it cannot see what freshness does for the posts that appear later.
         without, without_weight = _recall_without_time_terms(model, config, manifest, users, posts, k)
         if without > recall * TIME_TERMS_MARGIN:
             config, popularity_weight = replace(config, use_time_terms=False), without_weight
+    # The config with the time terms as kept; each _validation_recalls call leaves the model as it found it.
+    _set_tower_config(model, config)
     itemitem_weight = 0.0
     if factors is not None:
-        _set_tower_config(model, config)
         _, (itemitem_weight, popularity_weight) = _best_recall(
             _validation_recalls(model, manifest, users, posts, k, factors)
         )
-    _set_tower_config(model, config)
     _, (_, new_user_weight) = _best_recall(_validation_recalls(model, manifest, users, posts, k, as_new_users=True))
     return replace(
         config,
