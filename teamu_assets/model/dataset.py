@@ -43,12 +43,14 @@ _EXAMPLE_SCHEMA = pa.schema(
         ("occurred_at", pa.timestamp("ns", tz="UTC")),
         ("history", pa.list_(pa.int64())),
         *[(column, pa.int64()) for column in ACTIVITY_COUNT_COLUMNS],
-        *[(column, pa.int64()) for column in ("post_view_count", "post_vote_count")],
+        *[(column, pa.int64()) for column in ("post_view_count", "post_vote_count", "post_comment_count")],
         ("first_engagement", pa.bool_()),
     ]
 )
-# The post's view and upvote counts (by everyone) strictly before the example: its popularity at that moment.
-POST_COUNT_COLUMNS: tuple[str, ...] = ("post_view_count", "post_vote_count")
+# The post's view, upvote and comment counts (by everyone) strictly before the example: its popularity at that
+# moment, and whether it had comments and views yet (PostFeatureTable.inputs).
+POST_COUNT_COLUMNS: tuple[str, ...] = ("post_view_count", "post_vote_count", "post_comment_count")
+POST_COUNT_KINDS: tuple[str, ...] = ("view", "upvote", "comment")
 
 
 @dataclass(frozen=True)
@@ -221,8 +223,9 @@ def _replay_recent_posts(
 
 
 def _post_counts_before(frame: pd.DataFrame) -> np.ndarray:
-    """[n, 2] views and upvotes of each row's post strictly before the row's time (same-instant rows excluded)."""
-    counts = np.zeros((len(frame), 2), dtype=np.int64)
+    """[n, 3] views, upvotes and comments of each row's post strictly before the row's time (same-instant rows
+    excluded)."""
+    counts = np.zeros((len(frame), len(POST_COUNT_KINDS)), dtype=np.int64)
     if len(frame) == 0:
         return counts
     times = frame["occurred_at"].to_numpy(dtype="datetime64[ns]")
@@ -230,7 +233,7 @@ def _post_counts_before(frame: pd.DataFrame) -> np.ndarray:
     order = np.lexsort((times, posts))
     _, post_start = _run_starts(posts[order])
     _, instant_start = _run_starts(posts[order], times[order])
-    for column, kind in enumerate(("view", "upvote")):
+    for column, kind in enumerate(POST_COUNT_KINDS):
         before = _exclusive_cumsum((frame["kind"] == kind).to_numpy()[order])
         counts[order, column] = before[instant_start] - before[post_start]
     return counts
@@ -501,7 +504,7 @@ class ExampleBatch:
     histories: np.ndarray  # [n, history_length] int64, padded with HISTORY_PADDING_ID
     activity_counts: np.ndarray  # [n, 3] float32, the user's counts before the example
     occurred_days: np.ndarray | None = None  # [n] float64 epoch days of the example
-    post_counts: np.ndarray | None = None  # [n, 2] float32 post views and upvotes before the example
+    post_counts: np.ndarray | None = None  # [n, 3] float32 post views, upvotes and comments before the example
     first_engagement: np.ndarray | None = None  # [n] bool: the user's first row with this post
 
     def __len__(self) -> int:

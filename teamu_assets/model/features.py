@@ -37,6 +37,7 @@ FEATURES_AS_OF_COLUMN = "features_as_of"
 SECONDS_PER_DAY = 86_400.0
 VOTE_COUNT_INDEX = POST_NUMERIC_FEATURES.index("log_vote_count")
 VIEW_COUNT_INDEX = POST_NUMERIC_FEATURES.index("log_view_count")
+VIEW_TIME_INDEX = POST_NUMERIC_FEATURES.index("log_avg_time_viewed_seconds")
 
 
 def epoch_days(values: Any) -> np.ndarray:
@@ -289,20 +290,27 @@ class PostFeatureTable:
         popularity: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
         """Candidate-tower inputs. as_of_days (epoch days per row) overrides the reference time for the ages;
-        popularity ([n, 2] view and upvote counts per row) overrides the table's counts: both for training
-        examples, where a post is seen as it was when the user engaged with it."""
+        popularity ([n, 3] view, upvote and comment counts per row) overrides the table's counts, and a row whose
+        post had no comment (no view) by then gets no comments (no view time): both for training examples, where
+        a post is seen as it was when the user engaged with it. (The table's comments and view time are those
+        of the cutoff; given to a post's first viewers as well, they taught the towers that a post without any,
+        as every new post is, is one nobody engages with.)"""
         rows = self._index.rows(post_ids)
         reference = self.reference_day if as_of_days is None else np.asarray(as_of_days, np.float64)
         numeric = self.numeric[rows].copy()
+        comments = self.comments[rows]
         if popularity is not None:
-            logs = np.log1p(np.clip(np.asarray(popularity, np.float32), 0, None))
+            counts = np.clip(np.asarray(popularity, np.float32), 0, None)
+            logs = np.log1p(counts)
             numeric[:, VIEW_COUNT_INDEX] = logs[:, 0]
             numeric[:, VOTE_COUNT_INDEX] = logs[:, 1]
+            numeric[counts[:, 0] == 0, VIEW_TIME_INDEX] = 0.0
+            comments = np.where(counts[:, 2] > 0, comments, "")
         features: dict[str, np.ndarray] = {
             "post_id": np.asarray(post_ids, dtype=np.int64),
             "title": self.title[rows],
             "description": self.description[rows],
-            "comments": self.comments[rows],
+            "comments": comments,
             "post_numeric": numeric,
             "post_age_days": np.clip(reference - self.created_day[rows], 0.0, None).astype(np.float32),
         }

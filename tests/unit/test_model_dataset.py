@@ -322,9 +322,10 @@ def test_examples_see_the_post_as_it_was_then_popularity_and_age() -> None:
     users, posts = _features([1, 2, 3], [10])
     data = build_training_examples(interactions, users, posts, T0 + pd.Timedelta(days=1), validation_fraction=0.0)
     rows = data.train.set_index(["user_id", "kind"])
-    assert rows.loc[(1, "view"), ["post_view_count", "post_vote_count"]].tolist() == [0, 0]
-    assert rows.loc[(2, "upvote"), ["post_view_count", "post_vote_count"]].tolist() == [1, 0]
-    assert rows.loc[(3, "view"), ["post_view_count", "post_vote_count"]].tolist() == [2, 1]
+    counted = ["post_view_count", "post_vote_count", "post_comment_count"]
+    assert rows.loc[(1, "view"), counted].tolist() == [0, 0, 0]
+    assert rows.loc[(2, "upvote"), counted].tolist() == [1, 0, 0]
+    assert rows.loc[(3, "view"), counted].tolist() == [2, 1, 0]
 
     frame = pd.DataFrame(
         {
@@ -348,3 +349,50 @@ def test_examples_see_the_post_as_it_was_then_popularity_and_age() -> None:
     np.testing.assert_allclose(at_t0["post_numeric"][:, 3], np.log1p([2.0, 0.0]), atol=1e-6)
     later = PostFeatureTable(frame, reference_time=T0 + pd.Timedelta(days=4)).serving_inputs()
     np.testing.assert_allclose(later["post_age_days"], [7.0, 2.0], atol=1e-3)
+
+
+def test_examples_see_comments_and_view_time_only_once_the_post_had_them() -> None:
+    """The post table holds comments and view time as of the cutoff; an example before the post's first comment
+    (first view) gets none, as a new post is served: else the towers learn that posts without them, which every
+    new post is, are posts nobody engages with."""
+    from teamu_assets.model.features import VIEW_TIME_INDEX, PostFeatureTable
+
+    interactions = pd.DataFrame(
+        [
+            (1, 10, "view", T0),
+            (2, 10, "view", T0 + pd.Timedelta(hours=1)),
+            (2, 10, "comment", T0 + pd.Timedelta(hours=1)),
+            (3, 10, "view", T0 + pd.Timedelta(hours=2)),
+        ],
+        columns=["user_id", "post_id", "kind", "occurred_at"],
+    )
+    users, posts = _features([1, 2, 3], [10])
+    data = build_training_examples(interactions, users, posts, T0 + pd.Timedelta(days=1), validation_fraction=0.0)
+    views = data.train[data.train["kind"] == "view"].sort_values("occurred_at")
+    counts = views[["post_view_count", "post_vote_count", "post_comment_count"]].to_numpy()
+    assert counts.tolist() == [[0, 0, 0], [1, 0, 0], [2, 0, 1]]
+
+    table = PostFeatureTable(
+        pd.DataFrame(
+            {
+                "post_id": [10],
+                "title": ["a"],
+                "description": [""],
+                "comments": [["great idea"]],
+                "avg_time_viewed_seconds": [40.0],
+                "post_length": [1],
+                "is_local": [False],
+                "vote_count": [0],
+                "view_count": [3],
+                "latitude": [np.nan],
+                "longitude": [np.nan],
+                "created_at": [T0],
+            }
+        )
+    )
+    inputs = table.inputs(np.array([10, 10, 10]), popularity=counts)
+    assert inputs["comments"].tolist() == ["", "", "great idea"]
+    view_time = inputs["post_numeric"][:, VIEW_TIME_INDEX]
+    np.testing.assert_allclose(view_time, [0.0, np.log1p(40.0), np.log1p(40.0)], rtol=1e-6)
+    # Outside training (no per-row counts) the table's own comments and view time serve.
+    assert table.serving_inputs()["comments"].tolist() == ["great idea"]
