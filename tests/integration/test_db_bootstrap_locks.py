@@ -4,6 +4,7 @@ instead of waiting as long as that session stays open while every query on the o
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -56,3 +57,35 @@ def test_a_held_lock_makes_the_bootstrap_fail_fast_and_change_nothing(prepared: 
     assert "idle in transaction" in message
     # Once the lock is gone the same bootstrap goes through.
     bootstrap.prepare_app_database(prepared)
+
+
+def test_bootstraps_of_one_database_run_one_at_a_time(prepared: str) -> None:
+    """Two bootstraps at once rewrote the same grants together and one failed ("tuple concurrently updated"):
+    now the second waits for the first, and both succeed."""
+    errors: list[BaseException] = []
+
+    def bootstrap_twice() -> None:
+        try:
+            for _ in range(2):
+                bootstrap.prepare_app_database(prepared)
+        except BaseException as error:  # noqa: BLE001 - any failure is what the test reports
+            errors.append(error)
+
+    threads = [threading.Thread(target=bootstrap_twice) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+
+
+def test_a_bootstrap_waits_while_another_holds_the_database(prepared: str) -> None:
+    with connect(prepared, autocommit=True) as other:
+        other.execute("select pg_advisory_lock(hashtext('teamu.prepare_app_database'))")
+        done = threading.Event()
+        waiting = threading.Thread(target=lambda: (bootstrap.prepare_app_database(prepared), done.set()))
+        waiting.start()
+        assert not done.wait(2.0)  # the other bootstrap still runs
+        other.execute("select pg_advisory_unlock(hashtext('teamu.prepare_app_database'))")
+        waiting.join(timeout=120)
+    assert done.is_set()
