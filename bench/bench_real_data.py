@@ -29,7 +29,7 @@ Data: ../shared/data relative to the project root (override with --data-dir or T
 embedded server running (`teamu db start`) or TEAMU_DATABASE_URL.
 
     .venv/bin/python bench/bench_real_data.py [--datasets lastfm se-quantumcomputing se-cardano]
-        [--epochs N] [--embedding-dim D] [--seed N] [--out PATH]
+        [--epochs N] [--embedding-dim D] [--seed N] [--batch-size N] [--out PATH]
 """
 
 from __future__ import annotations
@@ -555,6 +555,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="override the model's epochs (quick runs only)")
     parser.add_argument("--embedding-dim", type=int, default=None, help="override the model's embedding dimension")
     parser.add_argument("--seed", type=int, default=None, help="override the model's training seed (default 42)")
+    parser.add_argument("--batch-size", type=int, default=None, help="override the model's training batch size")
     parser.add_argument("--out", type=Path, default=None, help="JSON results (default TEAMU_HOME/bench/real_data.json)")
     args = parser.parse_args()
     settings = Settings.from_env()
@@ -562,7 +563,12 @@ def main() -> None:
     out = args.out or settings.home / "bench" / "real_data.json"
     model_config = {
         key: value
-        for key, value in (("epochs", args.epochs), ("embedding_dim", args.embedding_dim), ("seed", args.seed))
+        for key, value in (
+            ("epochs", args.epochs),
+            ("embedding_dim", args.embedding_dim),
+            ("seed", args.seed),
+            ("batch_size", args.batch_size),
+        )
         if value is not None
     }
     server_url = resolve_url(settings.database_url, settings.pgdata)
