@@ -274,6 +274,7 @@ class ProductRun:
     gate: dict[str, Any]  # the promotion gate's decision (rule, reason, figures)
     evaluation_metrics: dict[str, Any]  # the product's own evaluation (its temporal split), as recorded
     fallback_decay: float | None  # the popularity fallback's decay the evaluation chose on validation
+    training: dict[str, Any]  # the evaluated training: its epochs, best epoch and the serving terms it chose
 
 
 @contextmanager
@@ -334,7 +335,29 @@ def run_full_refresh(home: Path, url: str, model_config: dict[str, Any]) -> Prod
         gate=dict(evaluation.gate),
         evaluation_metrics=dict(evaluation.metrics),
         fallback_decay=registry.fallback_decay(url),
+        training=training_summary(url, evaluation.model_version),
     )
+
+
+def training_summary(url: str, model_version: str) -> dict[str, Any]:
+    """What the evaluated training recorded beside its towers (model_config.json): its batch size and learning
+    rate, the epochs it ran and kept, and the serving terms it chose on validation."""
+    from teamu_assets.model.pipeline import evaluated_model_dir
+    from teamu_assets.model.train import read_model_config
+
+    model_dir = evaluated_model_dir(Path(registry.model_version(url, model_version).artifact_path))
+    config = read_model_config(model_dir)
+    tower, params = config["tower"], config["params"]
+    return {
+        "batch_size": params["batch_size"],
+        "learning_rate": params["learning_rate"],
+        "epochs_run": len(config["history"]),
+        "best_epoch": config["best_epoch"],
+        "serving_terms": {
+            name: tower[name]
+            for name in ("use_time_terms", "popularity_weight", "new_user_popularity_weight", "itemitem_weight")
+        },
+    }
 
 
 def serve_refused_model(home: Path, url: str, model_version: str) -> None:
@@ -514,6 +537,13 @@ def print_results(results: dict[str, Any]) -> None:
     )
     print(f"  promotion gate: {product['gate'].get('reason', '(no reason recorded)')}")
     print(f"  popularity fallback's decay (chosen on validation): {product['fallback_decay']}")
+    training, terms = product["training"], product["training"]["serving_terms"]
+    print(
+        f"  training: batch {training['batch_size']}, learning rate {training['learning_rate']:g}, best epoch "
+        f"{training['best_epoch']} of {training['epochs_run']}; serving terms (chosen on validation): time terms "
+        f"{'on' if terms['use_time_terms'] else 'off'}, popularity weight {terms['popularity_weight']:g} (new users "
+        f"{terms['new_user_popularity_weight']:g}), item-item weight {terms['itemitem_weight']:g}"
+    )
     labels = {
         MODEL: product["label"],
         POPULARITY: POPULARITY,
