@@ -485,6 +485,7 @@ def bench_dataset(name: str, data_dir: Path, server_url: str, model_config: dict
             "gate": product.gate,
             "evaluation_metrics": product.evaluation_metrics,
             "fallback_decay": product.fallback_decay,
+            "training": product.training,
             "model_config_overrides": model_config,
         },
         "rankers": {
