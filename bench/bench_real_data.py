@@ -44,7 +44,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,8 @@ from teamu_assets.evaluation.metrics import (
 )
 from teamu_assets.evaluation.rankers import DEFAULT_EASE_MAX_ITEMS, ease_scores, popularity_scores, rank
 from teamu_assets.model.baselines import IdOnlyResult, train_id_only_two_tower
+from teamu_assets.model.pipeline import evaluated_model_dir
+from teamu_assets.model.train import ServingTerms, read_model_config
 from teamu_assets.realdata import RealDataset, per_user_holdout, read_lastfm, read_stackexchange, write_real_dataset
 from teamu_assets.settings import PROJECT_ROOT, Settings, default_landing_dir
 
@@ -342,9 +344,6 @@ def run_full_refresh(home: Path, url: str, model_config: dict[str, Any]) -> Prod
 def training_summary(url: str, model_version: str) -> dict[str, Any]:
     """What the evaluated training recorded beside its towers (model_config.json): its batch size and learning
     rate, the epochs it ran and kept, and the serving terms it chose on validation."""
-    from teamu_assets.model.pipeline import evaluated_model_dir
-    from teamu_assets.model.train import read_model_config
-
     model_dir = evaluated_model_dir(Path(registry.model_version(url, model_version).artifact_path))
     config = read_model_config(model_dir)
     tower, params = config["tower"], config["params"]
@@ -353,10 +352,7 @@ def training_summary(url: str, model_version: str) -> dict[str, Any]:
         "learning_rate": params["learning_rate"],
         "epochs_run": len(config["history"]),
         "best_epoch": config["best_epoch"],
-        "serving_terms": {
-            name: tower[name]
-            for name in ("use_time_terms", "popularity_weight", "new_user_popularity_weight", "itemitem_weight")
-        },
+        "serving_terms": {term.name: tower[term.name] for term in fields(ServingTerms)},
     }
 
 
