@@ -9,7 +9,10 @@ Measures, in one run on one server:
       HNSW build and the swap included);
   (b) ml.recommend_posts(user, 10): p50/p95 latency and QPS with 1 and 4 client threads, and recall@10 against
       the exact answer (every eligible post scored in numpy), for each HNSW build (--hnsw m:ef_construction)
-      and each hnsw.ef_search (--ef-search); and the exact scan in SQL (no index) as the latency baseline;
+      and each hnsw.ef_search (--ef-search; the scratch database's ml.hnsw_ef_search answers that value); and
+      the exact scan in SQL (no index) as the latency baseline. With --pages, first each page size as the app
+      asks for it (ml.recommend_posts(user, page), the candidate list by the product's ml.hnsw_ef_search):
+      recall@page and latency, 1 thread;
   (c) the exported TFRS BruteForce and ScaNN SavedModels (identity query model, k=10) over the same post
       vectors, reloaded and called one query at a time with the same users' vectors: p50/p95 latency and
       recall@10 against numpy's exact top 10 over all posts (no eligibility filters: the index has none).
@@ -17,13 +20,14 @@ Measures, in one run on one server:
 The server is TEAMU_DATABASE_URL's or the embedded one; the benchmark works in a scratch database of its own
 and drops it at the end. At 100k x 512 each HNSW build takes minutes on 2 cores; --posts 10000 is quick.
 
-    .venv/bin/python bench/bench_serving.py [--posts 100000] [--dim 512] [--hnsw 16:64,8:32] \
+    .venv/bin/python bench/bench_serving.py [--posts 100000] [--dim 512] [--hnsw 16:64,8:32] [--pages 10,50,100] \
         [--ef-search 20,40,100,200] [--only-savedmodel]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import tempfile
 import threading
 import time
@@ -43,6 +47,8 @@ from teamu_assets.db.recommend import install_serving_functions
 from teamu_assets.settings import Settings
 
 COUNT = 10  # recall@10
+# The candidate list the serving functions used for every page before it grew with the page (ml.hnsw_ef_search).
+FIXED_EF_SEARCH = 200
 EXACT_QUERIES = 40  # the exact scan is slow at 100k posts: fewer calls give its latency well enough
 SEEN_PER_USER = 30
 LOCAL_SHARE = 0.2
@@ -117,14 +123,14 @@ def haversine_km(lat1: np.ndarray, lon1: np.ndarray, lat2: np.ndarray, lon2: np.
     return 2 * 6371.0088 * np.arcsin(np.minimum(1.0, np.sqrt(a)))
 
 
-def exact_top(world: World, user_id: int) -> set[int]:
-    """The true top COUNT eligible posts for a user, by the same rules as ml.recommend_posts."""
+def exact_top(world: World, user_id: int, count: int = COUNT) -> set[int]:
+    """The true top `count` eligible posts for a user, by the same rules as ml.recommend_posts."""
     scores = world.post_vectors @ world.user_vectors[user_id - 1]
     lat, lon = world.user_location[user_id - 1]
     far = haversine_km(lat, lon, world.post_location[:, 0], world.post_location[:, 1]) > RADIUS_KM
     scores[(world.post_is_local & far) | (world.author == user_id)] = -np.inf
     scores[world.seen[user_id]] = -np.inf
-    return {int(world.post_ids[i]) for i in np.argpartition(-scores, COUNT)[:COUNT]}
+    return {int(world.post_ids[i]) for i in np.argpartition(-scores, count)[:count]}
 
 
 def load_marts(url: str, world: World) -> None:
@@ -222,8 +228,8 @@ def run_queries(
     return latencies, time.perf_counter() - started, results
 
 
-def recommend_query(conn: psycopg.Connection, user_id: int) -> list:
-    return conn.execute("select post_id from ml.recommend_posts(%s, %s)", (user_id, COUNT)).fetchall()
+def recommend_query(conn: psycopg.Connection, user_id: int, count: int = COUNT) -> list:
+    return conn.execute("select post_id from ml.recommend_posts(%s, %s)", (user_id, count)).fetchall()
 
 
 def exact_query(conn: psycopg.Connection, user_id: int) -> list:
@@ -235,9 +241,45 @@ def summary(latencies: list[float], wall: float) -> str:
     return f"p50 {np.percentile(ms, 50):6.2f} ms  p95 {np.percentile(ms, 95):6.2f} ms  {len(ms) / wall:7.1f} QPS"
 
 
-def recall(world: World, results: dict[int, list]) -> float:
-    hits = [len(exact_top(world, user_id) & {row[0] for row in rows}) / COUNT for user_id, rows in results.items()]
+def recall(world: World, results: dict[int, list], count: int = COUNT) -> float:
+    hits = [
+        len(exact_top(world, user_id, count) & {row[0] for row in rows}) / count for user_id, rows in results.items()
+    ]
     return float(np.mean(hits))
+
+
+def set_candidate_list(url: str, ef_search: int) -> None:
+    """In this scratch database, ml.hnsw_ef_search (the serving functions' candidate list) answers ef_search."""
+    with connect(url) as conn:
+        conn.execute(
+            "create or replace function ml.hnsw_ef_search(p_count integer) returns integer"
+            f" language sql immutable return {ef_search}"
+        )
+
+
+def page_rows(url: str, world: World, users: list[int], pages: list[int]) -> None:
+    """Each page size as the app asks for it (the candidate list by the product's ml.hnsw_ef_search), against the
+    same page with the fixed list of FIXED_EF_SEARCH the serving functions had before: recall@page and latency, 1
+    thread. Leaves ml.hnsw_ef_search at that fixed list."""
+    with connect(url) as conn:
+        lists = {page: conn.execute("select ml.hnsw_ef_search(%s)", (page,)).fetchone()[0] for page in pages}
+    measured: dict[str, dict[int, tuple[list[float], float, float]]] = {"rule": {}, "fixed": {}}
+    for label in measured:
+        if label == "fixed":
+            set_candidate_list(url, FIXED_EF_SEARCH)
+        for page in pages:
+            latencies, wall, results = run_queries(url, users, 1, functools.partial(recommend_query, count=page))
+            measured[label][page] = (latencies, wall, recall(world, results, page))
+    print(f"  pages as the app asks for them (HNSW m={HNSW_M}; 1 thread), against a fixed list of {FIXED_EF_SEARCH}:")
+    for page in pages:
+        rule, fixed = measured["rule"][page], measured["fixed"][page]
+        p95_ratio = np.percentile(rule[0], 95) / np.percentile(fixed[0], 95)
+        print(
+            f"    page of {page:3d}: ef_search {lists[page]:4d} recall@{page} {rule[2]:.3f}"
+            f"  {summary(rule[0], rule[1])}"
+            f"  | fixed {FIXED_EF_SEARCH}: recall {fixed[2]:.3f}  {summary(fixed[0], fixed[1])}"
+            f"  | p95 ratio x{p95_ratio:.2f}"
+        )
 
 
 def savedmodel_rows(world: World, users: list[int]) -> None:
@@ -308,10 +350,16 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=300, help="recommend_posts calls per measurement")
     parser.add_argument("--hnsw", default=f"{HNSW_M}:{HNSW_EF_CONSTRUCTION},8:32", help="m:ef_construction,...")
     parser.add_argument("--ef-search", default="20,40,100,200")
+    parser.add_argument(
+        "--pages",
+        default="",
+        help="page sizes (p_count) served with the product's candidate list, ml.hnsw_ef_search: recall@page, latency",
+    )
     parser.add_argument("--only-savedmodel", action="store_true", help="only (c): no database")
     args = parser.parse_args()
     builds = [tuple(int(part) for part in spec.split(":")) for spec in args.hnsw.split(",")]
     ef_searches = [int(value) for value in args.ef_search.split(",")]
+    pages = [int(value) for value in args.pages.split(",") if value]
 
     if args.only_savedmodel:
         started = time.perf_counter()
@@ -379,6 +427,8 @@ def main() -> None:
             f"  exact SQL scan (baseline), 1 thread: {summary(exact_1, exact_wall)}"
             f"  recall {recall(world, exact_results):.3f}"
         )
+        if pages:
+            page_rows(url, world, users, pages)
         for m, ef_construction in builds:
             if (m, ef_construction) != (HNSW_M, HNSW_EF_CONSTRUCTION):
                 with connect(url) as conn:
@@ -395,11 +445,7 @@ def main() -> None:
                 build_seconds = result.index_seconds
             print(f"  HNSW m={m} ef_construction={ef_construction} (built in {build_seconds:.1f} s)")
             for ef_search in ef_searches:
-                with connect(url) as conn:
-                    conn.execute(
-                        "alter function ml.recommend_posts(bigint, integer, double precision)"
-                        f" set hnsw.ef_search = {ef_search}"
-                    )
+                set_candidate_list(url, ef_search)
                 one, one_wall, results = run_queries(url, users, 1, recommend_query)
                 four, four_wall, _ = run_queries(url, users, 4, recommend_query)
                 print(

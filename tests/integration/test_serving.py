@@ -360,6 +360,26 @@ def test_heavy_filtering_still_returns_the_count_asked_for(world: World) -> None
     assert {p for (p,) in everything} == candidates
 
 
+def test_a_longer_page_searches_a_longer_candidate_list_for_the_call_only(world: World) -> None:
+    """hnsw.ef_search grows with the page (ml.hnsw_ef_search), set for the call only: the caller's own setting,
+    far too short for a page of 100, neither shortens the call's list nor is changed by it. The HNSW path's page
+    of 100 is the exact top 100 here (400 posts: any list of 200 or more covers them)."""
+    with connect(world.url) as conn:
+        pages = conn.execute(
+            "select array_agg(ml.hnsw_ef_search(n) order by n) from unnest(array[1, 20, 21, 50, 100, 1000]) n"
+        ).fetchone()[0]
+        conn.execute("set enable_seqscan = off")  # take the HNSW path even on this small table
+        conn.execute("set hnsw.ef_search = 10")
+        rows = conn.execute("select post_id from ml.recommend_posts(%s, 100)", (USER_NEAR_EVERYTHING,)).fetchall()
+        after = conn.execute("show hnsw.ef_search").fetchone()[0]
+    assert pages == [200, 200, 210, 500, 1000, 1000]
+    assert after == "10"
+    user_vector = world.user_vectors[USER_NEAR_EVERYTHING - 1]
+    candidates = eligible(world, USER_NEAR_EVERYTHING)
+    exact = sorted(candidates, key=lambda p: float(world.post_vectors[p - 1] @ user_vector), reverse=True)
+    assert [post_id for (post_id,) in rows] == exact[:100]
+
+
 @pytest.mark.parametrize(
     ("user_id", "count", "extra", "message"),
     [

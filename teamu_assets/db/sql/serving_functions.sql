@@ -42,6 +42,16 @@ set search_path = pg_catalog, pg_temp
 return not coalesce(is_local, false)
     or coalesce(ml.haversine_km(viewer_latitude, viewer_longitude, post_latitude, post_longitude) <= radius_km, false);
 
+-- hnsw.ef_search for a page of p_count posts: the HNSW scan's candidate list, of which the page is the best. 200
+-- (bench/bench_serving.py's choice for pages of 10) up to a page of 20, then 10 candidates per post requested, up
+-- to pgvector's maximum of 1000: at 200 a page of 50 held 0.70 of the exact top 50 on one Last.fm model
+-- (docs/BENCHMARKS.md, "Real data"). The serving functions set it for the call only (their SET clause scopes
+-- set_config to the call).
+create or replace function ml.hnsw_ef_search(p_count integer) returns integer
+language sql immutable parallel safe
+set search_path = pg_catalog, pg_temp
+return least(1000, greatest(200, 10 * p_count));
+
 -- Why VOLATILE (the default) and not STABLE: a STABLE function runs its queries with the caller's snapshot, taken
 -- before a concurrent full refresh (teamu_assets/db/embeddings.py) commits its table swap; such a query would read
 -- the swapped-in table with that older snapshot and find it empty. A VOLATILE one takes a fresh snapshot per query,
@@ -51,7 +61,7 @@ return not coalesce(is_local, false)
 -- Should the scan still come up short (a user who has seen most posts), an exact scan takes over, so p_count rows
 -- come back whenever p_count eligible posts exist.
 -- hnsw.ef_search 200: on 100k clustered 512-d posts (bench/bench_serving.py) it gives recall@10 ~0.96 at p95
--- ~6 ms; 100 gives ~0.90.
+-- ~6 ms; 100 gives ~0.90. A longer page gets a longer candidate list (ml.hnsw_ef_search).
 -- source: 'model' or 'popularity fallback', so a caller can tell a personal ranking from the fallback (whose
 -- scores are on another scale). It came after post_id and score; a function's result type can't be changed in
 -- place, so an older definition without it is dropped first. Without CASCADE: should a view or a SQL-standard-body
@@ -185,6 +195,7 @@ begin
 
     -- Approximate nearest posts by inner product, which is the trained score itself: content cosine / temperature
     -- + appetite x freshness + quality (the towers write each term into the vectors; teamu_assets/model/towers.py).
+    perform set_config('hnsw.ef_search', ml.hnsw_ef_search(p_count)::text, true);
     with nearest as materialized (
         select pe.post_id, pe.embedding <#> v_embedding as distance
         from ml.post_embeddings pe
@@ -280,6 +291,7 @@ begin
     select pf.latitude, pf.longitude into v_latitude, v_longitude
     from marts.post_features pf where pf.post_id = p_post_id;
 
+    perform set_config('hnsw.ef_search', ml.hnsw_ef_search(p_count)::text, true);
     with nearest as materialized (
         select pe.post_id, pe.embedding <#> v_embedding as distance
         from ml.post_embeddings pe
@@ -329,5 +341,6 @@ revoke all on function ml.haversine_km(double precision, double precision, doubl
 revoke all on function ml.local_post_visible(
     boolean, double precision, double precision, double precision, double precision, double precision
 ) from public;
+revoke all on function ml.hnsw_ef_search(integer) from public;
 revoke all on function ml.recommend_posts(bigint, integer, double precision) from public;
 revoke all on function ml.similar_posts(bigint, integer, double precision) from public;
