@@ -11,8 +11,8 @@ Measures, in one run on one server:
       the exact answer (every eligible post scored in numpy), for each HNSW build (--hnsw m:ef_construction)
       and each hnsw.ef_search (--ef-search; the scratch database's ml.hnsw_ef_search answers that value); and
       the exact scan in SQL (no index) as the latency baseline. With --pages, first each page size as the app
-      asks for it (ml.recommend_posts(user, page), the candidate list by the product's ml.hnsw_ef_search):
-      recall@page and latency, 1 thread;
+      asks for it (ml.recommend_posts(user, page), the candidate list by the product's ml.hnsw_ef_search)
+      against the same page with the fixed list of 200 the functions had before: recall@page, latency, 1 thread;
   (c) the exported TFRS BruteForce and ScaNN SavedModels (identity query model, k=10) over the same post
       vectors, reloaded and called one query at a time with the same users' vectors: p50/p95 latency and
       recall@10 against numpy's exact top 10 over all posts (no eligibility filters: the index has none).
@@ -263,16 +263,21 @@ def page_rows(url: str, world: World, users: list[int], pages: list[int]) -> Non
     thread. Leaves ml.hnsw_ef_search at that fixed list."""
     with connect(url) as conn:
         lists = {page: conn.execute("select ml.hnsw_ef_search(%s)", (page,)).fetchone()[0] for page in pages}
-    measured: dict[str, dict[int, tuple[list[float], float, float]]] = {"rule": {}, "fixed": {}}
-    for label in measured:
-        if label == "fixed":
-            set_candidate_list(url, FIXED_EF_SEARCH)
+
+    def measure() -> dict[int, tuple[list[float], float, float]]:
+        """Per page: (latencies, wall time, recall@page) with the candidate list ml.hnsw_ef_search answers now."""
+        measured = {}
         for page in pages:
             latencies, wall, results = run_queries(url, users, 1, functools.partial(recommend_query, count=page))
-            measured[label][page] = (latencies, wall, recall(world, results, page))
+            measured[page] = (latencies, wall, recall(world, results, page))
+        return measured
+
+    by_rule = measure()
+    set_candidate_list(url, FIXED_EF_SEARCH)
+    by_fixed_list = measure()
     print(f"  pages as the app asks for them (HNSW m={HNSW_M}; 1 thread), against a fixed list of {FIXED_EF_SEARCH}:")
     for page in pages:
-        rule, fixed = measured["rule"][page], measured["fixed"][page]
+        rule, fixed = by_rule[page], by_fixed_list[page]
         p95_ratio = np.percentile(rule[0], 95) / np.percentile(fixed[0], 95)
         print(
             f"    page of {page:3d}: ef_search {lists[page]:4d} recall@{page} {rule[2]:.3f}"
