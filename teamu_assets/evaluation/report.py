@@ -181,14 +181,15 @@ def _plot_coverage(rankers: Mapping[str, Mapping[str, float]], k: int, path: Pat
     axes = figure.subplots()
     names = list(rankers)
     values = [rankers[name].get(f"coverage@{k}", 0.0) for name in names]
-    bars = axes.bar(names, values, color=[f"C{i}" for i in range(len(names))], label=names)
+    bars = axes.bar(names, values, color=[f"C{i}" for i in range(len(names))])
     axes.bar_label(bars, labels=[f"{value:.1%}" for value in values])
     axes.set_title(f"Catalogue coverage@{k}: share of posts in anyone's top {k}")
     axes.set_xlabel("ranker")
     axes.set_ylabel(f"coverage@{k}")
-    # Headroom above 100% for the bar labels and a one-row legend.
-    axes.set_ylim(0, 1.3)
-    axes.legend(title="ranker", loc="upper center", ncols=max(len(names), 1))
+    # Headroom above 100% for the bar labels. The rankers are named under their bars, slanted so that eight
+    # names fit (a one-row legend of them was wider than the figure, and the layout gave up).
+    axes.set_ylim(0, 1.15)
+    axes.tick_params(axis="x", labelrotation=30)
     figure.savefig(path)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -193,6 +194,18 @@ def test_render_report_writes_plots_and_markdown(tmp_path: Path) -> None:
     ):
         assert f"]({name})" in markdown
     assert str(tmp_path) not in markdown
+
+
+def test_render_report_lays_out_every_baseline_the_demo_reports(tmp_path: Path) -> None:
+    # The demo's eight rankers: the coverage plot once named them in a one-row legend wider than the figure, and
+    # matplotlib gave up the figure's layout with a warning on every evaluation.
+    names = ("popularity", "fallback", "itemitem", "random", "previous", "oracle", "knowable_oracle")
+    baselines = {name: _metrics((0.01, 0.02, 0.03, 0.05), 0.1 * (i + 1)) for i, name in enumerate(names)}
+    decision = GateDecision(True, "candidate recall@20 = 0.3125")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = render_report("v3", _metrics((0.1, 0.18, 0.3125, 0.45), 0.42), baselines, {}, None, decision, tmp_path)
+    _assert_valid_png(report.images["coverage"])
 
 
 def test_render_report_without_optional_parts(tmp_path: Path) -> None:
