@@ -56,6 +56,8 @@ class ContextPost:
     is_local: bool
     similarity: float  # content cosine with the audience's centre (local trends: 0)
     recent_engagements: int = 0  # local trends: interactions in the last ACTIVITY_WINDOW_DAYS
+    latitude: float | None = None  # where a local post is (rank.successful_as_new embeds it there)
+    longitude: float | None = None
 
     @property
     def engagement(self) -> int:
@@ -81,7 +83,6 @@ class IdeaContext:
     passions: tuple[tuple[str, int], ...]  # (passion, how many members hold it), most held first
     projects: tuple[str, ...]  # the team's project first, then the members' other projects
     successful_posts: tuple[ContextPost, ...]
-    successful_vectors: np.ndarray = field(repr=False)  # float32 [k, D], their post embeddings
     local_trends: tuple[ContextPost, ...] = ()
 
     @property
@@ -264,7 +265,7 @@ def build_context(
         centre = _unit(content(audience.vectors).mean(axis=0)) if len(audience_ids) else direction
         near_posts = conn.execute(
             "with nearest as ("
-            "  select post_id, -(embedding <#> %(q)s::vector) as similarity, embedding::real[] as vector"
+            "  select post_id, -(embedding <#> %(q)s::vector) as similarity"
             "  from ml.post_embeddings order by embedding <#> %(q)s::vector, post_id limit %(pool)s),"
             " engagement as (select post_id, user_id, title, description, view_count, vote_count,"
             "  cardinality(comments) as comment_count,"
@@ -272,7 +273,7 @@ def build_context(
             "  view_count + greatest(vote_count, 0) + cardinality(comments) as engagement from marts.post_features),"
             " bar as (select percentile_cont(%(quantile)s) within group (order by engagement) as at from engagement)"
             " select n.post_id, coalesce(e.title, ''), coalesce(e.description, ''), e.view_count, e.vote_count,"
-            "  e.comment_count, e.seconds, e.is_local, n.similarity, e.latitude, e.longitude, n.vector"
+            "  e.comment_count, e.seconds, e.is_local, n.similarity, e.latitude, e.longitude"
             " from nearest n join engagement e using (post_id), bar"
             " where e.engagement >= bar.at and not (e.user_id = any(%(members)s))"
             " order by n.similarity desc, n.post_id",
@@ -280,8 +281,7 @@ def build_context(
         ).fetchall()
         trends = _local_trends(conn, team, as_of) if team.is_local else ()
     kept = [row for row in near_posts if _visible_to(team, row[7], row[9], row[10])][:successful_posts]
-    posts = tuple(ContextPost(*row[:9]) for row in kept)
-    post_vectors = np.array([row[11] for row in kept], np.float32).reshape(len(kept), -1)
+    posts = tuple(ContextPost(*row[:9], latitude=row[9], longitude=row[10]) for row in kept)
     return IdeaContext(
         team=team,
         as_of=pd.Timestamp(as_of),
@@ -290,7 +290,6 @@ def build_context(
         passions=_passions(team),
         projects=_projects(team),
         successful_posts=posts,
-        successful_vectors=post_vectors,
         local_trends=trends,
     )
 
@@ -320,7 +319,10 @@ def _local_trends(conn: Any, team: Team, as_of: Any) -> tuple[ContextPost, ...]:
         (as_of, ACTIVITY_WINDOW_DAYS, team.member_ids),
     ).fetchall()
     near = [row for row in rows if _visible_to(team, True, row[9], row[10])][:LOCAL_TRENDS]
-    return tuple(ContextPost(*row[:8], similarity=0.0, recent_engagements=row[8]) for row in near)
+    return tuple(
+        ContextPost(*row[:8], similarity=0.0, recent_engagements=row[8], latitude=row[9], longitude=row[10])
+        for row in near
+    )
 
 
 def _passions(team: Team) -> tuple[tuple[str, int], ...]:

@@ -66,6 +66,11 @@ def make_team(*, local: bool = False) -> Team:
     return Team(7, "Robot lab", members, posts, is_local, lat, lng)
 
 
+# The content of make_context's successful posts, embedded as new posts for the reasons (rank.successful_as_new):
+# Drone racing along content dimension 0, Arduino along 1.
+SUCCESSFUL_CONTENTS = {"Drone racing night": [1, 0, 0, 0, 0, 0], "Arduino for beginners": [0, 1, 0, 0, 0, 0]}
+
+
 def unit(vector: np.ndarray) -> np.ndarray:
     return vector / np.linalg.norm(vector)
 
@@ -78,7 +83,6 @@ def make_context(*, local: bool = False, audience: int = 5) -> IdeaContext:
         ContextPost(101, "Drone racing night", "fast drones and firmware", 300, 40, 12, 30.0, False, 0.8),
         ContextPost(102, "Arduino for beginners", "first arduino steps", 200, 25, 5, 20.0, False, 0.7),
     )
-    post_vectors = np.array([[1, 0, 0, 0, 0, 0, 1, 0], [0, 1, 0, 0, 0, 0, 1, 0]], np.float32)
     return IdeaContext(
         team=make_team(local=local),
         as_of=AS_OF,
@@ -92,7 +96,6 @@ def make_context(*, local: bool = False, audience: int = 5) -> IdeaContext:
         passions=(("robotics", 2), ("coding", 1), ("electronics", 1), ("music", 1)),
         projects=("Robot lab", "project of 1"),
         successful_posts=successful,
-        successful_vectors=post_vectors,
     )
 
 
@@ -392,7 +395,7 @@ def test_the_users_who_engage_decide_the_expected_engagement() -> None:
     lean[:4, 1] = lean[4, 0] = 10.0
     lean[:, -1] = 1.0
     active = replace(context.audience, vectors=lean.astype(np.float32), rates=np.array([0.0, 0.0, 0.0, 0.0, 3.0]))
-    contents = {"Zero": [1, 0, 0, 0, 0, 0], "One": [0, 1, 0, 0, 0, 0]}
+    contents = {"Zero": [1, 0, 0, 0, 0, 0], "One": [0, 1, 0, 0, 0, 0], **SUCCESSFUL_CONTENTS}
 
     def embed(frame: pd.DataFrame, as_of: pd.Timestamp) -> np.ndarray:
         return np.array([[*contents[title], 1.0, 0.0] for title in frame["title"]], np.float32)
@@ -429,9 +432,12 @@ def test_ideas_rank_by_predicted_engagement_with_the_nearest_successful_posts_as
     context = replace(context, audience=audience)
     ideas = [Idea("Far", ""), Idea("Near", ""), Idea("Middle", "")]
     contents = {"Far": [0, 1, 0, 0, 0, 0], "Near": [1, 0, 0, 0, 0, 0], "Middle": [0.6, 0.8, 0, 0, 0, 0]}
+    contents |= SUCCESSFUL_CONTENTS
+    embedded: list[list[int]] = []
 
     def embed(frame: pd.DataFrame, as_of: pd.Timestamp) -> np.ndarray:
-        assert as_of == AS_OF
+        assert as_of == AS_OF and (frame["post_id"] < 0).all() and (frame["view_count"] == 0).all()
+        embedded.append(frame["post_id"].tolist())
         return np.array([[*contents[title], 1.0, 0.0] for title in frame["title"]], np.float32)
 
     ranked = rank_ideas(ideas, context, embed, np.zeros(5))
@@ -441,6 +447,8 @@ def test_ideas_rank_by_predicted_engagement_with_the_nearest_successful_posts_as
     assert ranked[0].reasons[0].post_id == 101 and ranked[0].reasons[0].similarity == pytest.approx(1.0)
     assert ranked[2].reasons[0].post_id == 102
     assert "Drone racing night" in str(ranked[0].reasons[0])
+    # One embedding of the ideas, one of the successful posts (as new posts), whatever the number of ideas.
+    assert embedded == [[-1, -2, -3], [-1, -2]]
     assert rank_ideas([], context, embed, np.zeros(5)) == []
 
 
