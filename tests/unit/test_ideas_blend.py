@@ -15,7 +15,7 @@ from teamu_assets.evaluation.metrics import roc_auc
 from teamu_assets.ideas.blend import TOWER_ONLY, RankerBlend, author_priors, choose_blend
 from teamu_assets.ideas.generate import Idea
 from teamu_assets.ideas.rank import rank_ideas
-from tests.unit.test_ideas import make_context
+from tests.unit.test_ideas import SUCCESSFUL_CONTENTS, make_context
 
 POSTS = 60
 
@@ -80,7 +80,7 @@ def test_author_priors_count_distinct_engaged_users_per_earlier_post() -> None:
 def test_a_prior_only_blend_keeps_the_towers_order_within_a_team() -> None:
     context = make_context()
     ideas = [Idea("Low", ""), Idea("High", "")]
-    vectors = {"Low": [0, 1, 0, 0, 0, 0], "High": [1, 0, 0, 0, 0, 0]}
+    vectors = {"Low": [0, 1, 0, 0, 0, 0], "High": [1, 0, 0, 0, 0, 0], **SUCCESSFUL_CONTENTS}
     audience = np.tile([1.0, 0, 0, 0, 0, 0, 0.0, 1.0], (5, 1)).astype(np.float32)
     context = replace(context, audience=replace(context.audience, vectors=audience))
 
