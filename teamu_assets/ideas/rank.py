@@ -166,8 +166,6 @@ def successful_as_new(context: IdeaContext) -> pd.DataFrame:
 
 
 def _reasons(idea_vector: np.ndarray, successful_vectors: np.ndarray, context: IdeaContext) -> tuple[Reason, ...]:
-    if not context.successful_posts:
-        return ()
     similarity = content(successful_vectors) @ content(idea_vector)
     order = np.lexsort(([p.post_id for p in context.successful_posts], -similarity))[:REASONS_PER_IDEA]
     posts: list[ContextPost] = [context.successful_posts[i] for i in order]
