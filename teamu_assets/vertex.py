@@ -14,6 +14,7 @@ Postgres, as Parquet snapshots (the job has no route to the database). No Tensor
 from __future__ import annotations
 
 import shutil
+import typing
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
@@ -106,15 +107,24 @@ def custom_job(job: VertexTrainingJob) -> dict[str, Any]:
 
 def parse_params(assignments: list[str]) -> TrainParams:
     """name=value pairs (as custom_job writes them) -> TrainParams, each value of its field's type."""
-    defaults = asdict(TrainParams())
+    kinds = typing.get_type_hints(TrainParams)
     values: dict[str, Any] = {}
     for assignment in assignments:
         name, sep, text = assignment.partition("=")
-        if not sep or name not in defaults:
+        if not sep or name not in kinds:
             raise VertexJobError(f"expected NAME=VALUE with NAME a TrainParams field, got {assignment!r}")
-        kind = type(defaults[name])
-        values[name] = text == "True" if kind is bool else kind(text)
+        values[name] = _parse_value(text, kinds[name])
     return TrainParams(**values)
+
+
+def _parse_value(text: str, kind: Any) -> Any:
+    """A field's value from str(value): bool from "True"/"False", an optional field's None from "None"."""
+    if kind is bool:
+        return text == "True"
+    options = [option for option in typing.get_args(kind) if option is not type(None)]
+    if options:  # `X | None`
+        return None if text == "None" else options[0](text)
+    return kind(text)
 
 
 def write_training_inputs(

@@ -13,11 +13,19 @@ from teamu_assets.evaluation.metrics import GATE_K
 # the new users' popularity prior (see towers.QueryTower.call).
 SCORE_TERMS = 3
 
+# The training batch sizes tried when TrainParams.batch_size is None: each trains a model, and the one whose served
+# score ranks validation best is kept (train.train). The batch sets both the in-batch negatives and how many
+# optimizer steps an epoch takes, and which matters more depends on the data: on the demo (about 27 batches of
+# 1,024 an epoch) batch 256 ranked the evaluation period better (recall@20 0.245 against 0.229), on Last.fm
+# 1,024 served as well or better (docs/BENCHMARKS.md, "A smaller training batch").
+BATCH_SIZES: tuple[int, ...] = (256, 1024)
+
 
 @dataclass(frozen=True)
 class TrainParams:
     epochs: int = 30
-    batch_size: int = 1024
+    # None: each of BATCH_SIZES, the best on validation kept; a number: that one batch size only.
+    batch_size: int | None = None
     embedding_dim: int = 512
     temperature: float = 0.1
     learning_rate: float = 0.002

@@ -81,8 +81,8 @@ class TrainedCandidate:
 
     def figures(self) -> dict[str, Any]:
         """What the catalog shows of a training: the served model's examples and serving terms (chosen on
-        validation), the evaluated run's epochs (its last one's loss and speed; every epoch's row under
-        "history") and where the serving indexes are."""
+        validation), the batch size (chosen on validation unless the run set it), the evaluated run's epochs (its
+        last one's loss and speed; every epoch's row under "history") and where the serving indexes are."""
         history, served = self.evaluated.history, self.served.tower_config
         return {
             "refit_examples": self.served.train_examples,
@@ -90,6 +90,11 @@ class TrainedCandidate:
             "popularity_weight": served.popularity_weight,
             "new_user_popularity_weight": served.new_user_popularity_weight,
             "itemitem_weight": served.itemitem_weight,
+            "batch_size": self.evaluated.params.batch_size,
+            # Each batch size tried, by the validation recall of its served score (empty: the run set one).
+            "validation_recall@20_by_batch_size": {
+                str(size): recall or 0.0 for size, recall in self.evaluated.batch_size_recalls.items()
+            },
             "epochs_run": len(history),
             "best_epoch": self.evaluated.best_epoch,
             "best_validation_recall@20": self.evaluated.best_validation_recall or 0.0,

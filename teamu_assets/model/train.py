@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -20,6 +22,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from teamu_assets.evaluation.intervals import bootstrap_means
 from teamu_assets.model.dataset import (
     SPLITS,
     DatasetManifest,
@@ -40,7 +43,7 @@ from teamu_assets.model.features import (
     slice_inputs,
 )
 from teamu_assets.model.itemitem import ItemItemFactors, fit_itemitem_factors
-from teamu_assets.model.params import TrainParams
+from teamu_assets.model.params import BATCH_SIZES, TrainParams
 from teamu_assets.model.towers import (
     SCORE_TERMS,
     CandidateTower,
@@ -102,6 +105,12 @@ class TrainResult:
     params: TrainParams
     # The trained model in memory (best weights restored), for exporting or comparing without a reload.
     model: TwoTowerModel = field(repr=False)
+    # Validation recall@k of the served score (the kept epoch with the serving terms chosen), its mean and each
+    # validation user's (in user id order); None without validation (and in a refit).
+    served_validation_recall: float | None = None
+    served_validation_hit_rates: np.ndarray | None = field(default=None, repr=False)
+    # With params.batch_size None: each tried batch size's served_validation_recall (train chose the best).
+    batch_size_recalls: dict[int, float | None] = field(default_factory=dict)
 
 
 def _to_tensors(inputs: dict[str, np.ndarray]) -> dict[str, tf.Tensor]:
@@ -164,18 +173,35 @@ def _validation_recalls(
     *,
     as_new_users: bool = False,
 ) -> dict[ServingWeights, float] | None:
-    """Recall@k on validation for each popularity-prior weight (0 and POPULARITY_WEIGHTS) and, with `factors`,
-    each item-item block weight (0 and ITEMITEM_WEIGHTS): per user, the share of their validation examples whose
-    post is in the top k of the posts created before the cutoff for that user at that moment (the posts of the
-    user's history excluded as serving excludes them), averaged over users, as the product is judged (a heavy
-    user's many examples would otherwise outweigh everyone else's). One pass: the prior only adds weight x log
-    view count to every score, the block weight x its scores. Trained with logQ correction, the model's own
-    scores discount popular posts on purpose; the prior is what puts back as much popularity as the data calls
-    for, so every decision looks at the best of them.
+    """Recall@k on validation for each serving weight pair: the mean over users of _validation_hit_rates."""
+    rates = _validation_hit_rates(model, manifest, users, posts, k, factors, as_new_users=as_new_users)
+    return None if rates is None else {weight: float(per_user.mean()) for weight, per_user in rates.items()}
+
+
+def _validation_hit_rates(
+    model: TwoTowerModel,
+    manifest: DatasetManifest,
+    users: UserFeatureTable,
+    posts: PostFeatureTable,
+    k: int,
+    factors: ItemItemFactors | None = None,
+    *,
+    as_new_users: bool = False,
+    weights: list[ServingWeights] | None = None,
+) -> dict[ServingWeights, np.ndarray] | None:
+    """Each validation user's recall@k (in user id order) for each popularity-prior weight (0 and
+    POPULARITY_WEIGHTS) and, with `factors`, each item-item block weight (0 and ITEMITEM_WEIGHTS): the share of
+    their validation examples whose post is in the top k of the posts created before the cutoff for that user at
+    that moment (the posts of the user's history excluded as serving excludes them). Decisions average it over
+    users, as the product is judged (a heavy user's many examples would otherwise outweigh everyone else's).
+    One pass: the prior only adds weight x log view count to every score, the block weight x its scores. Trained
+    with logQ correction, the model's own scores discount popular posts on purpose; the prior is what puts back as
+    much popularity as the data calls for, so every decision looks at the best of them.
 
     `as_new_users`: each user ranked as if new, by the profile alone (no history, no activity counts; no block,
     which reads the history), for each of 0 and NEW_USER_POPULARITY_WEIGHTS. Every validation user has a
-    history, but a served model also meets users who have none: half of Last.fm's evaluation period's users."""
+    history, but a served model also meets users who have none: half of Last.fm's evaluation period's users.
+    `weights`: only these (block, prior) pairs."""
     if manifest.rows["validation"] == 0:
         return None
     config = model.candidate_tower.config
@@ -195,17 +221,19 @@ def _validation_recalls(
     if as_new_users:
         factors = None
     priors = NEW_USER_POPULARITY_WEIGHTS if as_new_users else POPULARITY_WEIGHTS
-    weights = [
-        (block, prior)
-        for block in (0.0, *(ITEMITEM_WEIGHTS if factors is not None else ()))
-        for prior in (0.0, *priors)
-    ]
+    if weights is None:
+        weights = [
+            (block, prior)
+            for block in (0.0, *(ITEMITEM_WEIGHTS if factors is not None else ()))
+            for prior in (0.0, *priors)
+        ]
     post_blocks = None if factors is None else factors.post_blocks(posts.post_ids).T
     candidate_index = pd.Index(posts.post_ids)
     k = min(k, len(posts.post_ids))
     examples = pd.read_parquet(manifest.path("validation"), columns=["user_id", "first_engagement"])
-    examples_per_user = examples.loc[examples["first_engagement"], "user_id"].value_counts()
-    hits = dict.fromkeys(weights, 0.0)
+    examples_per_user = examples.loc[examples["first_engagement"], "user_id"].value_counts().sort_index()
+    user_rows = pd.Index(examples_per_user.index)
+    hits = {weight: np.zeros(len(user_rows)) for weight in weights}
     for batch in iter_example_batches(
         [manifest.path("validation")],
         # Blocks of at most VALIDATION_SCORE_CELLS (example, post) scores, however many posts there are.
@@ -230,6 +258,7 @@ def _validation_recalls(
         targets = candidate_index.get_indexer(batch.post_ids)
         # Each example counts 1 / (its user's validation examples): the sum over users of their hit rates.
         example_weight = 1.0 / examples_per_user.reindex(batch.user_ids).to_numpy(np.float64)
+        example_users = user_rows.get_indexer(batch.user_ids)
         known_targets = targets >= 0
         target_scores_at = (np.arange(len(batch)), np.where(known_targets, targets, 0))
         for block, prior in weights:
@@ -239,10 +268,9 @@ def _validation_recalls(
             # In the top k when fewer than k posts score above the target: a count, ten times faster than a
             # partial sort at 15,000 posts, and the same hits but for ties (which count for the target here).
             above = (weighted > weighted[target_scores_at][:, None]).sum(axis=1)
-            hits[block, prior] += float(example_weight @ (known_targets & (above < k)))
+            np.add.at(hits[block, prior], example_users, example_weight * (known_targets & (above < k)))
     _set_tower_config(model, config)
-    users_validated = len(examples_per_user)
-    return {weight: hits[weight] / users_validated for weight in weights} if users_validated else None
+    return hits if len(user_rows) else None
 
 
 def _best_recall(recalls: dict[ServingWeights, float] | None) -> tuple[float | None, ServingWeights]:
@@ -269,8 +297,69 @@ def train(
     """Trains on the dataset's train split, early-stops on validation recall@k, chooses the serving terms on
     validation and saves the towers and vocabularies under out_dir. Each training example sees its post as of
     the example's moment (popularity and age then); validation sees popularity as of the dataset's cutoff, so
-    neither training nor evaluation sees later popularity. This is the model the evaluation period judges."""
-    return _fit(dataset_dir, user_features, post_features, params, out_dir, log, splits=("train",), serving=None)
+    neither training nor evaluation sees later popularity. This is the model the evaluation period judges.
+    With params.batch_size None, one training per BATCH_SIZES, the one validation ranks best kept."""
+    out_dir = Path(out_dir)
+
+    def fit(batch_size: int, folder: Path) -> TrainResult:
+        sized = replace(params, batch_size=batch_size)
+        return _fit(dataset_dir, user_features, post_features, sized, folder, log, splits=("train",), serving=None)
+
+    if params.batch_size is not None:
+        return fit(params.batch_size, out_dir)
+    if not read_manifest(dataset_dir).rows["validation"]:
+        log(f"no validation examples to choose the batch size on: {max(BATCH_SIZES)}, the cheapest")
+        return fit(max(BATCH_SIZES), out_dir)
+    return _keep_best_batch_size(fit, out_dir, params.validation_k, log)
+
+
+def _keep_best_batch_size(
+    fit: Callable[[int, Path], TrainResult], out_dir: Path, k: int, log: Callable[[str], None]
+) -> TrainResult:
+    """fit(batch size, folder) for each of BATCH_SIZES, largest (cheapest) first, each in a hidden folder beside
+    out_dir. A smaller batch replaces the one kept only where its served score ranks validation better by the
+    paired interval over validation users, as the gate judges a candidate: a difference inside the noise keeps
+    the cheaper training. The kept one moves to out_dir, the others are removed; only it stays in memory."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    folders: list[Path] = []
+    recalls: dict[int, float | None] = {}
+    best: TrainResult | None = None
+    try:
+        for size in sorted(BATCH_SIZES, reverse=True):
+            log(f"batch size {size} (of {', '.join(map(str, BATCH_SIZES))}, chosen on validation)")
+            folders.append(Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.batch-{size}-", dir=out_dir.parent)))
+            result = fit(size, folders[-1])
+            recalls[size] = result.served_validation_recall
+            if best is None:
+                best = result
+                continue
+            low, high = _paired_interval(result.served_validation_hit_rates, best.served_validation_hit_rates)
+            log(
+                f"batch size {size} minus {best.params.batch_size}: validation recall@{k} "
+                f"{(result.served_validation_recall or 0.0) - (best.served_validation_recall or 0.0):+.4f} "
+                f"[{low:+.4f}, {high:+.4f}]"
+            )
+            if low > 0.0:
+                best, result = result, best
+            shutil.rmtree(result.model_dir)
+        assert best is not None  # BATCH_SIZES is not empty
+        shown = ", ".join(f"{size}: {recall or 0.0:.4f}" for size, recall in recalls.items())
+        log(f"batch size {best.params.batch_size} chosen (validation recall@{k} of the served score: {shown})")
+        shutil.rmtree(out_dir, ignore_errors=True)
+        best.model_dir.rename(out_dir)
+    finally:
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
+    return replace(best, model_dir=out_dir, batch_size_recalls=recalls)
+
+
+def _paired_interval(rates: np.ndarray | None, baseline: np.ndarray | None) -> tuple[float, float]:
+    """95% paired bootstrap interval of mean(rates - baseline) over validation users (0, 0 without both)."""
+    if rates is None or baseline is None or len(rates) != len(baseline) or not len(rates):
+        return 0.0, 0.0
+    resampled = bootstrap_means(rates - baseline)[0]
+    low, high = np.quantile(resampled, [0.025, 0.975])
+    return float(low), float(high)
 
 
 def refit(
@@ -328,6 +417,8 @@ def _fit(
     epochs = _train_epochs(setup, monitored, params, log)
     model, users, posts, config, k = setup.model, setup.users, setup.posts, epochs.config, params.validation_k
     factors = _fit_itemitem_block(model, train_files, config.itemitem_rank, params.seed)
+    served_rates: np.ndarray | None = None
+    served_recall: float | None = None
     if serving is not None:
         config = replace(
             config,
@@ -340,10 +431,16 @@ def _fit(
         config = _choose_serving_terms(
             model, config, epochs.best_recall, epochs.best_popularity_weight, monitored, users, posts, k, factors
         )
+        # Each validation user's recall@k under the served score: what a choice between trainings compares.
+        _set_tower_config(model, config)
+        served = (config.itemitem_weight, config.popularity_weight)
+        rates = _validation_hit_rates(model, monitored, users, posts, k, factors, weights=[served])
+        served_rates = None if rates is None else rates[served]
+        served_recall = None if served_rates is None else float(served_rates.mean())
         log(
             f"serving terms: time terms {'on' if config.use_time_terms else 'off'}, "
             f"popularity weight {config.popularity_weight} (new users {config.new_user_popularity_weight}), "
-            f"item-item weight {config.itemitem_weight}"
+            f"item-item weight {config.itemitem_weight}; validation recall@{k} {served_recall or 0.0:.4f}"
         )
     _set_tower_config(model, config)
 
@@ -358,6 +455,8 @@ def _fit(
         tower_config=config,
         params=params,
         model=model,
+        served_validation_recall=served_recall,
+        served_validation_hit_rates=served_rates,
     )
 
 

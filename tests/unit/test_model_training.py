@@ -241,6 +241,90 @@ def test_same_seed_gives_the_same_model(tmp_path: Path) -> None:
     np.testing.assert_allclose(vectors[0], vectors[1], atol=1e-5)
 
 
+def test_without_a_batch_size_each_is_trained_and_validation_keeps_the_best(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from teamu_assets.model import train as training
+
+    monkeypatch.setattr(training, "BATCH_SIZES", (32, 128))
+    world = make_world(warm_users=30, cold_users=0, posts=60, events_per_user=10)
+    data = build_training_examples(world.interactions, world.user_features, world.post_features, world.cutoff)
+    write_dataset(data, tmp_path / "dataset")
+    params = training.TrainParams(**{**PARAMS, "epochs": 2, "batch_size": None, "embedding_dim": 16})
+    logged: list[str] = []
+    result = training.train(
+        tmp_path / "dataset", world.user_features, world.post_features, params, tmp_path / "model", log=logged.append
+    )
+    recalls = result.batch_size_recalls
+    assert set(recalls) == {32, 128}
+    assert all(recall is not None for recall in recalls.values())
+    chosen = result.params.batch_size
+    assert chosen in recalls
+    assert result.served_validation_recall == recalls[chosen]
+    assert result.served_validation_hit_rates is not None
+    assert result.served_validation_hit_rates.mean() == pytest.approx(recalls[chosen])
+    assert result.model_dir == tmp_path / "model"
+    assert training.read_model_config(result.model_dir)["params"]["batch_size"] == chosen
+    assert f"batch size {chosen} chosen" in "\n".join(logged)
+    # The other training's folder is gone; the kept towers load and embed.
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["dataset", "model"]
+    post_ids, vectors = training.embed_posts(tmp_path / "model", world.post_features)
+    assert vectors.shape == (len(post_ids), 16) and np.isfinite(vectors).all()
+    # A run that sets the batch size trains that one only.
+    fixed = training.train(
+        tmp_path / "dataset",
+        world.user_features,
+        world.post_features,
+        training.replace(params, batch_size=128),
+        tmp_path / "fixed",
+        log=lambda _: None,
+    )
+    assert fixed.params.batch_size == 128 and fixed.batch_size_recalls == {}
+    assert fixed.served_validation_recall == recalls[128]
+
+
+@pytest.mark.parametrize(("gain", "kept"), [("clear", 256), ("noise", 1024)])
+def test_a_smaller_batch_is_kept_only_when_it_wins_validation_by_the_paired_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gain: str, kept: int
+) -> None:
+    from teamu_assets.model import train as training
+
+    monkeypatch.setattr(training, "BATCH_SIZES", (256, 1024))
+    rng = np.random.default_rng(0)
+    larger = rng.uniform(0.0, 1.0, 400)
+    # "clear": every user gains 0.05. "noise": a higher mean by 0.01, but user by user shuffled, so the paired
+    # interval holds 0 (a rule by the means alone would take the smaller batch).
+    smaller = larger + 0.05 if gain == "clear" else rng.permutation(larger) + 0.01
+    rates = {1024: larger, 256: smaller}
+
+    def fit(size: int, folder: Path) -> training.TrainResult:
+        (folder / "trained_with").write_text(str(size))
+        return training.TrainResult(
+            model_dir=folder,
+            history=[],
+            best_epoch=1,
+            best_validation_recall=float(rates[size].mean()),
+            stopped_early=False,
+            train_examples=0,
+            tower_config=None,  # type: ignore[arg-type]
+            params=training.TrainParams(batch_size=size),
+            model=None,  # type: ignore[arg-type]
+            served_validation_recall=float(rates[size].mean()),
+            served_validation_hit_rates=rates[size],
+        )
+
+    logged: list[str] = []
+    out_dir = tmp_path / "models" / "evaluated"
+    result = training._keep_best_batch_size(fit, out_dir, 20, logged.append)
+    assert result.params.batch_size == kept
+    assert result.model_dir == out_dir
+    assert (out_dir / "trained_with").read_text() == str(kept)
+    assert result.batch_size_recalls == {size: pytest.approx(rates[size].mean()) for size in (256, 1024)}
+    # The other training's hidden folder is gone.
+    assert sorted(path.name for path in out_dir.parent.iterdir()) == ["evaluated"]
+    assert any(line.startswith("batch size 256 minus 1024") for line in logged)
+
+
 def test_refit_trains_the_evaluated_recipe_on_every_period(trained: Trained, tmp_path: Path) -> None:
     from teamu_assets.model.train import read_model_config, refit
 

@@ -71,6 +71,9 @@ def test_the_jobs_command_is_teamu_vertex_train_on_the_mounted_inputs_with_the_s
     assert args.out == gcs_fuse_path(_job().model_uri()) == "/gcs/teamu-ml/runs/tt-1/model"
     assert args.no_refit
     assert parse_params(args.param) == PARAMS
+    # An optional field round-trips its None (the batch size then chosen on validation).
+    chosen = custom_job(_job(params=TrainParams(batch_size=None)))["jobSpec"]["workerPoolSpecs"][0]["containerSpec"]
+    assert parse_params(build_parser().parse_args(chosen["args"]).param).batch_size is None
 
 
 @pytest.mark.slow
