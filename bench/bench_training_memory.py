@@ -149,11 +149,13 @@ def _stage_train(work_dir: Path, max_train_batches: int | None, max_validation_b
     user_features = pd.read_parquet(work_dir / USER_FEATURES_FILE)
     post_features = pd.read_parquet(work_dir / POST_FEATURES_FILE)
     loaded = _memory_mib("VmRSS")
-    # train() logs first when its setup is done (vocabularies, feature tables, towers): the peak then is the setup's.
+    # Each training logs "training on ..." when its setup is done (vocabularies, feature tables, towers): the peak
+    # then is the setup's. (The default trains once per batch size tried: the first setup is the one reported.)
     peaks_at_log: list[float] = []
 
     def log(message: str) -> None:
-        peaks_at_log.append(_memory_mib("VmHWM"))
+        if message.startswith("training on "):
+            peaks_at_log.append(_memory_mib("VmHWM"))
         print(message, file=sys.stderr, flush=True)
 
     with tempfile.TemporaryDirectory(prefix="bench_training_memory_model_") as model_dir:

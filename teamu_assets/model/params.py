@@ -13,11 +13,11 @@ from teamu_assets.evaluation.metrics import GATE_K
 # the new users' popularity prior (see towers.QueryTower.call).
 SCORE_TERMS = 3
 
-# The training batch sizes tried when TrainParams.batch_size is None: each trains a model, and the one whose served
-# score ranks validation best is kept (train.train). The batch sets both the in-batch negatives and how many
-# optimizer steps an epoch takes, and which matters more depends on the data: on the demo (about 27 batches of
-# 1,024 an epoch) batch 256 ranked the evaluation period better (recall@20 0.245 against 0.229), on Last.fm
-# 1,024 served as well or better (docs/BENCHMARKS.md, "A smaller training batch").
+# The training batch sizes tried when TrainParams.batch_size is None: each trains a model, and a smaller one is
+# kept only where it ranks validation better by the paired interval (train._keep_best_batch_size). The batch sets
+# both the in-batch negatives and how many optimizer steps an epoch takes, and which matters more depends on the
+# data: the demo (27 batches of 1,024 an epoch) keeps 256, the public data sets 1,024 (docs/BENCHMARKS.md, "The
+# batch size chosen on validation").
 BATCH_SIZES: tuple[int, ...] = (256, 1024)
 
 
