@@ -24,7 +24,7 @@ BATCH_SIZES: tuple[int, ...] = (256, 1024)
 @dataclass(frozen=True)
 class TrainParams:
     epochs: int = 30
-    # None: each of BATCH_SIZES, the best on validation kept; a number: that one batch size only.
+    # None: each of BATCH_SIZES trained, one kept on validation (see BATCH_SIZES); a number: that one only.
     batch_size: int | None = None
     embedding_dim: int = 512
     temperature: float = 0.1

@@ -109,7 +109,7 @@ class TrainResult:
     # validation user's (in user id order); None without validation (and in a refit).
     served_validation_recall: float | None = None
     served_validation_hit_rates: np.ndarray | None = field(default=None, repr=False)
-    # With params.batch_size None: each tried batch size's served_validation_recall (train chose the best).
+    # With params.batch_size None: each tried batch size's served_validation_recall (train kept one of them).
     batch_size_recalls: dict[int, float | None] = field(default_factory=dict)
 
 
@@ -298,7 +298,8 @@ def train(
     validation and saves the towers and vocabularies under out_dir. Each training example sees its post as of
     the example's moment (popularity and age then); validation sees popularity as of the dataset's cutoff, so
     neither training nor evaluation sees later popularity. This is the model the evaluation period judges.
-    With params.batch_size None, one training per BATCH_SIZES, the one validation ranks best kept."""
+    With params.batch_size None, one training per BATCH_SIZES, a smaller batch kept only where it ranks
+    validation better by the paired interval (_keep_best_batch_size)."""
     out_dir = Path(out_dir)
 
     def fit(batch_size: int, folder: Path) -> TrainResult:
