@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from teamu_assets.evaluation.intervals import bootstrap_means
+from teamu_assets.evaluation.intervals import Interval, ranker_intervals
+from teamu_assets.evaluation.metrics import GATE_METRIC
 from teamu_assets.model.dataset import (
     SPLITS,
     DatasetManifest,
@@ -334,13 +335,13 @@ def _keep_best_batch_size(
             if best is None:
                 best = result
                 continue
-            low, high = _paired_interval(result.served_validation_hit_rates, best.served_validation_hit_rates)
-            log(
-                f"batch size {size} minus {best.params.batch_size}: validation recall@{k} "
-                f"{(result.served_validation_recall or 0.0) - (best.served_validation_recall or 0.0):+.4f} "
-                f"[{low:+.4f}, {high:+.4f}]"
-            )
-            if low > 0.0:
+            gain = _validation_gain(result, best)
+            if gain is not None:
+                log(
+                    f"batch size {size} minus {best.params.batch_size}: validation recall@{k} "
+                    f"{gain.value:+.4f} [{gain.low:+.4f}, {gain.high:+.4f}]"
+                )
+            if gain is not None and gain.low > 0.0:
                 best, result = result, best
             shutil.rmtree(result.model_dir)
         assert best is not None  # BATCH_SIZES is not empty
@@ -354,13 +355,17 @@ def _keep_best_batch_size(
     return replace(best, model_dir=out_dir, batch_size_recalls=recalls)
 
 
-def _paired_interval(rates: np.ndarray | None, baseline: np.ndarray | None) -> tuple[float, float]:
-    """95% paired bootstrap interval of mean(rates - baseline) over validation users (0, 0 without both)."""
-    if rates is None or baseline is None or len(rates) != len(baseline) or not len(rates):
-        return 0.0, 0.0
-    resampled = bootstrap_means(rates - baseline)[0]
-    low, high = np.quantile(resampled, [0.025, 0.975])
-    return float(low), float(high)
+def _validation_gain(result: TrainResult, kept: TrainResult) -> Interval | None:
+    """The served validation recall of `result` minus `kept`'s, with the paired bootstrap interval over
+    validation users that the gate uses (evaluation.intervals); None without both users' recalls."""
+    if result.served_validation_hit_rates is None or kept.served_validation_hit_rates is None:
+        return None
+    intervals = ranker_intervals(
+        {GATE_METRIC: result.served_validation_hit_rates},
+        {"kept": {GATE_METRIC: kept.served_validation_hit_rates}},
+        metrics=(GATE_METRIC,),
+    )
+    return None if intervals is None else intervals.model_minus["kept"][GATE_METRIC]
 
 
 def refit(
